@@ -1,0 +1,1 @@
+"""Users, credentials and request authentication shared by every protocol."""

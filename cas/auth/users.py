@@ -1,0 +1,119 @@
+"""UserRegistry: who may use the store, and their secrets.
+
+A user is a name that is also its S3 access key, with one secret that is its
+S3 secret key and its WebDAV / web password (as in MinIO). Secrets must be
+recoverable for SigV4, so they are kept in the index, whose files are 0600.
+The root user comes from CAS_ROOT_USER / CAS_ROOT_PASSWORD, or is generated at
+first start into ``DIR/root-credentials`` (0600); root sees every bucket.
+Comparisons are constant-time; repeated failures for a name are slowed down.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import secrets
+import threading
+import time
+
+from ..errors import InvalidName, UserAlreadyExists, UserNotFound
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=,-]{2,127}$")
+ROOT_FILE = "root-credentials"
+_FAIL_WINDOW = 60.0
+_FAIL_LIMIT = 10
+
+
+def generate_secret() -> str:
+    return secrets.token_urlsafe(30)[:40]
+
+
+class UserRegistry:
+    def __init__(self, store):
+        self._store = store
+        self._root: tuple[str, str] | None = None
+        self._lock = threading.Lock()
+        self._failures: dict[str, list[float]] = {}
+
+    # -- root -------------------------------------------------------------------------------
+    def ensure_root(self) -> tuple[str, str, bool]:
+        """Root's (name, secret, newly generated). Generates and saves them on first start."""
+        auth = self._store.settings.auth
+        if auth.root_user and auth.root_password:
+            self._root = (auth.root_user, auth.root_password)
+            return auth.root_user, auth.root_password, False
+        path = self._store.settings.data_dir / ROOT_FILE
+        if path.exists():
+            name, secret = path.read_text().split("\n")[:2]
+            self._root = (name, secret)
+            return name, secret, False
+        name, secret = auth.root_user or "root", generate_secret()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{name}\n{secret}\n")
+        self._root = (name, secret)
+        return name, secret, True
+
+    def root(self) -> tuple[str, str]:
+        if self._root is None:
+            self.ensure_root()
+        assert self._root is not None
+        return self._root
+
+    def is_root(self, name: str) -> bool:
+        return hmac.compare_digest(name.encode(), self.root()[0].encode())
+
+    # -- users ------------------------------------------------------------------------------
+    def add(self, name: str, secret: str | None = None) -> str:
+        if not _NAME_RE.match(name):
+            raise InvalidName(f"invalid user name {name!r}: 3-128 letters, digits or ._@+=,-")
+        if self.is_root(name):
+            raise UserAlreadyExists(f"{name!r} is the root user")
+        secret = secret or generate_secret()
+        if len(secret) < 8:
+            raise InvalidName("the secret must have at least 8 characters")
+        with self._store.index.write() as t:
+            if t.get_user(name) is not None:
+                raise UserAlreadyExists(f"user {name!r} already exists")
+            t.put_user(name, {"secret": secret, "created": time.time()})
+        return secret
+
+    def remove(self, name: str) -> None:
+        with self._store.index.write() as t:
+            if not t.delete_user(name):
+                raise UserNotFound(f"user {name!r} does not exist")
+
+    def list(self) -> list[dict]:
+        with self._store.index.read() as t:
+            return [{"name": n, "created": r["created"]} for n, r in t.iter_users()]
+
+    def secret(self, name: str) -> str | None:
+        """The secret of ``name`` (root included), or None when there is no such user."""
+        root_name, root_secret = self.root()
+        if name == root_name:
+            return root_secret
+        with self._store.index.read() as t:
+            rec = t.get_user(name)
+        return None if rec is None else rec["secret"]
+
+    def authenticate(self, name: str, secret: str) -> bool:
+        """Constant-time check of a password; throttles a name after repeated failures."""
+        if self._throttled(name):
+            return False
+        expected = self.secret(name)
+        ok = hmac.compare_digest((expected or "\x00" * 40).encode(), secret.encode()) and expected is not None
+        if not ok:
+            self.record_failure(name)
+        return ok
+
+    def _throttled(self, name: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get(name, []) if now - t < _FAIL_WINDOW]
+            self._failures[name] = recent
+            return len(recent) >= _FAIL_LIMIT
+
+    def record_failure(self, name: str) -> None:
+        with self._lock:
+            self._failures.setdefault(name, []).append(time.monotonic())

@@ -1,0 +1,19 @@
+"""cas mb: make a bucket."""
+
+from __future__ import annotations
+
+from ..store import Store
+
+
+def register(sub):
+    p = sub.add_parser("mb", help="make a bucket")
+    p.add_argument("bucket")
+    p.add_argument("--owner", default=None, help="owning user (default: root)")
+    return p
+
+
+def run(args, settings) -> int:
+    with Store.open(settings) as store:
+        owner = args.owner or store.users.root()[0]
+        store.create_bucket(args.bucket.strip("/"), owner=owner)
+    return 0

@@ -1,0 +1,95 @@
+"""cas serve: run the S3 API and the web side (WebDAV, API, UI) on one store."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from ..store import Store
+
+log = logging.getLogger(__name__)
+
+
+def register(sub):
+    p = sub.add_parser("serve", help="run the server (S3 API, WebDAV, web UI)")
+    p.add_argument("--s3", default=None, metavar="HOST:PORT", help="S3 API listener (default 127.0.0.1:9000)")
+    p.add_argument("--http", default=None, metavar="HOST:PORT",
+                   help="WebDAV / web UI / API listener (default 127.0.0.1:8080)")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate: serve HTTPS")
+    p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
+    p.add_argument("--domain", default=None, help="base domain for virtual-host-style S3 requests")
+    p.add_argument("--threads", default=None, help="worker threads per listener (default 16)")
+    p.add_argument("--anonymous", action="store_true", default=None, help="allow unauthenticated requests")
+    p.add_argument("--gc-interval", default=None, help="run GC inside the server this often (e.g. 6h)")
+    p.add_argument("--gc-min-age", default=None, help="GC grace period (default 1h)")
+    p.add_argument("--chunk-avg", default=None, help=argparse_hidden())
+    p.add_argument("--compression", default=None, help=argparse_hidden())
+    p.set_defaults(overrides=overrides)
+    return p
+
+
+def argparse_hidden():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def overrides(args) -> dict:
+    return {
+        "server": {"s3": args.s3, "http": args.http, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+                   "domain": args.domain, "threads": args.threads},
+        "auth": {"allow_anonymous": args.anonymous},
+        "gc": {"interval": args.gc_interval, "min_age": args.gc_min_age},
+    }
+
+
+def run(args, settings) -> int:
+    from ..protocols.server import Server
+
+    store = Store.open(settings)
+    name, secret, created = store.users.ensure_root()
+    if created:
+        print(f"Generated root credentials (shown once; kept in {settings.data_dir}/root-credentials, mode 0600):\n"
+              f"  access key / user: {name}\n  secret / password: {secret}", flush=True)
+    server = Server(store, store.settings)
+    stopping = threading.Event()
+
+    def on_signal(signum, frame):
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server.start()
+        print(f"cas serving {settings.data_dir} (blocks: {store.settings.blocks.url})", flush=True)
+        print(f"  S3 API   {server.url('s3')}", flush=True)
+        print(f"  Web      {server.url('http')}/", flush=True)
+        print(f"  WebDAV   {server.url('http')}/dav/", flush=True)
+        background = _start_gc_loop(store, stopping)
+        while not stopping.wait(1.0):
+            pass
+        log.info("stopping")
+        if background is not None:
+            background.join(timeout=10)
+    finally:
+        server.stop()
+        store.close()
+    print("cas stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _start_gc_loop(store, stopping: threading.Event):
+    """Periodic GC inside the server when --gc-interval is set and the GC module is present."""
+    interval = store.settings.gc.interval
+    if not interval:
+        return None
+    try:
+        from ..gc.sweep import run_periodic
+    except ImportError:
+        log.warning("--gc-interval given but this build has no garbage collector")
+        return None
+    t = threading.Thread(target=run_periodic, args=(store, stopping), name="cas-gc", daemon=True)
+    t.start()
+    return t

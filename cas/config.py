@@ -1,0 +1,227 @@
+"""Settings: one frozen tree, loaded once in the CLI (TOML file < CAS_* env < flags).
+
+Only this module reads the environment. Constructors take their own slice
+(``settings.chunker``, ``settings.server`` ...). Chunker and codec values given
+here only matter when a store is created; afterwards the index's record wins
+and a different explicit request is a ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from .chunker import ChunkerParams
+from .codec import CodecParams
+from .errors import ConfigError
+
+
+def parse_size(text: str | int) -> int:
+    """'64K', '4MiB', '1g', '65536' -> bytes."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"not a size: {text!r}")
+    return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " ")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'0', '90s', '15m', '1h', '7d' -> seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
+    if not m:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 0, 90s, 15m, 1h, 7d)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    """'HOST:PORT' or ':PORT' -> (host, port)."""
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"not an address: {text!r} (use HOST:PORT)")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+@dataclass(frozen=True)
+class BlocksSettings:
+    """Where blocks live: ``local`` (DIR/blocks) or ``s3://bucket/prefix``."""
+
+    url: str = "local"
+    endpoint: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    region: str = "us-east-1"
+    concurrency: int = 8
+    retries: int = 5
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    map_size: int = 1 << 40  # sparse; LMDB grows the file as needed
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    s3: tuple[str, int] = ("127.0.0.1", 9000)
+    http: tuple[str, int] = ("127.0.0.1", 8080)
+    threads: int = 16
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    domain: str | None = None
+    cors_origins: tuple[str, ...] = ("*",)
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class GcSettings:
+    min_age: float = 3600.0
+    interval: float = 0.0
+    pin_lease: float = 600.0
+    upload_expiry: float = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    root_user: str | None = None
+    root_password: str | None = None
+    allow_anonymous: bool = False
+    jwt_ttl: float = 3600.0
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_user_claim: str = "preferred_username"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    chunker: ChunkerParams = field(default_factory=ChunkerParams)
+    codec: CodecParams = field(default_factory=CodecParams)
+    #: whether chunker/codec were asked for explicitly (then they must match an existing store)
+    explicit_format: bool = False
+    blocks: BlocksSettings = field(default_factory=BlocksSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    gc: GcSettings = field(default_factory=GcSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    log_level: str = "INFO"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def blocks_dir(self) -> Path:
+        return self.data_dir / "blocks"
+
+
+_SECTIONS = {
+    "blocks": BlocksSettings,
+    "index": IndexSettings,
+    "server": ServerSettings,
+    "gc": GcSettings,
+    "auth": AuthSettings,
+}
+
+
+def _coerce(cls, name: str, value):
+    """Turn a TOML/env/flag value into the type the dataclass field wants."""
+    if name in ("s3", "http"):
+        return parse_addr(value) if isinstance(value, str) else tuple(value)
+    if name in ("min_age", "interval", "pin_lease", "upload_expiry", "jwt_ttl"):
+        return parse_duration(value)
+    if name in ("map_size",):
+        return parse_size(value)
+    if name in ("threads", "concurrency", "retries"):
+        return int(value)
+    if name in ("allow_anonymous", "access_log"):
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+    if name == "cors_origins":
+        return tuple(value) if not isinstance(value, str) else tuple(v.strip() for v in value.split(",") if v.strip())
+    return value
+
+
+def _apply(settings: Settings, values: Mapping[str, Mapping[str, object]]) -> Settings:
+    changes = {}
+    for section, items in values.items():
+        cls = _SECTIONS.get(section)
+        if cls is None:
+            raise ConfigError(f"unknown settings section [{section}]")
+        known = {f.name for f in fields(cls)}
+        for k in items:
+            if k not in known:
+                raise ConfigError(f"unknown setting {section}.{k}")
+        current = getattr(settings, section)
+        changes[section] = replace(current, **{k: _coerce(cls, k, v) for k, v in items.items() if v is not None})
+    return replace(settings, **changes)
+
+
+# CAS_* environment variables understood, mapped to (section, field)
+_ENV = {
+    "CAS_ROOT_USER": ("auth", "root_user"),
+    "CAS_ROOT_PASSWORD": ("auth", "root_password"),
+    "CAS_ALLOW_ANONYMOUS": ("auth", "allow_anonymous"),
+    "CAS_S3_ADDR": ("server", "s3"),
+    "CAS_HTTP_ADDR": ("server", "http"),
+    "CAS_DOMAIN": ("server", "domain"),
+    "CAS_GC_MIN_AGE": ("gc", "min_age"),
+    "CAS_BLOCKS": ("blocks", "url"),
+    "CAS_BLOCKS_ENDPOINT": ("blocks", "endpoint"),
+    "CAS_BLOCKS_ACCESS_KEY": ("blocks", "access_key"),
+    "CAS_BLOCKS_SECRET_KEY": ("blocks", "secret_key"),
+}
+
+
+def load_settings(
+    data_dir: str | os.PathLike,
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+    *,
+    chunk_avg: str | int | None = None,
+    compression: str | None = None,
+    config_file: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the one Settings: defaults < TOML (``DIR/cas.toml`` or ``config_file``) < env < overrides."""
+    env = os.environ if env is None else env
+    data = Path(data_dir)
+    settings = Settings(data_dir=data)
+    path = Path(config_file) if config_file else data / "cas.toml"
+    explicit = False
+    if path.is_file():
+        try:
+            toml = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+        store_section = toml.pop("store", {})
+        chunk_avg = chunk_avg or store_section.get("chunk_avg")
+        compression = compression or store_section.get("compression")
+        settings = replace(settings, log_level=str(toml.pop("log_level", settings.log_level)))
+        settings = _apply(settings, toml)
+    from_env: dict[str, dict[str, object]] = {}
+    for var, (section, name) in _ENV.items():
+        if env.get(var):
+            from_env.setdefault(section, {})[name] = env[var]
+    settings = _apply(settings, from_env)
+    if overrides:
+        settings = _apply(settings, {k: v for k, v in overrides.items() if v})
+    if chunk_avg is not None:
+        settings = replace(settings, chunker=ChunkerParams.for_average(parse_size(chunk_avg)))
+        explicit = True
+    if compression is not None:
+        settings = replace(settings, codec=CodecParams(compression))
+        explicit = True
+    settings.chunker.validate()
+    settings.codec.validate()
+    return replace(settings, explicit_format=explicit)
+
+
+def testonly_crash_point(name: str) -> None:
+    """Kill this process at a named point when CAS_TESTONLY_CRASH_AT names it (crash tests)."""
+    if os.environ.get("CAS_TESTONLY_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)

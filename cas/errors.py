@@ -1,0 +1,164 @@
+"""The one error tree of cas.
+
+    CasError
+    ├─ NotFound ─ BucketNotFound, ObjectNotFound, BlockNotFound, UploadNotFound, UserNotFound
+    ├─ AlreadyExists ─ BucketAlreadyExists, UserAlreadyExists
+    ├─ Conflict ─ BucketNotEmpty
+    ├─ PreconditionFailed
+    ├─ AccessDenied
+    ├─ BadRequest ─ InvalidName, KeyTooLong, BadDigest, InvalidRange, MalformedXML,
+    │               InvalidPart, InvalidPartOrder, EntityTooSmall, IncompleteBody
+    ├─ IntegrityError          (a block does not hash to its id, or cannot be decoded)
+    ├─ StoreError ─ TransientStoreError, PermanentStoreError
+    └─ ConfigError
+
+Each class's docstring is its default message; ``exit_code`` is what the CLI
+exits with when the error reaches it. Foreign exceptions (OSError, lmdb.Error,
+botocore errors) are mapped at the lowest layer with ``raise X(...) from exc``;
+each protocol maps these classes to its wire form in one table.
+"""
+
+from __future__ import annotations
+
+
+class CasError(Exception):
+    """cas failed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class NotFound(CasError):
+    """Not found."""
+
+    exit_code = 4
+
+
+class BucketNotFound(NotFound):
+    """The bucket does not exist."""
+
+
+class ObjectNotFound(NotFound):
+    """The object does not exist."""
+
+
+class BlockNotFound(NotFound):
+    """A block is missing from the block store."""
+
+
+class UploadNotFound(NotFound):
+    """The multipart upload does not exist (aborted, completed or expired)."""
+
+
+class UserNotFound(NotFound):
+    """The user does not exist."""
+
+
+class AlreadyExists(CasError):
+    """Already exists."""
+
+    exit_code = 5
+
+
+class BucketAlreadyExists(AlreadyExists):
+    """The bucket already exists."""
+
+
+class UserAlreadyExists(AlreadyExists):
+    """The user already exists."""
+
+
+class Conflict(CasError):
+    """The request conflicts with the current state."""
+
+    exit_code = 5
+
+
+class BucketNotEmpty(Conflict):
+    """The bucket is not empty."""
+
+
+class PreconditionFailed(CasError):
+    """A precondition does not hold."""
+
+    exit_code = 6
+
+
+class AccessDenied(CasError):
+    """Access denied."""
+
+    exit_code = 7
+
+
+class BadRequest(CasError):
+    """Bad request."""
+
+    exit_code = 2
+
+
+class InvalidName(BadRequest):
+    """The bucket name or key is not valid."""
+
+
+class KeyTooLong(InvalidName):
+    """The key is too long."""
+
+
+class BadDigest(BadRequest):
+    """The data does not match the checksum the client gave."""
+
+
+class InvalidRange(BadRequest):
+    """The requested range is not satisfiable."""
+
+
+class MalformedXML(BadRequest):
+    """The XML is not well formed or not valid."""
+
+
+class InvalidPart(BadRequest):
+    """A part is missing or its ETag does not match."""
+
+
+class InvalidPartOrder(BadRequest):
+    """The parts are not in ascending order."""
+
+
+class EntityTooSmall(BadRequest):
+    """A part other than the last is smaller than the minimum part size."""
+
+
+class IncompleteBody(BadRequest):
+    """The body ended before the announced length."""
+
+
+class IntegrityError(CasError):
+    """A block does not hash to its id: refusing to return wrong bytes."""
+
+    exit_code = 3
+
+
+class StoreError(CasError):
+    """The storage backend failed."""
+
+    exit_code = 8
+
+
+class TransientStoreError(StoreError):
+    """The storage backend is unavailable; try again."""
+
+
+class PermanentStoreError(StoreError):
+    """The storage backend refused the request."""
+
+
+class ConfigError(CasError):
+    """The configuration is not valid."""
+
+    exit_code = 2

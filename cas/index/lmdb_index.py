@@ -1,0 +1,363 @@
+"""LmdbIndex: the only module that imports lmdb.
+
+One LMDB environment per process (``open`` before starting threads, never use
+it across fork). LMDB is multi-process: the CLI and a running server share the
+same files, and write transactions are serialised by LMDB's own lock. Callers
+see ``IndexTxn`` objects with domain methods and never an lmdb type. Write
+transactions must stay short: no block I/O inside them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+
+from ..errors import PermanentStoreError, StoreError, TransientStoreError
+from . import schema as s
+from .schema import BlockRow
+
+
+def _mapped(exc: lmdb.Error, what: str) -> StoreError:
+    if isinstance(exc, (lmdb.MapFullError, lmdb.DiskError, lmdb.ReadonlyError)):
+        return PermanentStoreError(f"{what}: {exc}")
+    return TransientStoreError(f"{what}: {exc}")
+
+
+class LmdbIndex:
+    """The name → manifest → block index of one store."""
+
+    def __init__(self, path: str | os.PathLike, *, map_size: int = 1 << 40):
+        self.path = Path(path)
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._env = lmdb.open(
+                str(self.path), map_size=map_size, max_dbs=len(s.DB_NAMES) + 2,
+                max_readers=1024, mode=0o600, lock=True, readahead=False,
+            )
+            self._dbs = {name: self._env.open_db(name.encode()) for name in s.DB_NAMES}
+        except lmdb.Error as exc:
+            raise _mapped(exc, f"cannot open index at {self.path}") from exc
+        except OSError as exc:
+            raise PermanentStoreError(f"cannot open index at {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._env.close()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[IndexTxn]:
+        try:
+            txn = self._env.begin(write=False)
+        except lmdb.Error as exc:
+            raise _mapped(exc, "cannot read the index") from exc
+        try:
+            yield IndexTxn(txn, self._dbs)
+        finally:
+            txn.abort()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[IndexTxn]:
+        try:
+            txn = self._env.begin(write=True)
+        except lmdb.Error as exc:
+            raise _mapped(exc, "cannot write the index") from exc
+        try:
+            yield IndexTxn(txn, self._dbs)
+        except BaseException:
+            txn.abort()
+            raise
+        try:
+            txn.commit()
+        except lmdb.Error as exc:
+            raise _mapped(exc, "cannot commit to the index") from exc
+
+    def disk_usage(self) -> int:
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+
+class IndexTxn:
+    """Domain operations inside one transaction (read-only or read-write)."""
+
+    __slots__ = ("_t", "_db")
+
+    def __init__(self, txn, dbs):
+        self._t = txn
+        self._db = dbs
+
+    # -- generic helpers -------------------------------------------------------------------
+    def _get(self, db: str, key: bytes) -> bytes | None:
+        return self._t.get(key, db=self._db[db])
+
+    def _put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
+        try:
+            return self._t.put(key, value, db=self._db[db], overwrite=overwrite)
+        except lmdb.Error as exc:
+            raise _mapped(exc, f"cannot write {db}") from exc
+
+    def _delete(self, db: str, key: bytes) -> bool:
+        return self._t.delete(key, db=self._db[db])
+
+    def _scan(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Rows whose key starts with ``prefix``, from ``start`` (inclusive) or the prefix on."""
+        with self._t.cursor(db=self._db[db]) as cur:
+            if not cur.set_range(start if start is not None else prefix):
+                return
+            for k, v in cur:
+                if not k.startswith(prefix):
+                    return
+                yield k, v
+
+    # -- meta and counters -----------------------------------------------------------------
+    def get_meta(self, name: str):
+        raw = self._get("meta", name.encode())
+        return None if raw is None else s.loads(raw)
+
+    def put_meta(self, name: str, value) -> None:
+        self._put("meta", name.encode(), s.dumps(value))
+
+    def counter(self, name: str) -> int:
+        raw = self._get("meta", b"n:" + name.encode())
+        return 0 if raw is None else s.from_u64(raw)
+
+    def add_counter(self, name: str, delta: int) -> int:
+        value = self.counter(name) + delta
+        self._put("meta", b"n:" + name.encode(), s.u64(max(value, 0)))
+        return value
+
+    def next_seq(self) -> int:
+        return self.add_counter("seq", 1)
+
+    # -- buckets ---------------------------------------------------------------------------
+    def get_bucket(self, name: str) -> dict | None:
+        raw = self._get("buckets", name.encode())
+        return None if raw is None else s.loads(raw)
+
+    def put_bucket(self, name: str, record: dict) -> None:
+        self._put("buckets", name.encode(), s.dumps(record))
+
+    def delete_bucket(self, name: str) -> bool:
+        return self._delete("buckets", name.encode())
+
+    def iter_buckets(self) -> Iterator[tuple[str, dict]]:
+        for k, v in self._scan("buckets"):
+            yield k.decode(), s.loads(v)
+
+    def bucket_is_empty(self, name: str) -> bool:
+        return next(self._scan("objects", name.encode() + s.SEP), None) is None
+
+    # -- objects ---------------------------------------------------------------------------
+    def get_object(self, bucket: str, key: str) -> dict | None:
+        raw = self._get("objects", s.object_key(bucket, key))
+        return None if raw is None else s.loads(raw)
+
+    def put_object(self, bucket: str, key: str, record: dict) -> None:
+        self._put("objects", s.object_key(bucket, key), s.dumps(record))
+
+    def delete_object(self, bucket: str, key: str) -> bool:
+        return self._delete("objects", s.object_key(bucket, key))
+
+    def iter_objects(self, bucket: str | None = None, prefix: str = "") -> Iterator[tuple[str, str, dict]]:
+        """(bucket, key, record) for every object (of one bucket, under a prefix)."""
+        p = b"" if bucket is None else s.object_key(bucket, prefix)
+        for k, v in self._scan("objects", p):
+            b, key = s.split_object_key(k)
+            yield b, key, s.loads(v)
+
+    def list_objects(
+        self, bucket: str, prefix: str, delimiter: str, start_after: str, limit: int
+    ) -> tuple[list[tuple[str, dict]], list[str], bool]:
+        """One page of a listing: (entries, common prefixes, truncated), in key order.
+
+        Keys and common prefixes together number at most ``limit``. A common prefix
+        is reported once and its keys are skipped by seeking past them.
+        """
+        base = bucket.encode() + s.SEP
+        full_prefix = base + prefix.encode()
+        delim = delimiter.encode()
+        start = full_prefix
+        if start_after:
+            after = base + start_after.encode()
+            if after >= start:
+                start = after + b"\x00"
+                rest = start_after[len(prefix):] if start_after.startswith(prefix) else None
+                if delimiter and rest is not None and rest.endswith(delimiter) and delimiter in rest:
+                    # start_after is a common prefix already returned: skip its whole group
+                    start = base + start_after[: len(prefix) + rest.index(delimiter) + len(delimiter)].encode() + b"\xff"
+        entries: list[tuple[str, dict]] = []
+        prefixes: list[str] = []
+        db = self._db["objects"]
+        with self._t.cursor(db=db) as cur:
+            if not cur.set_range(start):
+                return entries, prefixes, False
+            while True:
+                k = cur.key()
+                if not k.startswith(full_prefix):
+                    return entries, prefixes, False
+                if len(entries) + len(prefixes) >= limit:
+                    return entries, prefixes, True
+                rest = k[len(full_prefix):]
+                cut = rest.find(delim) if delim else -1
+                if cut >= 0:
+                    group = k[: len(full_prefix) + cut + len(delim)]
+                    prefixes.append(group[len(base):].decode())
+                    if not cur.set_range(group + b"\xff"):
+                        return entries, prefixes, False
+                    continue
+                entries.append((k[len(base):].decode(), s.loads(cur.value())))
+                if not cur.next():
+                    return entries, prefixes, False
+
+    # -- manifests -------------------------------------------------------------------------
+    def get_manifest(self, manifest_id: bytes) -> bytes | None:
+        return self._get("manifests", manifest_id)
+
+    def put_manifest(self, manifest_id: bytes, encoded: bytes) -> bool:
+        """Store a manifest unless present; returns whether it was new."""
+        return self._put("manifests", manifest_id, encoded, overwrite=False)
+
+    def delete_manifest(self, manifest_id: bytes) -> bool:
+        return self._delete("manifests", manifest_id)
+
+    def iter_manifests(self) -> Iterator[tuple[bytes, bytes]]:
+        yield from self._scan("manifests")
+
+    # -- blocks ----------------------------------------------------------------------------
+    def get_block(self, block_id: bytes) -> BlockRow | None:
+        raw = self._get("blocks", block_id)
+        return None if raw is None else BlockRow.unpack(raw)
+
+    def put_block(self, block_id: bytes, row: BlockRow) -> None:
+        self._put("blocks", block_id, row.pack())
+
+    def delete_block(self, block_id: bytes) -> bool:
+        return self._delete("blocks", block_id)
+
+    def iter_blocks(self, start: bytes = b"") -> Iterator[tuple[bytes, BlockRow]]:
+        for k, v in self._scan("blocks", b"", start):
+            yield k, BlockRow.unpack(v)
+
+    # -- pins and writers ------------------------------------------------------------------
+    def add_pin(self, block_id: bytes, writer_id: bytes) -> None:
+        self._put("pins", s.pin_key(block_id, writer_id), b"")
+
+    def drop_pin(self, block_id: bytes, writer_id: bytes) -> None:
+        self._delete("pins", s.pin_key(block_id, writer_id))
+
+    def pin_writers(self, block_id: bytes) -> list[bytes]:
+        return [k[len(block_id):] for k, _ in self._scan("pins", block_id)]
+
+    def is_pinned(self, block_id: bytes, now: float) -> bool:
+        """Whether a writer whose lease has not expired pins ``block_id``."""
+        for writer in self.pin_writers(block_id):
+            expiry = self.writer_expiry(writer)
+            if expiry is not None and expiry > now:
+                return True
+        return False
+
+    def iter_pins(self) -> Iterator[tuple[bytes, bytes]]:
+        for k, _ in self._scan("pins"):
+            yield k[:32], k[32:]
+
+    def put_writer(self, writer_id: bytes, expiry: float) -> None:
+        self._put("writers", writer_id, s.f64(expiry))
+
+    def delete_writer(self, writer_id: bytes) -> None:
+        self._delete("writers", writer_id)
+
+    def writer_expiry(self, writer_id: bytes) -> float | None:
+        raw = self._get("writers", writer_id)
+        return None if raw is None else s.from_f64(raw)
+
+    def iter_writers(self) -> Iterator[tuple[bytes, float]]:
+        for k, v in self._scan("writers"):
+            yield k, s.from_f64(v)
+
+    # -- refs: manifests bound per commit, for GC re-marking --------------------------------
+    def add_ref(self, seq: int, manifest_id: bytes) -> None:
+        self._put("refs", s.u64(seq) + manifest_id, b"")
+
+    def iter_refs(self, after_seq: int) -> Iterator[tuple[int, bytes]]:
+        for k, _ in self._scan("refs", b"", s.u64(after_seq + 1)):
+            yield s.from_u64(k[:8]), k[8:]
+
+    def trim_refs(self, upto_seq: int) -> int:
+        n = 0
+        for k, _ in list(self._scan("refs")):
+            if s.from_u64(k[:8]) > upto_seq:
+                break
+            self._delete("refs", k)
+            n += 1
+        return n
+
+    # -- multipart uploads -----------------------------------------------------------------
+    def get_upload(self, upload_id: str) -> dict | None:
+        raw = self._get("uploads", upload_id.encode())
+        return None if raw is None else s.loads(raw)
+
+    def put_upload(self, upload_id: str, record: dict) -> None:
+        self._put("uploads", upload_id.encode(), s.dumps(record))
+
+    def delete_upload(self, upload_id: str) -> None:
+        self._delete("uploads", upload_id.encode())
+        for k, _ in list(self._scan("parts", upload_id.encode() + s.SEP)):
+            self._delete("parts", k)
+
+    def iter_uploads(self) -> Iterator[tuple[str, dict]]:
+        for k, v in self._scan("uploads"):
+            yield k.decode(), s.loads(v)
+
+    def put_part(self, upload_id: str, number: int, record: dict) -> None:
+        self._put("parts", s.part_key(upload_id, number), s.dumps(record))
+
+    def get_part(self, upload_id: str, number: int) -> dict | None:
+        raw = self._get("parts", s.part_key(upload_id, number))
+        return None if raw is None else s.loads(raw)
+
+    def iter_parts(self, upload_id: str | None = None) -> Iterator[tuple[str, int, dict]]:
+        prefix = b"" if upload_id is None else upload_id.encode() + s.SEP
+        for k, v in self._scan("parts", prefix):
+            yield k[:-5].decode(), s.part_number(k), s.loads(v)
+
+    # -- users -----------------------------------------------------------------------------
+    def get_user(self, name: str) -> dict | None:
+        raw = self._get("users", name.encode())
+        return None if raw is None else s.loads(raw)
+
+    def put_user(self, name: str, record: dict) -> None:
+        self._put("users", name.encode(), s.dumps(record))
+
+    def delete_user(self, name: str) -> bool:
+        return self._delete("users", name.encode())
+
+    def iter_users(self) -> Iterator[tuple[str, dict]]:
+        for k, v in self._scan("users"):
+            yield k.decode(), s.loads(v)
+
+    # -- kv --------------------------------------------------------------------------------
+    def kv_get(self, ns: str, key: str) -> bytes | None:
+        return self._get("kv", s.kv_key(ns, key))
+
+    def kv_put(self, ns: str, key: str, value: bytes) -> None:
+        self._put("kv", s.kv_key(ns, key), value)
+
+    def kv_delete(self, ns: str, key: str) -> bool:
+        return self._delete("kv", s.kv_key(ns, key))
+
+    def kv_scan(self, ns: str, prefix: str = "") -> Iterator[tuple[str, bytes]]:
+        base = len(ns.encode()) + 1
+        for k, v in self._scan("kv", s.kv_key(ns, prefix)):
+            yield k[base:].decode(), bytes(v)
+
+    # -- events ----------------------------------------------------------------------------
+    def add_event(self, seq: int, record: dict) -> None:
+        self._put("events", s.u64(seq), s.dumps(record))
+
+    def iter_events(self, after: int = 0) -> Iterator[dict]:
+        for _, v in self._scan("events", b"", s.u64(after + 1)):
+            yield s.loads(v)
+
+    def last_seq(self) -> int:
+        return self.counter("seq")

@@ -1,0 +1,1 @@
+"""Protocol front-ends: translate HTTP to Store calls and back, nothing more."""

@@ -1,0 +1,210 @@
+"""The HTTP side of ``cas serve``: cheroot listeners, WSGI dispatch, request ids, access log.
+
+Two listeners: the S3 API (``--s3``) and the web side (``--http``: /healthz,
+/readyz, /dav/, /api/, /metrics, and the browser UI at /). Each request gets
+an id (a contextvar, echoed as ``x-amz-request-id`` / ``X-Request-Id``) that
+appears on every log line of that request; one access-log line is written when
+the response is done. Only ``guard`` turns an unexpected exception into a 500,
+logged once with its traceback.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from cheroot import wsgi
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("cas.access")
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to every log record (configured by the CLI's logging setup)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex().upper()
+
+
+def json_response(start_response, status: str, body: dict, extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+    raw = json.dumps(body, indent=1).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(raw)))] + (extra or []))
+    return [raw]
+
+
+class _Logged:
+    """Wraps a response iterable so the access line is written when it is fully sent or closed."""
+
+    def __init__(self, body: Iterable[bytes], done: Callable[[int], None]):
+        self._body = body
+        self._done = done
+        self._sent = 0
+
+    def __iter__(self):
+        for part in self._body:
+            self._sent += len(part)
+            yield part
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._done(self._sent)
+
+
+def guard(app: WSGIApp, protocol: str) -> WSGIApp:
+    """Request id, access log, and the last-resort 500 for one listener."""
+
+    def wrapped(environ, start_response):
+        rid = environ.get("HTTP_X_REQUEST_ID") or new_request_id()
+        token = request_id.set(rid)
+        environ["cas.request_id"] = rid
+        began = time.monotonic()
+        status_holder = ["-"]
+
+        def start(status, headers, exc_info=None):
+            status_holder[0] = status.split(" ", 1)[0]
+            headers = list(headers) + [("x-amz-request-id" if protocol == "s3" else "X-Request-Id", rid)]
+            return start_response(status, headers, exc_info)
+
+        def done(sent: int) -> None:
+            inner = request_id.set(rid)
+            access_log.info(
+                '%s %s "%s %s" %s %d %.1fms', protocol, environ.get("REMOTE_ADDR", "-"),
+                environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", "") +
+                ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""),
+                status_holder[0], sent, (time.monotonic() - began) * 1000,
+            )
+            request_id.reset(inner)
+
+        try:
+            body = app(environ, start)
+        except Exception:
+            log.exception("unexpected error in %s request", protocol)
+            body = json_response(start, "500 Internal Server Error", {"error": "internal error", "request_id": rid})
+        finally:
+            request_id.reset(token)
+        return _Logged(body, done)
+
+    return wrapped
+
+
+class HttpApp:
+    """Dispatch of the --http listener: health, WebDAV, admin API, metrics, web UI."""
+
+    def __init__(self, store, settings, mounts: dict[str, WSGIApp] | None = None):
+        self.store = store
+        self.settings = settings
+        self.mounts = dict(mounts or {})
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "/")
+        if path == "/healthz":
+            health = self.store.health()
+            return json_response(start_response, "200 OK", {"status": "ok", "version": health["version"],
+                                                            "store": health})
+        if path == "/readyz":
+            health = self.store.health()
+            status = "200 OK" if health["status"] == "ok" else "503 Service Unavailable"
+            return json_response(start_response, status, health)
+        for prefix, app in self.mounts.items():
+            if path == prefix or path.startswith(prefix + "/") or prefix == "":
+                if prefix:
+                    environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+                    environ["PATH_INFO"] = path[len(prefix):]
+                return app(environ, start_response)
+        return json_response(start_response, "404 Not Found", {"error": "not found", "path": path})
+
+
+def _not_implemented_s3(environ, start_response):
+    body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code>'
+            b"<Message>The S3 API is not available in this build.</Message></Error>")
+    start_response("501 Not Implemented", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def build_apps(store, settings) -> tuple[WSGIApp, WSGIApp]:
+    """The S3 app and the HTTP app, with every protocol that this build has mounted."""
+    try:
+        from .s3.app import make_app as make_s3
+    except ImportError:
+        s3_app: WSGIApp = _not_implemented_s3
+    else:
+        s3_app = make_s3(store, settings)
+    mounts: dict[str, WSGIApp] = {}
+    try:
+        from .webdav.app import make_app as make_dav
+    except ImportError:
+        pass
+    else:
+        mounts["/dav"] = make_dav(store, settings)
+    try:
+        from .web.app import make_app as make_web
+    except ImportError:
+        pass
+    else:
+        mounts[""] = make_web(store, settings)
+    return guard(s3_app, "s3"), guard(HttpApp(store, settings, mounts), "http")
+
+
+class Server:
+    """Both listeners of ``cas serve``; ``start`` binds, ``stop`` shuts down cleanly."""
+
+    def __init__(self, store, settings):
+        self.store = store
+        self.settings = settings
+        s3_app, http_app = build_apps(store, settings)
+        srv = settings.server
+        self.listeners = {
+            "s3": wsgi.Server(srv.s3, s3_app, numthreads=srv.threads, request_queue_size=128,
+                              timeout=60, shutdown_timeout=5, server_name="cas"),
+            "http": wsgi.Server(srv.http, http_app, numthreads=srv.threads, request_queue_size=128,
+                                timeout=60, shutdown_timeout=5, server_name="cas"),
+        }
+        if srv.tls_cert and srv.tls_key:
+            from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+            for server in self.listeners.values():
+                server.ssl_adapter = BuiltinSSLAdapter(srv.tls_cert, srv.tls_key)
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.settings.server.tls_cert else "http"
+
+    def address(self, name: str) -> tuple[str, int]:
+        host, port = self.listeners[name].bind_addr[:2]
+        return host, port
+
+    def url(self, name: str) -> str:
+        host, port = self.address(name)
+        return f"{self.scheme}://{host}:{port}"
+
+    def start(self) -> None:
+        for name, server in self.listeners.items():
+            server.prepare()
+            t = threading.Thread(target=server.serve, name=f"cas-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        for server in self.listeners.values():
+            server.stop()
+        for t in self._threads:
+            t.join(timeout=10)

@@ -1,0 +1,800 @@
+"""Store: the one definition of what a bucket, an object and an upload are.
+
+Every protocol (S3, WebDAV, the web UI, the CLI) calls these methods and
+nothing below them. Each mutation commits in one short LMDB write txn that
+binds the name, appends to ``refs`` and ``events`` and adjusts the counters;
+block I/O always happens outside transactions (see ``writer``). Reads look the
+name up once and stream blocks, verifying each (``IntegrityError`` rather than
+wrong bytes). Thread-safe; open one Store per process, before starting threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+from . import __version__
+from .blocks import open_blockstore
+from .blocks.base import BlockStore
+from .chunker import Chunker, ChunkerParams
+from .codec import Codec, CodecParams
+from .config import Settings
+from .errors import (
+    BucketAlreadyExists,
+    BucketNotEmpty,
+    BucketNotFound,
+    ConfigError,
+    EntityTooSmall,
+    InvalidPart,
+    InvalidPartOrder,
+    InvalidRange,
+    ObjectNotFound,
+    PreconditionFailed,
+    UploadNotFound,
+)
+from .index.lmdb_index import LmdbIndex
+from .index.schema import FORMAT_VERSION
+from .manifest import Manifest
+from .names import check_bucket, check_key
+from .writer import BlockWriter, WriteResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+MIN_PART_SIZE = 5 << 20
+READ_AHEAD = 4
+
+
+@dataclass(frozen=True)
+class BucketInfo:
+    name: str
+    owner: str
+    created: float
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    content_type: str
+    mtime: float
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    checksums: Mapping[str, str] = field(default_factory=dict)
+    props: Mapping[str, str] = field(default_factory=dict)
+    owner: str = ""
+    seq: int = 0
+    manifest_id: bytes = b""
+    parts: int = 0
+
+    @classmethod
+    def from_record(cls, bucket: str, key: str, r: dict) -> ObjectInfo:
+        return cls(
+            bucket, key, r["size"], r["etag"], r.get("ct") or DEFAULT_CONTENT_TYPE, r["mtime"],
+            r.get("meta", {}), r.get("hdr", {}), r.get("ck", {}), r.get("props", {}),
+            r.get("owner", ""), r.get("seq", 0), bytes.fromhex(r["m"]), r.get("parts", 0),
+        )
+
+
+def _record(info: ObjectInfo) -> dict:
+    r = {"size": info.size, "etag": info.etag, "ct": info.content_type, "mtime": info.mtime,
+         "owner": info.owner, "seq": info.seq, "m": info.manifest_id.hex()}
+    for name, value in (("meta", info.metadata), ("hdr", info.headers), ("ck", info.checksums),
+                        ("props", info.props), ("parts", info.parts)):
+        if value:
+            r[name] = dict(value) if isinstance(value, Mapping) else value
+    return r
+
+
+@dataclass(frozen=True)
+class Listing:
+    entries: list[ObjectInfo]
+    common_prefixes: list[str]
+    truncated: bool
+    next_start_after: str
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    upload_id: str
+    bucket: str
+    key: str
+    owner: str
+    initiated: float
+    content_type: str
+    metadata: Mapping[str, str]
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    number: int
+    size: int
+    etag: str
+    checksums: Mapping[str, str]
+    mtime: float
+    manifest_id: bytes = b""
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    time: float
+    user: str
+    op: str
+    bucket: str
+    key: str
+    size: int
+    etag: str
+
+    def to_dict(self) -> dict:
+        return {"seq": self.seq, "time": self.time, "user": self.user, "op": self.op,
+                "bucket": self.bucket, "key": self.key, "size": self.size, "etag": self.etag}
+
+
+def _norm_etag(etag: str) -> str:
+    etag = etag.strip()
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    return etag.strip('"')
+
+
+def _etag_matches(condition: str, etag: str) -> bool:
+    return any(c == "*" or _norm_etag(c) == etag for c in condition.split(","))
+
+
+class ObjectReader:
+    """A stream of one object's bytes [start, stop); iterate it, then close it.
+
+    Blocks are fetched and verified ahead of the consumer on the Store's pool
+    (a few at a time, so memory stays bounded).
+    """
+
+    def __init__(self, store: Store, info: ObjectInfo, manifest: Manifest, start: int, stop: int):
+        self.info = info
+        self.start = start
+        self.stop = stop
+        self._store = store
+        self._manifest = manifest
+        self._closed = False
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[bytes]:
+        first, last, offset = self._manifest.span(self.start, self.stop)
+        ids = self._manifest.ids
+        lengths = self._manifest.lengths
+        pool = self._store.pool
+        fetch = self._store.read_block
+        pending = [pool.submit(fetch, ids[i]) for i in range(first, min(last, first + READ_AHEAD))]
+        nxt = first + len(pending)
+        try:
+            for i in range(first, last):
+                data = pending.pop(0).result()
+                if nxt < last:
+                    pending.append(pool.submit(fetch, ids[nxt]))
+                    nxt += 1
+                lo = max(self.start - offset, 0)
+                hi = min(self.stop - offset, lengths[i])
+                offset += lengths[i]
+                if self._closed:
+                    return
+                yield data if (lo == 0 and hi == len(data)) else data[lo:hi]
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    def read_all(self) -> bytes:
+        return b"".join(self)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class _class_or_instance:
+    """``Store.open(settings)`` opens a store; ``store.open(bucket, key)`` opens an object.
+
+    Both spellings are in the documented API, so the one name dispatches on how it is reached.
+    """
+
+    def __init__(self, on_class):
+        self._on_class = on_class
+
+    def __call__(self, on_instance):
+        self._on_instance = on_instance
+        return self
+
+    def __get__(self, obj, cls):
+        if obj is None:
+            return self._on_class.__get__(None, cls)
+        return self._on_instance.__get__(obj, cls)
+
+
+class Store:
+    """Buckets, objects, multipart uploads, users and the journal over one index and BlockStore."""
+
+    def __init__(self, settings: Settings, index: LmdbIndex, blocks: BlockStore,
+                 clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.index = index
+        self.blocks = blocks
+        self.clock = clock
+        self.chunker = Chunker(settings.chunker)
+        self.codec = Codec(settings.codec)
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cas-io")
+        self._changed = threading.Condition()
+        self._writers: set[bytes] = set()
+        self._writers_lock = threading.Lock()
+        self._heartbeat: threading.Thread | None = None
+        self._stop = threading.Event()
+        from .auth.users import UserRegistry
+
+        self.users = UserRegistry(self)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @classmethod
+    def open_store(cls, settings: Settings, *, blocks: BlockStore | None = None) -> Store:
+        """Open the store under ``settings.data_dir``, creating it on first use."""
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create data directory {settings.data_dir}: {exc}") from exc
+        index = LmdbIndex(settings.index_dir, map_size=settings.index.map_size)
+        try:
+            settings = cls._check_format(index, settings)
+            blockstore = blocks or open_blockstore(settings)
+        except BaseException:
+            index.close()
+            raise
+        return cls(settings, index, blockstore)
+
+    @staticmethod
+    def _check_format(index: LmdbIndex, settings: Settings) -> Settings:
+        """Record chunker/codec/backend at creation; afterwards the record wins (or clashes)."""
+        with index.write() as t:
+            fmt = t.get_meta("format")
+            if fmt is None:
+                t.put_meta("format", {"version": FORMAT_VERSION, "created": time.time(), "cas": __version__})
+                t.put_meta("chunker", settings.chunker.to_dict())
+                t.put_meta("codec", settings.codec.compression)
+                t.put_meta("blocks", {"url": settings.blocks.url, "endpoint": settings.blocks.endpoint})
+                return settings
+        if fmt.get("version") != FORMAT_VERSION:
+            raise ConfigError(f"index format {fmt.get('version')} is not supported (this cas reads {FORMAT_VERSION})")
+        with index.read() as t:
+            chunker = t.get_meta("chunker")
+            codec = t.get_meta("codec")
+            blocks = t.get_meta("blocks")
+        stored_chunker = ChunkerParams(chunker["avg"], chunker["min"], chunker["max"], chunker["algorithm"])
+        if settings.explicit_format and (stored_chunker != settings.chunker or codec != settings.codec.compression):
+            raise ConfigError(
+                f"this store was created with chunker avg={stored_chunker.avg} min={stored_chunker.min} "
+                f"max={stored_chunker.max} and compression {codec}; it cannot be opened with "
+                f"avg={settings.chunker.avg} min={settings.chunker.min} max={settings.chunker.max} and "
+                f"compression {settings.codec.compression} (other cut points would destroy dedup)"
+            )
+        if stored_chunker.algorithm != ChunkerParams().algorithm:
+            raise ConfigError(f"this store was chunked with {stored_chunker.algorithm}; "
+                              f"this cas chunks with {ChunkerParams().algorithm}")
+        bsettings = settings.blocks
+        if bsettings.url != blocks["url"]:
+            if bsettings.url != "local":
+                raise ConfigError(f"this store keeps its blocks in {blocks['url']}, not {bsettings.url}")
+            bsettings = replace(bsettings, url=blocks["url"], endpoint=bsettings.endpoint or blocks.get("endpoint"))
+        return replace(settings, chunker=stored_chunker, codec=CodecParams(codec), blocks=bsettings)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
+        self.pool.shutdown(wait=True)
+        self.blocks.close()
+        self.index.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def health(self) -> dict:
+        """Liveness/readiness figures: index readable, backend reachable."""
+        status = {"version": __version__, "index": "ok", "blocks": "ok", "backend": self.blocks.kind}
+        try:
+            with self.index.read() as t:
+                t.last_seq()
+        except Exception as exc:  # reported, not raised: this is a health probe
+            status["index"] = f"error: {exc}"
+        try:
+            self.blocks.check()
+        except Exception as exc:  # reported, not raised
+            status["blocks"] = f"error: {exc}"
+        status["status"] = "ok" if status["index"] == status["blocks"] == "ok" else "degraded"
+        return status
+
+    # -- writers' heartbeat (pins of live writers are honoured by GC) ---------------------------
+    def register_writer(self, writer_id: bytes) -> None:
+        with self._writers_lock:
+            self._writers.add(writer_id)
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(target=self._beat, name="cas-heartbeat", daemon=True)
+                self._heartbeat.start()
+
+    def unregister_writer(self, writer_id: bytes) -> None:
+        with self._writers_lock:
+            self._writers.discard(writer_id)
+
+    def _beat(self) -> None:
+        lease = self.settings.gc.pin_lease
+        while not self._stop.wait(min(60.0, lease / 3)):
+            with self._writers_lock:
+                writers = list(self._writers)
+            if not writers:
+                continue
+            try:
+                with self.index.write() as t:
+                    expiry = self.clock() + lease
+                    for w in writers:
+                        if t.writer_expiry(w) is not None:
+                            t.put_writer(w, expiry)
+            except Exception:  # logged and retried on the next beat; a missed beat is not fatal
+                log.exception("writer heartbeat failed")
+
+    # -- commit helpers -------------------------------------------------------------------------
+    def _event(self, t, seq: int, user: str, op: str, bucket: str, key: str, size: int = 0, etag: str = "") -> None:
+        t.add_event(seq, {"seq": seq, "time": self.clock(), "user": user, "op": op,
+                          "bucket": bucket, "key": key, "size": size, "etag": etag})
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _bind(self, t, info: ObjectInfo, op: str, user: str) -> ObjectInfo:
+        """Bind ``info`` to its name inside a write txn (counters, refs, journal)."""
+        seq = t.next_seq()
+        info = replace(info, seq=seq)
+        old = t.get_object(info.bucket, info.key)
+        t.put_object(info.bucket, info.key, _record(info))
+        t.add_counter("objects", 0 if old else 1)
+        t.add_counter("logical_bytes", info.size - (old["size"] if old else 0))
+        t.add_ref(seq, info.manifest_id)
+        self._event(t, seq, user, op, info.bucket, info.key, info.size, info.etag)
+        return info
+
+    def _unbind(self, t, bucket: str, key: str, user: str, op: str = "delete") -> dict:
+        old = t.get_object(bucket, key)
+        if old is None:
+            raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
+        t.delete_object(bucket, key)
+        t.add_counter("objects", -1)
+        t.add_counter("logical_bytes", -old["size"])
+        self._event(t, t.next_seq(), user, op, bucket, key, old["size"], old["etag"])
+        return old
+
+    @staticmethod
+    def _require_bucket(t, bucket: str) -> dict:
+        rec = t.get_bucket(bucket)
+        if rec is None:
+            raise BucketNotFound(f"bucket {bucket!r} does not exist")
+        return rec
+
+    @staticmethod
+    def _check_conditions(t, bucket: str, key: str, if_match: str | None, if_none_match: str | None) -> None:
+        if if_match is None and if_none_match is None:
+            return
+        cur = t.get_object(bucket, key)
+        if if_match is not None and (cur is None or not _etag_matches(if_match, cur["etag"])):
+            raise PreconditionFailed(f"If-Match {if_match} does not hold for {bucket}/{key}")
+        if if_none_match is not None and cur is not None and _etag_matches(if_none_match, cur["etag"]):
+            raise PreconditionFailed(f"If-None-Match {if_none_match} does not hold for {bucket}/{key}")
+
+    def _write(self, body, hashers, expected_size, expected_md5, before_commit,
+               commit: Callable[[object, WriteResult, dict | None, float], object]):
+        """Stream ``body`` to blocks, run ``before_commit``, then ``commit`` in one write txn."""
+        w = BlockWriter(self, hashers)
+        try:
+            result = w.write(body, expected_size=expected_size, expected_md5=expected_md5)
+            checksums = before_commit(result) if before_commit else None
+            w.finish()
+            with self.index.write() as t:
+                now = self.clock()
+                w.commit_into(t, result.manifest, now)
+                out = commit(t, result, checksums, now)
+        except BaseException:
+            w.abort()
+            raise
+        finally:
+            w.close()
+        self._notify()
+        return out
+
+    # -- buckets --------------------------------------------------------------------------------
+    def create_bucket(self, name: str, *, owner: str = "root") -> BucketInfo:
+        check_bucket(name)
+        with self.index.write() as t:
+            if t.get_bucket(name) is not None:
+                raise BucketAlreadyExists(f"bucket {name!r} already exists")
+            created = self.clock()
+            t.put_bucket(name, {"owner": owner, "created": created})
+            self._event(t, t.next_seq(), owner, "create_bucket", name, "")
+        self._notify()
+        return BucketInfo(name, owner, created)
+
+    def delete_bucket(self, name: str, *, user: str = "") -> None:
+        with self.index.write() as t:
+            self._require_bucket(t, name)
+            if not t.bucket_is_empty(name):
+                raise BucketNotEmpty(f"bucket {name!r} is not empty")
+            for upload_id, rec in list(t.iter_uploads()):
+                if rec["bucket"] == name:
+                    t.delete_upload(upload_id)
+            t.delete_bucket(name)
+            self._event(t, t.next_seq(), user, "delete_bucket", name, "")
+        self._notify()
+
+    def bucket(self, name: str) -> BucketInfo:
+        with self.index.read() as t:
+            rec = self._require_bucket(t, name)
+        return BucketInfo(name, rec["owner"], rec["created"])
+
+    def buckets(self, owner: str | None = None) -> list[BucketInfo]:
+        with self.index.read() as t:
+            return [BucketInfo(n, r["owner"], r["created"]) for n, r in t.iter_buckets()
+                    if owner is None or r["owner"] == owner]
+
+    # -- objects --------------------------------------------------------------------------------
+    def put(self, bucket: str, key: str, body, *, user: str = "", content_type: str | None = None,
+            metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+            props: Mapping[str, str] | None = None, mtime: float | None = None,
+            expected_md5: bytes | None = None, expected_size: int | None = None,
+            hashers: Mapping[str, object] | None = None,
+            before_commit: Callable[[WriteResult], Mapping[str, str] | None] | None = None,
+            if_match: str | None = None, if_none_match: str | None = None) -> ObjectInfo:
+        """Store ``body`` under bucket/key; the name changes only once everything is durable."""
+        check_key(bucket, key)
+        with self.index.read() as t:  # fail fast, before reading a body we would refuse
+            owner = self._require_bucket(t, bucket)["owner"]
+            self._check_conditions(t, bucket, key, if_match, if_none_match)
+
+        def commit(t, result: WriteResult, checksums, now):
+            self._require_bucket(t, bucket)
+            self._check_conditions(t, bucket, key, if_match, if_none_match)
+            info = ObjectInfo(bucket, key, result.size, result.etag, content_type or DEFAULT_CONTENT_TYPE,
+                              mtime if mtime is not None else now, dict(metadata or {}), dict(headers or {}),
+                              dict(checksums or {}), dict(props or {}), user or owner, 0, result.manifest.id)
+            return self._bind(t, info, "put", user)
+
+        return self._write(body, hashers, expected_size, expected_md5, before_commit, commit)
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo:
+        with self.index.read() as t:
+            rec = t.get_object(bucket, key)
+            if rec is None:
+                self._require_bucket(t, bucket)
+                raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
+        return ObjectInfo.from_record(bucket, key, rec)
+
+    @_class_or_instance(open_store)
+    def open(self, bucket: str, key: str, *, range: tuple[int, int] | None = None) -> ObjectReader:
+        """A reader of the object, or of bytes [start, stop) of it (stop clipped to the size).
+
+        Called on the class, ``Store.open(settings)`` opens a store (``open_store``)."""
+        with self.index.read() as t:
+            rec = t.get_object(bucket, key)
+            if rec is None:
+                self._require_bucket(t, bucket)
+                raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
+            raw = t.get_manifest(bytes.fromhex(rec["m"]))
+        info = ObjectInfo.from_record(bucket, key, rec)
+        if raw is None:
+            from .errors import IntegrityError
+
+            raise IntegrityError(f"the manifest of {bucket}/{key} is missing from the index")
+        manifest = Manifest.decode(raw)
+        start, stop = 0, info.size
+        if range is not None:
+            start, stop = range[0], min(range[1], info.size)
+            if start < 0 or start >= info.size or stop <= start:
+                raise InvalidRange(f"range {range[0]}-{range[1]} is not satisfiable for {info.size} bytes")
+        return ObjectReader(self, info, manifest, start, stop)
+
+    def get_bytes(self, bucket: str, key: str, *, range: tuple[int, int] | None = None) -> bytes:
+        return self.open(bucket, key, range=range).read_all()
+
+    def read_block(self, block_id: bytes) -> bytes:
+        """One block's verified, uncompressed bytes."""
+        return self.codec.decode(block_id, self.blocks.get(block_id))
+
+    def list(self, bucket: str, *, prefix: str = "", delimiter: str = "", start_after: str = "",
+             limit: int = 1000) -> Listing:
+        """One page of keys (and common prefixes) in UTF-8 binary order."""
+        limit = max(0, min(int(limit), 100_000))
+        with self.index.read() as t:
+            self._require_bucket(t, bucket)
+            if limit == 0:
+                return Listing([], [], False, start_after)
+            entries, prefixes, truncated = t.list_objects(bucket, prefix, delimiter, start_after, limit)
+        infos = [ObjectInfo.from_record(bucket, k, r) for k, r in entries]
+        last = max([i.key for i in infos[-1:]] + prefixes[-1:], default=start_after)
+        return Listing(infos, prefixes, truncated, last)
+
+    def iter_keys(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, paging through the index."""
+        after = ""
+        while True:
+            page = self.list(bucket, prefix=prefix, start_after=after, limit=1000)
+            yield from page.entries
+            if not page.truncated:
+                return
+            after = page.next_start_after
+
+    def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, *, user: str = "",
+             metadata: Mapping[str, str] | None = None, content_type: str | None = None,
+             headers: Mapping[str, str] | None = None, if_match: str | None = None,
+             if_none_match: str | None = None) -> ObjectInfo:
+        """Bind the source's manifest to a second name: no block is read or written."""
+        check_key(dst_bucket, dst_key)
+        with self.index.write() as t:
+            src = t.get_object(src_bucket, src_key)
+            if src is None:
+                self._require_bucket(t, src_bucket)
+                raise ObjectNotFound(f"no object {src_key!r} in bucket {src_bucket!r}")
+            owner = self._require_bucket(t, dst_bucket)["owner"]
+            self._check_conditions(t, dst_bucket, dst_key, if_match, if_none_match)
+            info = ObjectInfo.from_record(dst_bucket, dst_key, src)
+            changes = {"mtime": self.clock(), "owner": user or owner}
+            if metadata is not None:
+                changes["metadata"] = dict(metadata)
+            if headers is not None:
+                changes["headers"] = dict(headers)
+            if content_type is not None:
+                changes["content_type"] = content_type
+            out = self._bind(t, replace(info, **changes), "copy", user)
+        self._notify()
+        return out
+
+    def move(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, *, user: str = "",
+             overwrite: bool = True) -> ObjectInfo:
+        """Rename an object (metadata only); keeps its mtime and properties."""
+        check_key(dst_bucket, dst_key)
+        with self.index.write() as t:
+            src = t.get_object(src_bucket, src_key)
+            if src is None:
+                self._require_bucket(t, src_bucket)
+                raise ObjectNotFound(f"no object {src_key!r} in bucket {src_bucket!r}")
+            self._require_bucket(t, dst_bucket)
+            if (src_bucket, src_key) == (dst_bucket, dst_key):
+                return ObjectInfo.from_record(src_bucket, src_key, src)
+            if not overwrite and t.get_object(dst_bucket, dst_key) is not None:
+                raise PreconditionFailed(f"{dst_bucket}/{dst_key} exists and overwrite is off")
+            self._unbind(t, src_bucket, src_key, user, op="move_from")
+            out = self._bind(t, ObjectInfo.from_record(dst_bucket, dst_key, src), "move", user)
+        self._notify()
+        return out
+
+    def delete(self, bucket: str, key: str, *, user: str = "") -> None:
+        with self.index.write() as t:
+            self._require_bucket(t, bucket)
+            self._unbind(t, bucket, key, user)
+        self._notify()
+
+    def _update(self, bucket: str, key: str, op: str, user: str, change: Callable[[ObjectInfo], ObjectInfo]) -> ObjectInfo:
+        with self.index.write() as t:
+            rec = t.get_object(bucket, key)
+            if rec is None:
+                self._require_bucket(t, bucket)
+                raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
+            info = change(ObjectInfo.from_record(bucket, key, rec))
+            t.put_object(bucket, key, _record(info))
+            self._event(t, t.next_seq(), user, op, bucket, key, info.size, info.etag)
+        self._notify()
+        return info
+
+    def set_props(self, bucket: str, key: str, set: Mapping[str, str] | None = None,
+                  remove: Iterable[str] = (), *, user: str = "") -> ObjectInfo:
+        """Change WebDAV dead properties of an object (they move, copy and die with it)."""
+        def change(info: ObjectInfo) -> ObjectInfo:
+            props = dict(info.props)
+            props.update(set or {})
+            for name in remove:
+                props.pop(name, None)
+            return replace(info, props=props)
+
+        return self._update(bucket, key, "props", user, change)
+
+    def touch(self, bucket: str, key: str, mtime: float, *, user: str = "") -> ObjectInfo:
+        """Set an object's modification time (rclone's X-OC-Mtime)."""
+        return self._update(bucket, key, "touch", user, lambda info: replace(info, mtime=float(mtime)))
+
+    # -- multipart uploads ----------------------------------------------------------------------
+    def create_upload(self, bucket: str, key: str, *, user: str = "", content_type: str | None = None,
+                      metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None) -> str:
+        check_key(bucket, key)
+        upload_id = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+        with self.index.write() as t:
+            owner = self._require_bucket(t, bucket)["owner"]
+            t.put_upload(upload_id, {"bucket": bucket, "key": key, "owner": user or owner,
+                                     "initiated": self.clock(), "ct": content_type or DEFAULT_CONTENT_TYPE,
+                                     "meta": dict(metadata or {}), "hdr": dict(headers or {})})
+        return upload_id
+
+    def upload(self, upload_id: str) -> UploadInfo:
+        with self.index.read() as t:
+            rec = t.get_upload(upload_id)
+        if rec is None:
+            raise UploadNotFound(f"upload {upload_id!r} does not exist")
+        return self._upload_info(upload_id, rec)
+
+    @staticmethod
+    def _upload_info(upload_id: str, r: dict) -> UploadInfo:
+        return UploadInfo(upload_id, r["bucket"], r["key"], r["owner"], r["initiated"], r["ct"], r["meta"], r["hdr"])
+
+    def _commit_part(self, t, upload_id: str, number: int, manifest: Manifest, size: int, etag: str,
+                     checksums, now: float) -> PartInfo:
+        if t.get_upload(upload_id) is None:
+            raise UploadNotFound(f"upload {upload_id!r} does not exist")
+        t.put_manifest(manifest.id, manifest.encode())
+        t.put_part(upload_id, number, {"size": size, "etag": etag, "ck": dict(checksums or {}),
+                                       "mtime": now, "m": manifest.id.hex()})
+        t.add_ref(t.next_seq(), manifest.id)
+        return PartInfo(number, size, etag, dict(checksums or {}), now, manifest.id)
+
+    @staticmethod
+    def _check_part_number(number: int) -> None:
+        if not 1 <= number <= 10_000:
+            from .errors import BadRequest
+
+            raise BadRequest(f"part number {number} is not between 1 and 10000")
+
+    def upload_part(self, upload_id: str, number: int, body, *, expected_md5: bytes | None = None,
+                    expected_size: int | None = None, hashers: Mapping[str, object] | None = None,
+                    before_commit: Callable[[WriteResult], Mapping[str, str] | None] | None = None) -> PartInfo:
+        """Store one part as blocks as it arrives; nothing is visible under a name yet."""
+        self._check_part_number(number)
+        self.upload(upload_id)
+
+        def commit(t, result: WriteResult, checksums, now):
+            return self._commit_part(t, upload_id, number, result.manifest, result.size, result.etag, checksums, now)
+
+        return self._write(body, hashers, expected_size, expected_md5, before_commit, commit)
+
+    def upload_part_copy(self, upload_id: str, number: int, src_bucket: str, src_key: str, *,
+                         range: tuple[int, int] | None = None) -> PartInfo:
+        """A part taken from an existing object (whole: metadata only; a range: re-chunked edges)."""
+        self._check_part_number(number)
+        self.upload(upload_id)
+        src = self.stat(src_bucket, src_key)
+        if range is None and "-" not in src.etag:
+            with self.index.write() as t:
+                raw = t.get_manifest(src.manifest_id)
+                return self._commit_part(t, upload_id, number, Manifest.decode(raw), src.size, src.etag,
+                                         None, self.clock())
+        reader = self.open(src_bucket, src_key, range=range)
+        return self.upload_part(upload_id, number, iter(reader))
+
+    def list_parts(self, upload_id: str) -> list[PartInfo]:
+        with self.index.read() as t:
+            if t.get_upload(upload_id) is None:
+                raise UploadNotFound(f"upload {upload_id!r} does not exist")
+            return [PartInfo(n, r["size"], r["etag"], r.get("ck", {}), r["mtime"], bytes.fromhex(r["m"]))
+                    for _, n, r in t.iter_parts(upload_id)]
+
+    def list_uploads(self, bucket: str, prefix: str = "") -> list[UploadInfo]:
+        with self.index.read() as t:
+            self._require_bucket(t, bucket)
+            found = [self._upload_info(u, r) for u, r in t.iter_uploads()
+                     if r["bucket"] == bucket and r["key"].startswith(prefix)]
+        return sorted(found, key=lambda u: (u.key.encode(), u.initiated))
+
+    def abort_upload(self, upload_id: str) -> None:
+        with self.index.write() as t:
+            if t.get_upload(upload_id) is None:
+                raise UploadNotFound(f"upload {upload_id!r} does not exist")
+            t.delete_upload(upload_id)
+
+    def complete_upload(self, upload_id: str, parts: Iterable[tuple[int, str]], *, user: str = "",
+                        min_part_size: int = MIN_PART_SIZE, checksums: Mapping[str, str] | None = None,
+                        if_match: str | None = None, if_none_match: str | None = None) -> ObjectInfo:
+        """Bind the listed parts, in order, as one object: a metadata operation."""
+        wanted = list(parts)
+        if not wanted:
+            raise InvalidPart("you must specify at least one part")
+        numbers = [n for n, _ in wanted]
+        if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
+            raise InvalidPartOrder("the list of parts was not in ascending order")
+        with self.index.write() as t:
+            up = t.get_upload(upload_id)
+            if up is None:
+                raise UploadNotFound(f"upload {upload_id!r} does not exist")
+            bucket, key = up["bucket"], up["key"]
+            self._require_bucket(t, bucket)
+            self._check_conditions(t, bucket, key, if_match, if_none_match)
+            manifests, md5s, size = [], b"", 0
+            for i, (number, etag) in enumerate(wanted):
+                rec = t.get_part(upload_id, number)
+                if rec is None or _norm_etag(etag) != rec["etag"]:
+                    raise InvalidPart(f"part {number} was not uploaded or its ETag does not match")
+                if rec["size"] < min_part_size and i < len(wanted) - 1:
+                    raise EntityTooSmall(f"part {number} is {rec['size']} bytes; all but the last "
+                                         f"must be at least {min_part_size}")
+                manifests.append(Manifest.decode(t.get_manifest(bytes.fromhex(rec["m"]))))
+                md5s += bytes.fromhex(rec["etag"])
+                size += rec["size"]
+            manifest = Manifest().concat(manifests)
+            t.put_manifest(manifest.id, manifest.encode())
+            etag = f"{hashlib.md5(md5s).hexdigest()}-{len(wanted)}"
+            info = ObjectInfo(bucket, key, size, etag, up["ct"], self.clock(), up["meta"], up["hdr"],
+                              dict(checksums or {}), {}, user or up["owner"], 0, manifest.id, len(wanted))
+            t.delete_upload(upload_id)
+            out = self._bind(t, info, "put", user)
+        self._notify()
+        return out
+
+    def expire_uploads(self, max_age: float) -> int:
+        """Abort uploads initiated more than ``max_age`` seconds ago; their blocks become garbage."""
+        cutoff = self.clock() - max_age
+        with self.index.write() as t:
+            old = [u for u, r in t.iter_uploads() if r["initiated"] < cutoff]
+            for u in old:
+                t.delete_upload(u)
+        return len(old)
+
+    # -- small key-value space for protocol state -----------------------------------------------
+    def kv_get(self, ns: str, key: str) -> bytes | None:
+        with self.index.read() as t:
+            return t.kv_get(ns, key)
+
+    def kv_put(self, ns: str, key: str, value: bytes) -> None:
+        with self.index.write() as t:
+            t.kv_put(ns, key, value)
+
+    def kv_delete(self, ns: str, key: str) -> bool:
+        with self.index.write() as t:
+            return t.kv_delete(ns, key)
+
+    def kv_scan(self, ns: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        with self.index.read() as t:
+            return list(t.kv_scan(ns, prefix))
+
+    # -- journal and figures --------------------------------------------------------------------
+    def events(self, after: int = 0, limit: int = 1000) -> list[Event]:
+        out = []
+        with self.index.read() as t:
+            for rec in t.iter_events(after):
+                if len(out) >= limit:
+                    break
+                out.append(Event(**rec))
+        return out
+
+    def wait_events(self, after: int, timeout: float) -> None:
+        """Block until a commit newer than ``after`` exists (in-process wake-up, polling others)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.index.read() as t:
+                if t.last_seq() > after:
+                    return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with self._changed:
+                self._changed.wait(min(left, 0.5))
+
+    def stats(self) -> dict:
+        with self.index.read() as t:
+            c = {name: t.counter(name) for name in ("objects", "logical_bytes", "unique_blocks",
+                                                     "stored_bytes", "raw_bytes")}
+        raw = c.pop("raw_bytes")
+        c["dedup_ratio"] = round(c["logical_bytes"] / raw, 4) if raw else 1.0
+        c["compression_ratio"] = round(raw / c["stored_bytes"], 4) if c["stored_bytes"] else 1.0
+        return c

@@ -1,0 +1,237 @@
+"""The streaming write path shared by every protocol (DESIGN §3, §4).
+
+A ``BlockWriter`` turns one body into pinned blocks and a manifest, without
+binding any name: the ``Store`` commits the result (name, part) in one short
+write txn through ``commit_into``. Order of operations:
+
+1. Chunk the body; BLAKE3 each chunk; feed MD5 and the protocol's hashers.
+2. Per batch (bytes still in hand), one write txn pins every chunk and reads its
+   state: live → rely on it; condemned → back to live; absent → write it;
+   deleting → wait until GC drops the row, then write it. Encoding and block
+   puts run on a small thread pool outside any txn.
+3. ``finish`` waits for the puts and flushes them (``BlockStore.sync``); the
+   caller's commit txn then calls ``commit_into`` (rows, manifest, unpin).
+4. ``abort`` drops the pins; blocks already written are garbage for GC.
+
+Memory is bounded by one batch plus the blocks in flight, whatever the size
+of the body. A writer is used by one thread; the Store's pool is shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .chunker import Chunker
+from .codec import Codec
+from .config import testonly_crash_point
+from .errors import BadDigest, IncompleteBody, TransientStoreError
+from .ids import block_id, short
+from .index.schema import CONDEMNED, DELETING, LIVE, BlockRow
+from .manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+BATCH_CHUNKS = 64
+BATCH_BYTES = 16 << 20
+DELETING_WAIT = 120.0
+
+
+@dataclass
+class WriteResult:
+    """What a finished body turned into (not yet bound to a name)."""
+
+    manifest: Manifest
+    size: int
+    md5: bytes
+    digests: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def etag(self) -> str:
+        return self.md5.hex()
+
+
+class BlockWriter:
+    """Writes one body as blocks; see the module docstring for the protocol."""
+
+    def __init__(self, store, hashers: Mapping[str, object] | None = None):
+        self._store = store
+        self._index = store.index
+        self._blocks = store.blocks
+        self._codec: Codec = store.codec
+        self._chunker: Chunker = store.chunker
+        self._pool: ThreadPoolExecutor = store.pool
+        self._clock: Callable[[], float] = store.clock
+        self._hashers = dict(hashers or {})
+        self.writer_id = os.urandom(16)
+        self._pinned: set[bytes] = set()
+        self._new: dict[bytes, tuple[int, int]] = {}  # block id -> (stored size, raw length)
+        self._inflight: list[Future] = []
+        self._registered = False
+
+    # -- 1-2: body to pinned blocks -------------------------------------------------------
+    def write(self, body, *, expected_size: int | None = None, expected_md5: bytes | None = None) -> WriteResult:
+        md5 = hashlib.md5()
+        hashers = list(self._hashers.values())
+        ids: list[bytes] = []
+        lengths: list[int] = []
+        batch: list[tuple[bytes, bytes]] = []
+        batch_bytes = 0
+        size = 0
+        for view in self._chunker.chunks(body):
+            data = bytes(view)
+            md5.update(data)
+            for h in hashers:
+                h.update(data)
+            bid = block_id(data)
+            ids.append(bid)
+            lengths.append(len(data))
+            size += len(data)
+            if bid in self._pinned:
+                continue
+            self._pinned.add(bid)
+            batch.append((bid, data))
+            batch_bytes += len(data)
+            if len(batch) >= BATCH_CHUNKS or batch_bytes >= BATCH_BYTES:
+                self._flush(batch)
+                batch = []
+                batch_bytes = 0
+        self._flush(batch)
+        if expected_size is not None and size != expected_size:
+            raise IncompleteBody(f"the body has {size} bytes, {expected_size} were announced")
+        digest = md5.digest()
+        if expected_md5 is not None and digest != expected_md5:
+            raise BadDigest("the Content-MD5 you specified did not match what we received")
+        return WriteResult(Manifest(tuple(ids), tuple(lengths)), size, digest,
+                           {name: h.digest() for name, h in self._hashers.items()})
+
+    def _flush(self, batch: list[tuple[bytes, bytes]]) -> None:
+        if not batch:
+            return
+        now = self._clock()
+        to_write: list[tuple[bytes, bytes]] = []
+        to_wait: list[tuple[bytes, bytes]] = []
+        with self._index.write() as t:
+            if not self._registered:
+                t.put_writer(self.writer_id, now + self._store.settings.gc.pin_lease)
+            for bid, data in batch:
+                t.add_pin(bid, self.writer_id)
+                row = t.get_block(bid)
+                if row is None:
+                    to_write.append((bid, data))
+                elif row.state == CONDEMNED:
+                    t.put_block(bid, BlockRow(LIVE, row.stored_size, row.raw_len, row.created, now))
+                elif row.state == DELETING:
+                    to_wait.append((bid, data))
+        if not self._registered:
+            self._registered = True
+            self._store.register_writer(self.writer_id)
+        testonly_crash_point("writer.after_pin")
+        for bid, data in to_wait:
+            self._wait_deleted(bid)
+            to_write.append((bid, data))
+        # keep at most about two batches of block puts in flight
+        if len(self._inflight) > BATCH_CHUNKS:
+            self._drain(len(self._inflight) - BATCH_CHUNKS)
+        for bid, data in to_write:
+            self._inflight.append(self._pool.submit(self._put_block, bid, data))
+
+    def _put_block(self, bid: bytes, data: bytes) -> tuple[bytes, int, int]:
+        encoded = self._codec.encode(data)
+        self._blocks.put(bid, encoded)
+        return bid, len(encoded), len(data)
+
+    def _drain(self, count: int | None = None) -> None:
+        n = len(self._inflight) if count is None else count
+        done, self._inflight = self._inflight[:n], self._inflight[n:]
+        error = None
+        for fut in done:
+            try:
+                bid, stored, raw = fut.result()
+                self._new[bid] = (stored, raw)
+            except Exception as exc:  # first error wins; the rest are awaited so nothing runs on
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def _wait_deleted(self, bid: bytes) -> None:
+        deadline = time.monotonic() + DELETING_WAIT
+        while time.monotonic() < deadline:
+            with self._index.read() as t:
+                row = t.get_block(bid)
+            if row is None or row.state != DELETING:
+                return
+            time.sleep(0.05)
+        raise TransientStoreError(f"block {short(bid)} is still being deleted; try again")
+
+    # -- 3: make durable, then commit inside the caller's txn ----------------------------
+    def finish(self) -> None:
+        """Wait for every block put and make them durable (before the commit txn)."""
+        self._drain()
+        self._blocks.sync(self._new.keys())
+        testonly_crash_point("writer.before_commit")
+
+    def commit_into(self, t, manifest: Manifest, now: float) -> None:
+        """Inside the commit txn: record new blocks, store the manifest, drop the pins."""
+        for bid, (stored, raw) in self._new.items():
+            row = t.get_block(bid)
+            if row is None:
+                t.put_block(bid, BlockRow(LIVE, stored, raw, now, now))
+                t.add_counter("unique_blocks", 1)
+                t.add_counter("stored_bytes", stored)
+                t.add_counter("raw_bytes", raw)
+            elif row.state == CONDEMNED:
+                t.put_block(bid, BlockRow(LIVE, row.stored_size, row.raw_len, row.created, now))
+            elif row.state == DELETING:  # cannot happen while pinned; refuse rather than dangle
+                raise TransientStoreError(f"block {short(bid)} was deleted under a pin; try again")
+        if self._expired(t, now):
+            self._revalidate(t, manifest, now)
+        t.put_manifest(manifest.id, manifest.encode())
+        self._unpin(t)
+
+    def _expired(self, t, now: float) -> bool:
+        expiry = t.writer_expiry(self.writer_id)
+        return self._registered and (expiry is None or expiry <= now)
+
+    def _revalidate(self, t, manifest: Manifest, now: float) -> None:
+        """Our lease lapsed (process stalled): check every block is still there before binding."""
+        for bid in set(manifest.ids):
+            row = t.get_block(bid)
+            if row is None or row.state == DELETING:
+                raise TransientStoreError("the upload stalled and its blocks were reclaimed; try again")
+            if row.state == CONDEMNED:
+                t.put_block(bid, BlockRow(LIVE, row.stored_size, row.raw_len, row.created, now))
+
+    def _unpin(self, t) -> None:
+        for bid in self._pinned:
+            t.drop_pin(bid, self.writer_id)
+        t.delete_writer(self.writer_id)
+
+    def close(self) -> None:
+        """Forget this writer in the process's heartbeat set."""
+        if self._registered:
+            self._store.unregister_writer(self.writer_id)
+
+    # -- 4: abort -------------------------------------------------------------------------
+    def abort(self) -> None:
+        """Drop the pins after an error; written blocks are left for GC."""
+        for fut in self._inflight:
+            fut.cancel()
+        for fut in self._inflight:
+            if not fut.cancelled():
+                try:
+                    fut.result()
+                except Exception as exc:  # already failing; the first error was raised by the caller
+                    log.debug("block put failed during abort: %s", exc)
+        self._inflight = []
+        if self._registered:
+            try:
+                with self._index.write() as t:
+                    self._unpin(t)
+            finally:
+                self.close()
