@@ -1,0 +1,106 @@
+"""The cas command: serve (health, credentials, clean stop) and direct store access beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests.fixtures.core import ServeProcess, bytes_of
+
+pytestmark = pytest.mark.integration
+
+
+def cas(*args, check=True, **kw):
+    return subprocess.run([sys.executable, "-m", "cas.cli", *args], capture_output=True, check=check, **kw)
+
+
+def test_serve_health_and_clean_stop(cas_server):
+    with urllib.request.urlopen(cas_server.http_url + "/healthz", timeout=10) as r:
+        body = json.load(r)
+        assert r.status == 200 and r.headers["X-Request-Id"]
+    assert body["status"] == "ok" and body["version"] and body["store"]["index"] == "ok"
+    assert cas_server.stop() == 0
+    assert any("cas stopped" in line for line in cas_server.lines)
+
+
+def test_unknown_http_path_is_404_json(cas_server):
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(cas_server.http_url + "/no/such/thing/here.xyz", timeout=10)
+    assert err.value.code in (401, 404)
+
+
+def test_first_start_generates_root_credentials_once(tmp_path):
+    env = {k: "" for k in ("CAS_ROOT_USER", "CAS_ROOT_PASSWORD")}
+    data = tmp_path / "d"
+    first = ServeProcess(data, env=env)
+    first.stop()
+    printed = "\n".join(first.lines)
+    cred = data / "root-credentials"
+    assert stat.S_IMODE(cred.stat().st_mode) == 0o600
+    name, secret = cred.read_text().split("\n")[:2]
+    assert name == "root" and len(secret) >= 30 and secret in printed
+    second = ServeProcess(data, env=env)
+    second.stop()
+    assert secret not in "\n".join(second.lines)
+    assert cred.read_text().split("\n")[:2] == [name, secret]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in (data / "index").iterdir())
+
+
+def test_cli_round_trip_while_server_runs(cas_server, tmp_path):
+    data = str(cas_server.data)
+    src = tmp_path / "f.bin"
+    src.write_bytes(bytes_of(3 << 20, seed=3))
+    cas("mb", "--data", data, "bkt")
+    out = cas("put", "--data", data, str(src), "bkt/dir/f.bin").stdout.decode()
+    assert out.split("\t")[1] == str(3 << 20)
+    assert "dir/" in cas("ls", "--data", data, "bkt").stdout.decode()
+    assert "dir/f.bin" in cas("ls", "--data", data, "bkt/dir/").stdout.decode()
+    assert "bkt" in cas("ls", "--data", data).stdout.decode()
+    got = tmp_path / "out.bin"
+    cas("get", "--data", data, "bkt/dir/f.bin", str(got))
+    assert got.read_bytes() == src.read_bytes()
+    assert cas("get", "--data", data, "bkt/dir/f.bin", "-").stdout == src.read_bytes()
+    stats = json.loads(cas("stats", "--data", data, "--json").stdout)
+    assert set(stats) == {"objects", "logical_bytes", "unique_blocks", "stored_bytes", "dedup_ratio",
+                          "compression_ratio"}
+    assert stats["objects"] == 1 and stats["logical_bytes"] == 3 << 20
+    cas("rm", "--data", data, "bkt/dir/f.bin")
+    cas("rb", "--data", data, "bkt")
+    with urllib.request.urlopen(cas_server.http_url + "/healthz", timeout=10) as r:
+        assert r.status == 200
+
+
+def test_cli_errors_are_one_line_with_exit_codes(tmp_path):
+    data = str(tmp_path / "d")
+    r = cas("get", "--data", data, "nobucket/k", check=False)
+    assert r.returncode == 4 and b"does not exist" in r.stderr and b"Traceback" not in r.stderr
+    r = cas("mb", "--data", data, "Bad_Name", check=False)
+    assert r.returncode == 2 and b"invalid bucket name" in r.stderr
+    cas("mb", "--data", data, "bkt")
+    r = cas("mb", "--data", data, "bkt", check=False)
+    assert r.returncode == 5
+    r = cas("put", "--data", data, os.devnull, "bkt/../x", check=False)
+    assert r.returncode == 2 and b"'..'" in r.stderr
+
+
+def test_init_fixes_parameters(tmp_path):
+    data = str(tmp_path / "d")
+    cas("init", "--data", data, "--chunk-avg", "16K", "--compression", "none")
+    r = cas("init", "--data", data, "--chunk-avg", "64K", check=False)
+    assert r.returncode == 2 and b"cannot be opened" in r.stderr
+    assert b"avg 16384" in cas("init", "--data", data).stdout
+    r = cas("init", "--data", str(tmp_path / "e"), "--compression", "lz4", check=False)
+    assert r.returncode == 2 and b"invalid compression" in r.stderr
+
+
+def test_stdin_put(tmp_path):
+    data = str(tmp_path / "d")
+    cas("mb", "--data", data, "bkt")
+    cas("put", "--data", data, "-", "bkt/from-stdin", input=b"piped bytes")
+    assert cas("get", "--data", data, "bkt/from-stdin").stdout == b"piped bytes"

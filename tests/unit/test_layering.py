@@ -1,0 +1,61 @@
+"""Dependencies point down only (DESIGN §2): checked on the source with an AST walk."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2] / "cas"
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+            elif node.level and node.module:
+                # resolve relative imports against the package path
+                pkg = path.relative_to(ROOT.parent).with_suffix("").parts[: -node.level]
+                names.add(".".join((*pkg, node.module)))
+    return names
+
+
+def _modules(sub: str = "") -> list[Path]:
+    return sorted((ROOT / sub).rglob("*.py"))
+
+
+def test_only_the_index_imports_lmdb():
+    offenders = [p for p in _modules() if "lmdb" in _imports(p) and "index" not in p.relative_to(ROOT).parts]
+    assert not offenders
+
+
+def test_only_the_s3_block_store_imports_boto3():
+    allowed = {ROOT / "blocks" / "s3.py", ROOT / "blocks" / "retry.py"}
+    offenders = [p for p in _modules() if {"boto3", "botocore"} & _imports(p) and p not in allowed]
+    assert not offenders
+
+
+@pytest.mark.parametrize("forbidden", ["lmdb", "boto3", "botocore", "blake3"])
+def test_protocols_never_import_storage_libraries(forbidden):
+    offenders = [p for p in _modules("protocols") if forbidden in _imports(p)]
+    assert not offenders
+
+
+def test_protocols_do_not_reach_below_the_store():
+    below = ("cas.index", "cas.blocks", "cas.writer", "cas.codec", "cas.chunker", "cas.manifest")
+    offenders = [(p, m) for p in _modules("protocols") for m in _imports(p) if m.startswith(below)]
+    assert not offenders
+
+
+def test_lower_layers_never_import_protocols_or_cli():
+    lower = [p for p in _modules() if p.relative_to(ROOT).parts[0] not in ("protocols", "cli", "gc", "__main__.py")]
+    offenders = [(p, m) for p in lower for m in _imports(p)
+                 if m.startswith(("cas.protocols", "cas.cli", "cas.gc"))]
+    assert not offenders
