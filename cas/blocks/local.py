@@ -6,7 +6,7 @@ half-written. ``put`` does not fsync: ``sync(ids)`` flushes a writer's blocks
 in one go before the index commit that relies on them (one ``syncfs`` for a
 large batch, per-file fsync for a few), which keeps ingest fast without
 weakening "an acknowledged write survives a crash". Re-putting an existing
-block refreshes its mtime, which is its creation time for GC's minimum age.
+block replaces its file, which refreshes its mtime: its creation time for GC's minimum age.
 Thread- and multi-process safe (rename is atomic; writers of the same id
 produce identical files).
 """
@@ -61,9 +61,6 @@ class LocalBlockStore(BlockStore):
     def put(self, block_id: bytes, data: bytes) -> None:
         final = self.path(block_id)
         try:
-            if final.exists():
-                os.utime(final)
-                return
             parent = str(final.parent)
             if parent not in self._dirs:
                 os.makedirs(parent, exist_ok=True)
