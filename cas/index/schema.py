@@ -83,8 +83,11 @@ def dumps(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+_decode = json.JSONDecoder().decode
+
+
 def loads(raw: bytes):
-    return json.loads(raw)
+    return _decode(raw.decode())
 
 
 @dataclass(frozen=True)
