@@ -177,7 +177,7 @@ class ObjectReader:
         lengths = self._manifest.lengths
         pool = self._store.pool
         fetch = self._store.read_block
-        pending = [pool.submit(fetch, ids[i]) for i in range(first, min(last, first + READ_AHEAD))]
+        pending = [pool.submit(fetch, ids[i]) for i in range(first, min(last, first + self._store.read_ahead))]
         nxt = first + len(pending)
         try:
             for i in range(first, last):
@@ -232,7 +232,9 @@ class Store:
         self.clock = clock
         self.chunker = Chunker(settings.chunker)
         self.codec = Codec(settings.codec)
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cas-io")
+        # a remote backend needs more requests in flight than a local disk to keep busy
+        self.read_ahead = READ_AHEAD if blocks.kind in ("local", "memory") else max(READ_AHEAD, settings.blocks.concurrency)
+        self.pool = ThreadPoolExecutor(max_workers=max(4, self.read_ahead), thread_name_prefix="cas-io")
         self._changed = threading.Condition()
         self._writers: set[bytes] = set()
         self._writers_lock = threading.Lock()
@@ -252,15 +254,19 @@ class Store:
             raise ConfigError(f"cannot create data directory {settings.data_dir}: {exc}") from exc
         index = LmdbIndex(settings.index_dir, map_size=settings.index.map_size)
         try:
-            settings = cls._check_format(index, settings)
+            settings, created = cls._check_format(index, settings)
             blockstore = blocks or open_blockstore(settings)
+            if created and hasattr(blockstore, "ensure_bucket"):
+                blockstore.ensure_bucket()
+            if blocks is None:
+                blockstore.check()  # a wrong bucket or bad credentials fail here, with a clear message
         except BaseException:
             index.close()
             raise
         return cls(settings, index, blockstore)
 
     @staticmethod
-    def _check_format(index: LmdbIndex, settings: Settings) -> Settings:
+    def _check_format(index: LmdbIndex, settings: Settings) -> tuple[Settings, bool]:
         """Record chunker/codec/backend at creation; afterwards the record wins (or clashes)."""
         with index.write() as t:
             fmt = t.get_meta("format")
@@ -269,7 +275,7 @@ class Store:
                 t.put_meta("chunker", settings.chunker.to_dict())
                 t.put_meta("codec", settings.codec.compression)
                 t.put_meta("blocks", {"url": settings.blocks.url, "endpoint": settings.blocks.endpoint})
-                return settings
+                return settings, True
         if fmt.get("version") != FORMAT_VERSION:
             raise ConfigError(f"index format {fmt.get('version')} is not supported (this cas reads {FORMAT_VERSION})")
         with index.read() as t:
@@ -292,7 +298,7 @@ class Store:
             if bsettings.url != "local":
                 raise ConfigError(f"this store keeps its blocks in {blocks['url']}, not {bsettings.url}")
             bsettings = replace(bsettings, url=blocks["url"], endpoint=bsettings.endpoint or blocks.get("endpoint"))
-        return replace(settings, chunker=stored_chunker, codec=CodecParams(codec), blocks=bsettings)
+        return replace(settings, chunker=stored_chunker, codec=CodecParams(codec), blocks=bsettings), False
 
     def close(self) -> None:
         self._stop.set()
@@ -776,6 +782,11 @@ class Store:
                     break
                 out.append(Event(**rec))
         return out
+
+    def last_seq(self) -> int:
+        """The newest commit sequence number (events, bindings and parts all take one)."""
+        with self.index.read() as t:
+            return t.last_seq()
 
     def wait_events(self, after: int, timeout: float) -> None:
         """Block until a commit newer than ``after`` exists (in-process wake-up, polling others)."""
