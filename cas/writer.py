@@ -43,36 +43,49 @@ BATCH_BYTES = 16 << 20
 DELETING_WAIT = 120.0
 HASH_PIECE = 16  # chunks handed to the hashing thread at a time
 HASH_BACKLOG = 8  # pieces queued at most (bounds memory)
+INLINE_HASH_BYTES = 4 << 20  # bodies up to this size are hashed on the writing thread
 
 
 class _BodyHasher:
-    """MD5 and the protocol's hashers, fed in order on a thread of their own.
+    """MD5 and the protocol's hashers, fed in order; on a thread of their own for large bodies.
 
     MD5 is the slowest thing on the write path (~700 MB/s) and hashlib releases
-    the GIL, so hashing in parallel with chunking, BLAKE3 and block writes keeps
-    both cores busy. Pieces of a few chunks bound the hand-over cost.
+    the GIL, so for a large body hashing in parallel with chunking, BLAKE3 and
+    block writes keeps both cores busy. Small bodies are hashed inline: starting
+    a thread would cost more than it saves. Pieces of a few chunks bound the
+    hand-over cost.
     """
 
     def __init__(self, hashers: list):
         self._hashers = hashers
-        self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cas-hash")
+        self._inline = INLINE_HASH_BYTES
+        self._exec: ThreadPoolExecutor | None = None
         self._slots = threading.Semaphore(HASH_BACKLOG)
         self._piece: list[bytes] = []
 
+    def _hash(self, piece: list[bytes]) -> None:
+        for data in piece:
+            for h in self._hashers:
+                h.update(data)
+
     def _run(self, piece: list[bytes]) -> None:
         try:
-            for data in piece:
-                for h in self._hashers:
-                    h.update(data)
+            self._hash(piece)
         finally:
             self._slots.release()
 
     def _submit(self) -> None:
+        if self._exec is None:
+            self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cas-hash")
         self._slots.acquire()
         self._exec.submit(self._run, self._piece)
         self._piece = []
 
     def update(self, data: bytes) -> None:
+        if self._inline > 0:
+            self._inline -= len(data)
+            self._hash([data])
+            return
         self._piece.append(data)
         if len(self._piece) >= HASH_PIECE:
             self._submit()
@@ -80,7 +93,8 @@ class _BodyHasher:
     def finish(self) -> None:
         if self._piece:
             self._submit()
-        self._exec.shutdown(wait=True)
+        if self._exec is not None:
+            self._exec.shutdown(wait=True)
 
 
 @dataclass

@@ -24,9 +24,13 @@ def register(sub):
     p.add_argument("--anonymous", action="store_true", default=None, help="allow unauthenticated requests")
     p.add_argument("--gc-interval", default=None, help="run GC inside the server this often (e.g. 6h)")
     p.add_argument("--gc-min-age", default=None, help="GC grace period (default 1h)")
+    p.add_argument("--jwt-ttl", default=None, help="lifetime of web login tokens (default 1h)")
+    p.add_argument("--oidc-issuer", default=None, help="accept RS256/ES256 tokens from this OpenID issuer")
+    p.add_argument("--oidc-audience", default=None, help="audience the OpenID tokens must carry")
+    p.add_argument("--oidc-jwks-url", default=None, help="JWKS URL (default: from the issuer's discovery document)")
+    p.add_argument("--oidc-user-claim", default=None, help="claim naming the cas user (default preferred_username)")
     p.add_argument("--chunk-avg", default=None, help=argparse_hidden())
     p.add_argument("--compression", default=None, help=argparse_hidden())
-    p.set_defaults(overrides=overrides)
     return p
 
 
@@ -40,7 +44,9 @@ def overrides(args) -> dict:
     return {
         "server": {"s3": args.s3, "http": args.http, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
                    "domain": args.domain, "threads": args.threads},
-        "auth": {"allow_anonymous": args.anonymous},
+        "auth": {"allow_anonymous": args.anonymous, "jwt_ttl": args.jwt_ttl, "oidc_issuer": args.oidc_issuer,
+                 "oidc_audience": args.oidc_audience, "oidc_jwks_url": args.oidc_jwks_url,
+                 "oidc_user_claim": args.oidc_user_claim},
         "gc": {"interval": args.gc_interval, "min_age": args.gc_min_age},
     }
 

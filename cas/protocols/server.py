@@ -46,16 +46,45 @@ def json_response(start_response, status: str, body: dict, extra: list[tuple[str
     return [raw]
 
 
-class _Logged:
-    """Wraps a response iterable so the access line is written when it is fully sent or closed."""
+DRAIN_PIECE = 256 * 1024
 
-    def __init__(self, body: Iterable[bytes], done: Callable[[int], None]):
+
+def _drain(wsgi_input) -> None:
+    """Discard what is left of a request body of known length, a piece at a time.
+
+    A request refused before its body was read (401, 403, 409 ...) leaves the
+    body on the socket, and cheroot, when it sends the response headers, reads
+    all of it in one call, holding it in memory. Draining it here first keeps
+    memory flat whatever the client sends.
+    """
+    for _ in range(1 << 40):  # bounded by the announced Content-Length
+        if getattr(wsgi_input, "remaining", 0) <= 0:
+            return
+        try:
+            if not wsgi_input.read(DRAIN_PIECE):
+                return
+        except OSError:
+            return
+
+
+class _Logged:
+    """Wraps a response: drains an unread body before the first byte goes out, and writes
+    the access line when the response is fully sent or closed."""
+
+    def __init__(self, body: Iterable[bytes], wsgi_input, done: Callable[[int], None]):
         self._body = body
+        self._input = wsgi_input
         self._done = done
         self._sent = 0
 
     def __iter__(self):
-        for part in self._body:
+        it = iter(self._body)
+        first = next(it, None)  # runs the app until it has called start_response
+        _drain(self._input)
+        if first is not None:
+            self._sent += len(first)
+            yield first
+        for part in it:
             self._sent += len(part)
             yield part
 
@@ -77,6 +106,8 @@ def guard(app: WSGIApp, protocol: str) -> WSGIApp:
         environ["cas.request_id"] = rid
         began = time.monotonic()
         status_holder = ["-"]
+        # captured now: mounted apps rewrite SCRIPT_NAME / PATH_INFO
+        target = environ.get("PATH_INFO", "") + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else "")
 
         def start(status, headers, exc_info=None):
             status_holder[0] = status.split(" ", 1)[0]
@@ -87,9 +118,7 @@ def guard(app: WSGIApp, protocol: str) -> WSGIApp:
             inner = request_id.set(rid)
             access_log.info(
                 '%s %s "%s %s" %s %d %.1fms', protocol, environ.get("REMOTE_ADDR", "-"),
-                environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", "") +
-                ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""),
-                status_holder[0], sent, (time.monotonic() - began) * 1000,
+                environ.get("REQUEST_METHOD"), target, status_holder[0], sent, (time.monotonic() - began) * 1000,
             )
             request_id.reset(inner)
 
@@ -100,7 +129,7 @@ def guard(app: WSGIApp, protocol: str) -> WSGIApp:
             body = json_response(start, "500 Internal Server Error", {"error": "internal error", "request_id": rid})
         finally:
             request_id.reset(token)
-        return _Logged(body, done)
+        return _Logged(body, environ.get("wsgi.input"), done)
 
     return wrapped
 
@@ -140,26 +169,29 @@ def _not_implemented_s3(environ, start_response):
 
 
 def build_apps(store, settings) -> tuple[WSGIApp, WSGIApp]:
-    """The S3 app and the HTTP app, with every protocol that this build has mounted."""
+    """The S3 app and the HTTP app, with every protocol that this build has mounted.
+
+    Every listener is measured by the store's one metrics registry (``/metrics``).
+    """
+    from .web.metrics import metrics_for
+
+    metrics = metrics_for(store)
     try:
         from .s3.app import make_app as make_s3
     except ImportError:
         s3_app: WSGIApp = _not_implemented_s3
     else:
-        s3_app = make_s3(store, settings)
+        s3_app = metrics.wrap(make_s3(store, settings), "s3")
     mounts: dict[str, WSGIApp] = {}
     try:
         from .webdav.app import make_app as make_dav
     except ImportError:
         pass
     else:
-        mounts["/dav"] = make_dav(store, settings)
-    try:
-        from .web.app import make_app as make_web
-    except ImportError:
-        pass
-    else:
-        mounts[""] = make_web(store, settings)
+        mounts["/dav"] = metrics.wrap(make_dav(store, settings), "webdav")
+    from .web.app import make_app as make_web
+
+    mounts[""] = make_web(store, settings)  # measures itself under protocol "web"
     return guard(s3_app, "s3"), guard(HttpApp(store, settings, mounts), "http")
 
 

@@ -1,0 +1,740 @@
+"""The web side of the --http listener: the browser UI, the JSON API under /api/, and /metrics.
+
+Mounted by ``cas.protocols.server.build_apps`` at "" (everything that is not /healthz, /readyz
+or /dav). It only translates HTTP to ``Store`` calls:
+
+    GET  /                       the UI (static files from ./static: plain HTML/CSS/JS, no CDN)
+    POST /api/login              {"user", "password"} -> {"token", "expires", "user", "root"}
+    GET  /api/whoami
+    GET  /api/buckets            the caller's buckets (root: all)
+    POST /api/buckets            {"name"} -> 201
+    DELETE /api/buckets/B        only when empty
+    GET  /api/buckets/B/objects?prefix=&delimiter=/&after=&limit=
+    POST /api/buckets/B/folder   {"path"}: a zero-byte "path/" marker
+    GET|HEAD /api/buckets/B/object?key=K     streamed download (Range; ?link=TOKEN instead of a header)
+    PUT  /api/buckets/B/object?key=K         upload of the raw body (small files)
+    DELETE /api/buckets/B/object?key=K[&recursive=1]   (a "dir/" key with recursive: everything under it)
+    POST /api/buckets/B/link?key=K           -> {"url"}: a download link valid for a few minutes
+    POST /api/buckets/B/move     {"from", "to", "to_bucket"?}: rename/move (a "dir/" moves the folder)
+    POST /api/buckets/B/uploads  {"key", "size"?, "content_type"?} -> {"upload_id", "part_size"}
+    GET  /api/uploads/U          parts received so far (to resume)
+    PUT  /api/uploads/U/parts/N  one part (raw body)
+    POST /api/uploads/U/complete {"parts": [{"number", "etag"}...]}
+    DELETE /api/uploads/U        abort
+    GET  /api/stats              root: the store's figures (as ``cas stats --json``);
+                                 others: objects and logical bytes of their own buckets
+    GET  /api/users              root only
+    GET  /api/events?after=SEQ&limit=N&wait=SECONDS   the journal of the caller's buckets, long-poll
+                                 -> {"events": [...], "next": SEQ to pass as ``after`` next time}
+                                 (``after=latest``: only what happens from now on)
+    GET  /metrics                Prometheus text (root, or anyone with allow_anonymous)
+
+Every request but the static files and the login is authenticated (``Authorization: Bearer``
+with a token from ``cas.auth.tokens``, or Basic with a cas user and secret) unless
+``auth.allow_anonymous`` is set, in which case a request without credentials is the read-only
+principal ``anonymous``. Users see only the buckets they own (someone else's bucket is a 404,
+not a 403, so names do not leak); root sees all. Store-wide stored bytes and dedup figures are
+root's only: seeing them move would tell a user that content already exists (DESIGN §5).
+
+Errors are JSON ``{"error": code, "message": ...}`` with the status from ``_STATUS``.
+Stateless apart from the Store; thread-safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import mimetypes
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from email.utils import formatdate
+from pathlib import Path
+
+from ... import errors
+from ...auth.tokens import service_for
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import metrics_for
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_JSON = 1 << 20
+PART_SIZE = 8 << 20
+MAX_PARTS = 10_000
+MAX_WAIT = 25.0  # long-poll cap: each waiting request holds one of the listener's worker threads
+EVENT_LIMIT = 1000
+EVENT_SCAN_CAP = 50_000  # events looked at per request when most belong to other users
+LIST_LIMIT = 1000
+USER_STATS_CAP = 100_000  # objects counted for a non-root user's stats before giving an estimate
+ANONYMOUS = "anonymous"
+
+_STATUS: list[tuple[type[errors.CasError], str]] = [
+    (errors.InvalidRange, "416 Range Not Satisfiable"),
+    (errors.NotFound, "404 Not Found"),
+    (errors.AlreadyExists, "409 Conflict"),
+    (errors.Conflict, "409 Conflict"),
+    (errors.PreconditionFailed, "412 Precondition Failed"),
+    (errors.AccessDenied, "403 Forbidden"),
+    (errors.BadRequest, "400 Bad Request"),
+    (errors.TransientStoreError, "503 Service Unavailable"),
+    (errors.CasError, "500 Internal Server Error"),
+]
+
+_SECURITY_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+]
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+class HttpError(Exception):
+    """An answer other than 2xx decided by the web layer itself (not a Store error)."""
+
+    def __init__(self, status: str, code: str, message: str, headers: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = headers or []
+
+
+def _unauthorized(reason: str) -> HttpError:
+    return HttpError("401 Unauthorized", "Unauthorized", reason,
+                     [("WWW-Authenticate", (f'Bearer realm="cas", error="invalid_token", '
+                                            f'error_description="{_header_safe(reason)}"'))])
+
+
+def _header_safe(text: str) -> str:
+    return re.sub(r'[^\x20-\x7e]|"', "'", text)[:200]
+
+
+class Request:
+    """What a handler needs of one WSGI request."""
+
+    def __init__(self, environ: dict, params: dict[str, str]):
+        self.environ = environ
+        self.method = environ.get("REQUEST_METHOD", "GET").upper()
+        self.params = params
+        qs = environ.get("QUERY_STRING", "").encode("latin-1").decode("utf-8", "replace")
+        self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(qs, keep_blank_values=True).items()}
+        self.user = ""
+        self.root = False
+
+    def arg(self, name: str, default: str | None = None) -> str:
+        value = self.query.get(name, default)
+        if value is None:
+            raise HttpError("400 Bad Request", "MissingParameter", f"the query parameter {name!r} is required")
+        return value
+
+    def int_arg(self, name: str, default: int, lo: int, hi: int) -> int:
+        raw = self.query.get(name)
+        if raw in (None, ""):
+            return default
+        try:
+            return max(lo, min(hi, int(raw)))
+        except ValueError:
+            raise HttpError("400 Bad Request", "InvalidParameter", f"{name} must be an integer") from None
+
+    def float_arg(self, name: str, default: float, lo: float, hi: float) -> float:
+        raw = self.query.get(name)
+        if raw in (None, ""):
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise HttpError("400 Bad Request", "InvalidParameter", f"{name} must be a number") from None
+        if not math.isfinite(value):
+            raise HttpError("400 Bad Request", "InvalidParameter", f"{name} must be finite")
+        return max(lo, min(hi, value))
+
+    @property
+    def content_length(self) -> int | None:
+        raw = self.environ.get("CONTENT_LENGTH") or ""
+        try:
+            return int(raw) if raw else None
+        except ValueError:
+            raise HttpError("400 Bad Request", "InvalidHeader", "Content-Length is not a number") from None
+
+    def json(self) -> dict:
+        length = self.content_length or 0
+        if length > MAX_JSON:
+            raise HttpError("413 Payload Too Large", "TooLarge", "JSON bodies are limited to 1 MiB")
+        raw = self.environ["wsgi.input"].read(length) if length else b""
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise HttpError("400 Bad Request", "MalformedJSON", "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise HttpError("400 Bad Request", "MalformedJSON", "the body must be a JSON object")
+        return body
+
+    def body(self):
+        """The request body as a file-like object for ``Store.put`` (bounded by Content-Length)."""
+        return self.environ["wsgi.input"]
+
+    def header(self, name: str) -> str | None:
+        return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+
+def _str(body: dict, name: str, *, required: bool = True) -> str:
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise HttpError("400 Bad Request", "InvalidParameter", f"{name!r} must be a non-empty string")
+    return value
+
+
+def _object_json(info) -> dict:
+    return {"key": info.key, "name": info.key.rstrip("/").rsplit("/", 1)[-1], "size": info.size,
+            "etag": info.etag, "content_type": info.content_type, "mtime": info.mtime,
+            "folder": info.key.endswith("/")}
+
+
+def _basic(header: str) -> tuple[str, str] | None:
+    try:
+        raw = base64.b64decode(header.split(" ", 1)[1].strip(), validate=True).decode("utf-8")
+    except (IndexError, binascii.Error, ValueError):
+        return None
+    user, sep, password = raw.partition(":")
+    return (user, password) if sep and user else None
+
+
+def _content_disposition(key: str) -> str:
+    name = key.rstrip("/").rsplit("/", 1)[-1] or "download"
+    ascii_name = re.sub(r'[^A-Za-z0-9._ -]', "_", name)
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """One ``bytes=a-b`` range as (start, stop) half-open; None if absent or not a single range."""
+    m = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header or "")
+    if not m or (not m.group(1) and not m.group(2)):
+        return None
+    if m.group(1):
+        start = int(m.group(1))
+        stop = int(m.group(2)) + 1 if m.group(2) else size
+    else:
+        start, stop = max(0, size - int(m.group(2))), size
+    return start, min(stop, size)
+
+
+Handler = Callable[[Request, Callable], Iterable[bytes]]
+
+
+class WebApp:
+    """The WSGI app (see the module docstring for the routes)."""
+
+    def __init__(self, store, settings):
+        self.store = store
+        self.settings = settings
+        self.tokens = service_for(store)
+        self.metrics = metrics_for(store)
+        self.anonymous = bool(settings.auth.allow_anonymous)
+        # long-polls hold a worker thread each: past this many at once, a poll answers at once
+        self._pollers = threading.BoundedSemaphore(max(1, settings.server.threads // 4))
+        b = r"/api/buckets/(?P<bucket>[^/]+)"
+        u = r"/api/uploads/(?P<upload>[A-Za-z0-9_-]+)"
+        # (method, path pattern, handler, op label, needs authentication)
+        self.routes: list[tuple[str, re.Pattern, Handler, str, bool]] = [
+            (m, re.compile(p + r"\Z"), h, op, auth) for m, p, h, op, auth in [
+                ("POST", "/api/login", self.login, "login", False),
+                ("GET", "/api/whoami", self.whoami, "whoami", True),
+                ("GET", "/api/buckets", self.list_buckets, "list_buckets", True),
+                ("POST", "/api/buckets", self.create_bucket, "create_bucket", True),
+                ("DELETE", b, self.delete_bucket, "delete_bucket", True),
+                ("GET", b + "/objects", self.list_objects, "list_objects", True),
+                ("POST", b + "/folder", self.create_folder, "create_folder", True),
+                ("GET", b + "/object", self.get_object, "get_object", False),  # may use ?link=
+                ("HEAD", b + "/object", self.get_object, "head_object", False),
+                ("PUT", b + "/object", self.put_object, "put_object", True),
+                ("DELETE", b + "/object", self.delete_object, "delete_object", True),
+                ("POST", b + "/link", self.make_link, "link", True),
+                ("POST", b + "/move", self.move, "move", True),
+                ("POST", b + "/uploads", self.create_upload, "create_upload", True),
+                ("GET", u, self.get_upload, "get_upload", True),
+                ("PUT", u + r"/parts/(?P<number>\d{1,5})", self.upload_part, "upload_part", True),
+                ("POST", u + "/complete", self.complete_upload, "complete_upload", True),
+                ("DELETE", u, self.abort_upload, "abort_upload", True),
+                ("GET", "/api/stats", self.stats, "stats", True),
+                ("GET", "/api/users", self.users, "users", True),
+                ("GET", "/api/events", self.events, "events", True),
+                ("GET", "/metrics", self.render_metrics, "metrics", True),
+            ]
+        ]
+        self.static = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()} if STATIC_DIR.is_dir() else {}
+        self._measured = self.metrics.wrap(self._dispatch, "web")
+
+    def __call__(self, environ, start_response):
+        return self._measured(environ, start_response)
+
+    # -- dispatch -------------------------------------------------------------------------------
+    def _dispatch(self, environ, start_response):
+        path = environ.get("PATH_INFO", "/") or "/"
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        try:
+            if method in ("GET", "HEAD") and not path.startswith("/api/") and path != "/metrics":
+                environ["cas.op"] = "static"
+                return self._static(path, method, start_response)
+            allowed = []
+            for m, pattern, handler, op, auth in self.routes:
+                match = pattern.match(path)
+                if match is None:
+                    continue
+                if m != method:
+                    allowed.append(m)
+                    continue
+                environ["cas.op"] = op
+                # PATH_INFO is already percent-decoded, as latin-1 (PEP 3333)
+                params = {k: v.encode("latin-1").decode("utf-8", "replace") for k, v in match.groupdict().items()}
+                req = Request(environ, params)
+                if auth:
+                    self._authenticate(req)
+                return handler(req, start_response)
+            if allowed:
+                raise HttpError("405 Method Not Allowed", "MethodNotAllowed", f"{method} is not allowed here",
+                                [("Allow", ", ".join(sorted(set(allowed))))])
+            raise HttpError("404 Not Found", "NotFound", f"no such resource: {path}")
+        except HttpError as exc:
+            return self._error(environ, start_response, exc.status, exc.code, str(exc), exc.headers)
+        except errors.CasError as exc:
+            status = next(s for cls, s in _STATUS if isinstance(exc, cls))
+            if status.startswith("5"):
+                log.error("%s %s: %s", method, path, exc)
+            return self._error(environ, start_response, status, type(exc).__name__, str(exc))
+
+    @staticmethod
+    def _error(environ, start_response, status: str, code: str, message: str,
+               headers: list[tuple[str, str]] | None = None):
+        body = json.dumps({"error": code, "message": message}).encode()
+        hdrs = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store")] + list(headers or [])
+        length = environ.get("CONTENT_LENGTH")
+        if (length not in (None, "", "0") or environ.get("HTTP_TRANSFER_ENCODING")) and \
+                not environ.get("cas.body_consumed"):
+            hdrs.append(("Connection", "close"))  # the body was not read: the connection cannot be reused
+        start_response(status, hdrs)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    @staticmethod
+    def _json(start_response, body, status: str = "200 OK") -> list[bytes]:
+        raw = json.dumps(body).encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(raw))),
+                                ("Cache-Control", "no-store")])
+        return [raw]
+
+    @staticmethod
+    def _empty(start_response, status: str = "204 No Content") -> list[bytes]:
+        start_response(status, [("Content-Length", "0")])
+        return []
+
+    # -- authentication and tenancy -------------------------------------------------------------
+    def _authenticate(self, req: Request) -> None:
+        header = (req.header("Authorization") or "").strip()
+        scheme = header.split(" ", 1)[0].lower()
+        if scheme == "bearer":
+            token = header[len("bearer"):].strip()
+            if not token:
+                raise _unauthorized("empty bearer token")
+            try:
+                req.user = self.tokens.verify(token)
+            except errors.AccessDenied as exc:
+                raise _unauthorized(str(exc)) from None
+        elif scheme == "basic":
+            creds = _basic(header)
+            if creds is None:
+                raise _unauthorized("malformed Basic credentials")
+            if not self.store.users.authenticate(*creds):
+                log.info("web: failed login for %r from %s", creds[0][:64], req.environ.get("REMOTE_ADDR", "-"))
+                raise _unauthorized("wrong user name or secret")
+            req.user = creds[0]
+        elif not header and self.anonymous:
+            req.user = ANONYMOUS
+            req.environ["cas.user"] = ANONYMOUS
+            return
+        elif not header:
+            raise _unauthorized("authentication required (Authorization: Bearer TOKEN from POST /api/login)")
+        else:
+            raise _unauthorized(f"unsupported authorization scheme {scheme!r}")
+        req.root = self.store.users.is_root(req.user)
+        req.environ["cas.user"] = req.user
+
+    @staticmethod
+    def _writable(req: Request) -> None:
+        if req.user == ANONYMOUS:
+            raise HttpError("403 Forbidden", "AccessDenied", "anonymous access is read-only")
+
+    def _require_root(self, req: Request) -> None:
+        if not req.root:
+            raise HttpError("403 Forbidden", "AccessDenied", "only the root user may do this")
+
+    def _bucket(self, req: Request, name: str | None = None):
+        """The bucket if the caller may use it; someone else's bucket looks like a missing one."""
+        name = req.params["bucket"] if name is None else name
+        info = self.store.bucket(name)
+        if req.root or req.user == ANONYMOUS or info.owner == req.user:
+            return info
+        raise errors.BucketNotFound(f"bucket {name!r} does not exist")
+
+    def _visible_buckets(self, req: Request) -> list:
+        owner = None if (req.root or req.user == ANONYMOUS) else req.user
+        return self.store.buckets(owner=owner)
+
+    # -- static UI ------------------------------------------------------------------------------
+    def _static(self, path: str, method: str, start_response):
+        name = "index.html" if path in ("/", "/index.html") else path.lstrip("/")
+        file = self.static.get(name)
+        if file is None or "/" in name:
+            raise HttpError("404 Not Found", "NotFound", f"no such resource: {path}")
+        data = file.read_bytes()
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if ctype.startswith("text/") or ctype in ("application/javascript", "image/svg+xml"):
+            ctype += "; charset=utf-8"
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(data))), ("Cache-Control", "no-cache"),
+                   ("Content-Security-Policy", _CSP)] + _SECURITY_HEADERS
+        start_response("200 OK", headers)
+        return [] if method == "HEAD" else [data]
+
+    # -- session --------------------------------------------------------------------------------
+    def login(self, req: Request, start_response):
+        body = req.json()
+        user, password = _str(body, "user"), _str(body, "password")
+        if not self.store.users.authenticate(user, password):
+            log.info("web: failed login for %r from %s", user[:64], req.environ.get("REMOTE_ADDR", "-"))
+            raise _unauthorized("wrong user name or password")
+        token, expires = self.tokens.issue(user)
+        req.environ["cas.user"] = user
+        return self._json(start_response, {"token": token, "expires": expires, "user": user,
+                                           "root": self.store.users.is_root(user)})
+
+    def whoami(self, req: Request, start_response):
+        return self._json(start_response, {"user": req.user, "root": req.root,
+                                           "anonymous": req.user == ANONYMOUS})
+
+    # -- buckets --------------------------------------------------------------------------------
+    def list_buckets(self, req: Request, start_response):
+        return self._json(start_response, {"buckets": [
+            {"name": b.name, "owner": b.owner, "created": b.created} for b in self._visible_buckets(req)]})
+
+    def create_bucket(self, req: Request, start_response):
+        self._writable(req)
+        name = _str(req.json(), "name")
+        info = self.store.create_bucket(name, owner=req.user)
+        return self._json(start_response, {"name": info.name, "owner": info.owner, "created": info.created},
+                          "201 Created")
+
+    def delete_bucket(self, req: Request, start_response):
+        self._writable(req)
+        info = self._bucket(req)
+        # folder markers do not count as content for the UI: an "empty" bucket may still hold
+        # "dir/" markers only; those go with it
+        listing = self.store.list(info.name, limit=LIST_LIMIT)
+        if listing.entries and all(e.key.endswith("/") and e.size == 0 for e in listing.entries) \
+                and not listing.truncated:
+            for e in listing.entries:
+                self.store.delete(info.name, e.key, user=req.user)
+        self.store.delete_bucket(info.name, user=req.user)
+        return self._empty(start_response)
+
+    # -- objects --------------------------------------------------------------------------------
+    def list_objects(self, req: Request, start_response):
+        info = self._bucket(req)
+        prefix = req.arg("prefix", "")
+        delimiter = req.arg("delimiter", "/")
+        listing = self.store.list(info.name, prefix=prefix, delimiter=delimiter,
+                                  start_after=req.arg("after", ""),
+                                  limit=req.int_arg("limit", LIST_LIMIT, 1, LIST_LIMIT))
+        entries = [_object_json(e) for e in listing.entries if e.key != prefix]  # hide the folder's marker
+        return self._json(start_response, {
+            "bucket": info.name, "prefix": prefix, "entries": entries,
+            "prefixes": listing.common_prefixes, "truncated": listing.truncated,
+            "next": listing.next_start_after if listing.truncated else None})
+
+    def create_folder(self, req: Request, start_response):
+        self._writable(req)
+        info = self._bucket(req)
+        path = _str(req.json(), "path").strip("/")
+        if not path:
+            raise HttpError("400 Bad Request", "InvalidParameter", "the folder needs a name")
+        obj = self.store.put(info.name, path + "/", b"", user=req.user, content_type="application/x-directory",
+                             if_none_match="*")
+        return self._json(start_response, _object_json(obj), "201 Created")
+
+    def get_object(self, req: Request, start_response):
+        bucket, key = req.params["bucket"], req.arg("key")
+        link = req.query.get("link")
+        if link:
+            try:
+                req.user = self.tokens.verify_link(link, bucket, key)
+            except errors.AccessDenied as exc:
+                raise _unauthorized(str(exc)) from None
+            req.root = self.store.users.is_root(req.user)
+        else:
+            self._authenticate(req)
+        self._bucket(req, bucket)
+        info = self.store.stat(bucket, key)
+        rng = _parse_range(req.header("Range") or "", info.size) if info.size else None
+        headers = [("Content-Type", info.content_type), ("ETag", f'"{info.etag}"'),
+                   ("Last-Modified", formatdate(info.mtime, usegmt=True)), ("Accept-Ranges", "bytes"),
+                   ("Content-Disposition", _content_disposition(key)), ("Cache-Control", "private, no-cache")]
+        if rng is not None and rng[0] >= info.size:
+            raise HttpError("416 Range Not Satisfiable", "InvalidRange", "the range is not satisfiable",
+                            [("Content-Range", f"bytes */{info.size}")])
+        if req.method == "HEAD":
+            start_response("200 OK", headers + [("Content-Length", str(info.size))])
+            return []
+        if info.size == 0:
+            start_response("200 OK", headers + [("Content-Length", "0")])
+            return []
+        reader = self.store.open(bucket, key, range=rng)
+        if rng is not None:
+            headers += [("Content-Range", f"bytes {reader.start}-{reader.stop - 1}/{info.size}"),
+                        ("Content-Length", str(reader.length))]
+            start_response("206 Partial Content", headers)
+        else:
+            start_response("200 OK", headers + [("Content-Length", str(reader.length))])
+        return _Stream(reader)
+
+    def put_object(self, req: Request, start_response):
+        self._writable(req)
+        info = self._bucket(req)
+        key = req.arg("key")
+        ctype = req.header("X-Content-Type") or req.environ.get("CONTENT_TYPE") or None
+        req.environ["cas.body_consumed"] = True
+        obj = self.store.put(info.name, key, req.body(), user=req.user, content_type=ctype,
+                             expected_size=req.content_length)
+        return self._json(start_response, _object_json(obj), "201 Created")
+
+    def delete_object(self, req: Request, start_response):
+        self._writable(req)
+        info = self._bucket(req)
+        key = req.arg("key")
+        if key.endswith("/") and req.query.get("recursive") in ("1", "true"):
+            deleted = 0
+            for obj in list(self.store.iter_keys(info.name, prefix=key)):
+                try:
+                    self.store.delete(info.name, obj.key, user=req.user)
+                    deleted += 1
+                except errors.ObjectNotFound:
+                    pass  # deleted by someone else meanwhile: the outcome is the same
+            if not deleted:
+                raise errors.ObjectNotFound(f"no objects under {key!r}")
+            return self._json(start_response, {"deleted": deleted})
+        self.store.delete(info.name, key, user=req.user)
+        return self._empty(start_response)
+
+    def make_link(self, req: Request, start_response):
+        info = self._bucket(req)
+        key = req.arg("key")
+        self.store.stat(info.name, key)
+        token = self.tokens.issue_link(req.user, info.name, key)
+        url = (f"/api/buckets/{urllib.parse.quote(info.name, safe='')}/object?"
+               + urllib.parse.urlencode({"key": key, "link": token}))
+        return self._json(start_response, {"url": url})
+
+    def move(self, req: Request, start_response):
+        self._writable(req)
+        src = self._bucket(req)
+        body = req.json()
+        old, new = _str(body, "from"), _str(body, "to")
+        dst = self._bucket(req, body.get("to_bucket") or src.name)
+        if old.endswith("/"):
+            new = new.rstrip("/") + "/"
+            if new.startswith(old) and dst.name == src.name:
+                raise HttpError("400 Bad Request", "InvalidParameter", "cannot move a folder into itself")
+            moved = 0
+            for obj in list(self.store.iter_keys(src.name, prefix=old)):
+                self.store.move(src.name, obj.key, dst.name, new + obj.key[len(old):], user=req.user,
+                                overwrite=False)
+                moved += 1
+            if not moved:
+                raise errors.ObjectNotFound(f"no objects under {old!r}")
+            return self._json(start_response, {"moved": moved, "to": new, "bucket": dst.name})
+        obj = self.store.move(src.name, old, dst.name, new, user=req.user, overwrite=False)
+        return self._json(start_response, _object_json(obj))
+
+    # -- multipart uploads (the browser sends large files in parts; resumable) ------------------
+    def create_upload(self, req: Request, start_response):
+        self._writable(req)
+        info = self._bucket(req)
+        body = req.json()
+        key = _str(body, "key")
+        size = body.get("size")
+        part_size = PART_SIZE
+        if isinstance(size, int) and size > 0:
+            part_size = max(PART_SIZE, -(-size // MAX_PARTS))
+        upload_id = self.store.create_upload(info.name, key, user=req.user,
+                                             content_type=body.get("content_type") or None)
+        return self._json(start_response, {"upload_id": upload_id, "bucket": info.name, "key": key,
+                                           "part_size": part_size}, "201 Created")
+
+    def _upload(self, req: Request):
+        up = self.store.upload(req.params["upload"])
+        self._bucket(req, up.bucket)
+        if not req.root and up.owner != req.user:
+            raise errors.UploadNotFound(f"upload {up.upload_id!r} does not exist")
+        return up
+
+    def get_upload(self, req: Request, start_response):
+        up = self._upload(req)
+        parts = self.store.list_parts(up.upload_id)
+        return self._json(start_response, {"upload_id": up.upload_id, "bucket": up.bucket, "key": up.key,
+                                           "parts": [{"number": p.number, "size": p.size, "etag": p.etag}
+                                                     for p in parts]})
+
+    def upload_part(self, req: Request, start_response):
+        self._writable(req)
+        up = self._upload(req)
+        length = req.content_length
+        if length is None and not req.environ.get("HTTP_TRANSFER_ENCODING"):
+            raise HttpError("411 Length Required", "MissingContentLength", "parts need a Content-Length")
+        req.environ["cas.body_consumed"] = True
+        part = self.store.upload_part(up.upload_id, int(req.params["number"]), req.body(), expected_size=length)
+        return self._json(start_response, {"number": part.number, "size": part.size, "etag": part.etag})
+
+    def complete_upload(self, req: Request, start_response):
+        self._writable(req)
+        up = self._upload(req)
+        parts = req.json().get("parts")
+        if not isinstance(parts, list) or not parts:
+            raise HttpError("400 Bad Request", "InvalidParameter", "'parts' must list the uploaded parts")
+        try:
+            wanted = [(int(p["number"]), str(p["etag"])) for p in parts]
+        except (TypeError, KeyError, ValueError):
+            raise HttpError("400 Bad Request", "InvalidParameter", "each part needs a number and an etag") from None
+        obj = self.store.complete_upload(up.upload_id, wanted, user=req.user)
+        return self._json(start_response, _object_json(obj))
+
+    def abort_upload(self, req: Request, start_response):
+        self._writable(req)
+        up = self._upload(req)
+        self.store.abort_upload(up.upload_id)
+        return self._empty(start_response)
+
+    # -- figures and admin ----------------------------------------------------------------------
+    def stats(self, req: Request, start_response):
+        if req.root:
+            return self._json(start_response, dict(self.store.stats(), scope="store"))
+        objects = size = 0
+        approximate = False
+        for b in self._visible_buckets(req):
+            for obj in self.store.iter_keys(b.name):
+                objects += 1
+                size += obj.size
+                if objects >= USER_STATS_CAP:
+                    approximate = True
+                    break
+            if approximate:
+                break
+        return self._json(start_response, {"scope": "user", "objects": objects, "logical_bytes": size,
+                                           "approximate": approximate})
+
+    def users(self, req: Request, start_response):
+        self._require_root(req)
+        owned: dict[str, int] = {}
+        for b in self.store.buckets():
+            owned[b.owner] = owned.get(b.owner, 0) + 1
+        root_name = self.store.users.root()[0]
+        users = [{"name": root_name, "root": True, "created": None, "buckets": owned.get(root_name, 0)}]
+        users += [{"name": u["name"], "root": False, "created": u["created"], "buckets": owned.get(u["name"], 0)}
+                  for u in self.store.users.list()]
+        return self._json(start_response, {"users": users})
+
+    def events(self, req: Request, start_response):
+        after = self._head_seq() if req.query.get("after") == "latest" else req.int_arg("after", 0, 0, 2**63 - 1)
+        limit = req.int_arg("limit", EVENT_LIMIT, 1, EVENT_LIMIT)
+        wait = req.float_arg("wait", 0.0, 0.0, MAX_WAIT)
+        if wait > 0 and not self._pollers.acquire(blocking=False):
+            wait = 0.0  # too many waiting already: the client polls again, which is still correct
+            polling = False
+        else:
+            polling = wait > 0
+        try:
+            return self._events(req, start_response, after, limit, wait)
+        finally:
+            if polling:
+                self._pollers.release()
+
+    def _events(self, req: Request, start_response, after: int, limit: int, wait: float):
+        everything = req.root or req.user == ANONYMOUS
+        deadline = time.monotonic() + wait
+        owners: dict[str, str | None] = {}
+
+        def visible(ev) -> bool:
+            if everything or ev.user == req.user:
+                return True
+            if ev.bucket not in owners:
+                try:
+                    owners[ev.bucket] = self.store.bucket(ev.bucket).owner
+                except errors.BucketNotFound:
+                    owners[ev.bucket] = None
+            return owners[ev.bucket] == req.user
+
+        cursor = after
+        found: list = []
+        scanned = 0
+        for _ in range(10_000):  # bounded: each round scans events, or waits until the deadline
+            head = self._head_seq()  # read first: every seq <= head is visible to the next read
+            batch = self.store.events(after=cursor, limit=limit)
+            if len(batch) < limit:
+                # seqs without an event (multipart parts) must not make wait_events return at once
+                batch_end = head
+            else:
+                batch_end = batch[-1].seq
+            for ev in batch:
+                cursor = ev.seq
+                if visible(ev):
+                    found.append(ev.to_dict())
+                    if len(found) >= limit:
+                        break
+            if len(found) < limit:
+                cursor = max(cursor, batch_end)
+            scanned += len(batch)
+            if found or scanned >= EVENT_SCAN_CAP:
+                break  # "next" tells the client where to go on
+            if len(batch) == limit:
+                continue  # a full page of other users' events: there may be more right behind it
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.store.wait_events(cursor, left)
+        return self._json(start_response, {"events": found, "next": cursor})
+
+    def _head_seq(self) -> int:
+        """The newest commit sequence number (``after=latest``: follow from now on)."""
+        return self.store.last_seq()
+
+    def render_metrics(self, req: Request, start_response):
+        if not (req.root or req.user == ANONYMOUS):
+            raise HttpError("403 Forbidden", "AccessDenied", "metrics are for the root user")
+        data = self.metrics.render()
+        start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE), ("Content-Length", str(len(data))),
+                                  ("Cache-Control", "no-store")])
+        return [data]
+
+
+class _Stream:
+    """A streamed object body whose reader is closed when the server is done with it."""
+
+    def __init__(self, reader):
+        self._reader = reader
+
+    def __iter__(self):
+        return iter(self._reader)
+
+    def close(self):
+        self._reader.close()
+
+
+def make_app(store, settings):
+    """The WSGI app for the web UI, the JSON API and /metrics (mounted at "" by the server)."""
+    return WebApp(store, settings)

@@ -1,0 +1,121 @@
+"""The WebDAV WSGI application mounted at ``/dav`` on the ``--http`` listener.
+
+Stack, outermost first::
+
+    DavFront        mount point, request-body limits for XML methods, X-OC-MTime answer
+    DavAuthenticator  Basic / Bearer against store.users (401 with a challenge)
+    WsgiDAVApp      wsgidav: ErrorPrinter -> RequestResolver -> RequestServer
+      CasProvider   the namespace over the Store (provider.py)
+      LockManager(StoreLockStorage)  locks in the index (lock.py)
+
+Dead properties are handled by the provider's resources (stored with the
+resource), so wsgidav's property manager is not used. XML bodies are parsed by
+wsgidav with ``defusedxml`` (lxml is not installed, and must not be: wsgidav
+prefers it when present).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from wsgidav import xml_tools
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from .auth import BearerVerifier, DavAuthenticator
+from .lock import StoreLockStorage
+from .provider import CasProvider
+
+log = logging.getLogger(__name__)
+
+MOUNT = "/dav"
+#: request bodies of the XML methods (PROPFIND, PROPPATCH, LOCK ...) are read whole: cap them
+MAX_XML_BODY = 1 << 20
+#: bytes per read of a PUT body and per write of a GET body
+BLOCK_SIZE = 256 << 10
+
+if xml_tools.use_lxml:  # pragma: no cover - depends on the environment
+    log.warning("lxml is installed: wsgidav will parse WebDAV bodies with lxml instead of defusedxml")
+
+
+class DavFront:
+    """Outermost layer: normalise the mount point and refuse oversized XML bodies."""
+
+    def __init__(self, app):
+        self._app = app
+
+    def __call__(self, environ, start_response):
+        script = environ.get("SCRIPT_NAME", "")
+        path = environ.get("PATH_INFO", "")
+        if not script.endswith(MOUNT):
+            # called unmounted (tests, other servers): take /dav off PATH_INFO ourselves
+            if path == MOUNT or path.startswith(MOUNT + "/"):
+                script, path = script + MOUNT, path[len(MOUNT):]
+            else:
+                return _plain(start_response, "404 Not Found", b"not below /dav\n")
+        environ["SCRIPT_NAME"] = script
+        environ["PATH_INFO"] = path or "/"
+
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method != "PUT":
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                return _plain(start_response, "400 Bad Request", b"invalid Content-Length\n")
+            if length > MAX_XML_BODY:
+                return _plain(start_response, "413 Payload Too Large", b"request body too large\n", close=True)
+            if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+                # wsgidav reads XML bodies by Content-Length only; refuse rather than misread
+                return _plain(start_response, "411 Length Required", b"send a Content-Length\n", close=True)
+
+        if method == "PUT" and environ.get("HTTP_X_OC_MTIME"):
+            inner = start_response
+
+            def start_response(status, headers, exc_info=None):
+                if status[:1] == "2":
+                    headers = list(headers) + [("X-OC-MTime", "accepted")]
+                return inner(status, headers, exc_info)
+
+        return self._app(environ, start_response)  # an unread body is drained by the server's guard
+
+
+def _plain(start_response, status: str, body: bytes, *, close: bool = False) -> list[bytes]:
+    """A short text/plain answer (for refusals made before wsgidav sees the request)."""
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    if close:
+        headers.append(("Connection", "close"))
+    start_response(status, headers)
+    return [body]
+
+
+def make_app(store, settings, *, bearer: BearerVerifier | None = None):
+    """The WSGI app serving ``/dav/`` over ``store`` (mount it at /dav).
+
+    ``bearer`` verifies ``Authorization: Bearer`` tokens (default: the store's
+    login JWTs and OIDC tokens, ``cas.auth.tokens.bearer_verifier``).
+    """
+    data_dir = Path(settings.data_dir) if settings.blocks.url == "local" else None
+    provider = CasProvider(store, data_dir=data_dir)
+    config = {
+        "provider_mapping": {"/": provider},
+        "mount_path": MOUNT,
+        "lock_storage": StoreLockStorage(store),  # wsgidav wraps it in its LockManager
+        "property_manager": None,
+        "middleware_stack": [ErrorPrinter, RequestResolver],
+        "block_size": BLOCK_SIZE,
+        "honor_mtime_header": True,
+        "add_header_MS_Author_Via": True,
+        "suppress_version_info": True,
+        "verbose": 2,  # cas.access logs every request; wsgidav logs warnings only
+        "logging": {"enable": False},
+        "dir_browser": {"enable": False},
+    }
+    dav = WsgiDAVApp(config)
+    if bearer is None:
+        from cas.auth.tokens import bearer_verifier
+
+        bearer = bearer_verifier(store)
+    app = DavAuthenticator(dav, store.users, allow_anonymous=settings.auth.allow_anonymous, bearer=bearer)
+    return DavFront(app)

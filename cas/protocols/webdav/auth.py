@@ -1,0 +1,103 @@
+"""Who is asking: HTTP Basic (and Bearer JWT) for the WebDAV front.
+
+Replaces wsgidav's ``HTTPAuthenticator``: users are the Store's users
+(``store.users``, the same names and secrets as S3), Digest is not offered
+(the secret would have to be kept in a Digest-usable form as well), and a
+malformed ``Authorization`` header is a 401, never a 500.
+
+On success ``environ["wsgidav.auth.user_name"]`` names the user; the provider
+uses it for tenancy (who sees which bucket) and wsgidav for lock ownership.
+With ``auth.allow_anonymous`` a request without credentials passes as the
+read-only principal ``anonymous`` (``cas.dav.anonymous``).
+
+Failed logins are throttled by ``UserRegistry.authenticate`` (per name); this
+middleware only answers them. Stateless and thread-safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+REALM = "cas"
+_BODY = b"401 Unauthorized: log in with your cas user name and secret\n"
+
+#: Optional verifier of bearer tokens: token -> user name, or None if invalid.
+BearerVerifier = Callable[[str], "str | None"]
+
+
+def parse_basic(header: str) -> tuple[str, str] | None:
+    """(user, password) of a ``Basic`` Authorization header, or None if it is malformed."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        return None
+    return user, password
+
+
+class DavAuthenticator:
+    """WSGI middleware: authenticate, then call the DAV app; else 401 with a challenge."""
+
+    def __init__(self, app, users, *, allow_anonymous: bool = False, bearer: BearerVerifier | None = None):
+        self._app = app
+        self._users = users
+        self._allow_anonymous = allow_anonymous
+        self._bearer = bearer
+
+    def _identify(self, environ: dict) -> str | None:
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        scheme = header.strip().split(" ", 1)[0].lower()
+        if scheme == "basic":
+            creds = parse_basic(header)
+            if creds is None:
+                return None
+            user, password = creds
+            if self._users.authenticate(user, password):
+                return user
+            log.info("webdav: failed login for %r from %s", user[:64], environ.get("REMOTE_ADDR", "-"))
+            return None
+        if scheme == "bearer" and self._bearer is not None:
+            token = header.strip()[len("bearer"):].strip()
+            return self._bearer(token) if token else None
+        return None
+
+    def __call__(self, environ, start_response):
+        user = self._identify(environ)
+        if user is not None:
+            environ["wsgidav.auth.user_name"] = user
+            environ["wsgidav.auth.realm"] = REALM
+            return self._app(environ, start_response)
+        if self._allow_anonymous and not environ.get("HTTP_AUTHORIZATION"):
+            environ["wsgidav.auth.user_name"] = "anonymous"
+            environ["cas.dav.anonymous"] = True
+            return self._app(environ, start_response)
+        return self.challenge(environ, start_response)
+
+    @staticmethod
+    def challenge(environ, start_response):
+        headers = [
+            ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(_BODY))),
+        ]
+        if environ.get("CONTENT_LENGTH") not in (None, "", "0") or environ.get("HTTP_TRANSFER_ENCODING"):
+            # we did not read the body: the connection cannot be reused
+            headers.append(("Connection", "close"))
+        start_response("401 Unauthorized", headers)
+        return [_BODY]

@@ -1,0 +1,199 @@
+"""WebDAV lock storage in the index (``store.kv_*``), so locks survive a restart.
+
+Implements the storage interface wsgidav's ``LockManager`` drives (the one
+``wsgidav.lock_man.lock_storage.LockStorageDict`` documents). Two key spaces:
+
+- ``davlock``:    token -> JSON lock record (root, type, scope, depth, owner,
+                  principal, timeout, expire, token)
+- ``davlockurl``: lock root + ``\\0`` + token -> b"" — the index by URL, so the
+                  locks on one URL, or below it, are a prefix scan.
+- ``davlocklong``: the same index for roots too long for an index key (LMDB
+                  keys are at most 511 bytes): SHA-256 of the root + ``\\0`` +
+                  token -> root. Such locks are rare; a child scan reads all.
+
+Lock roots are wsgidav "ref URLs": the quoted path below ``/dav`` without a
+trailing slash (``/bucket/dir/file``). Bucket names are global, so a URL names
+one resource whoever asks.
+
+Expired locks are dropped lazily when read, as in wsgidav's own storages.
+Every method is one or a few short kv calls; the LockManager serialises
+lock decisions with its own lock, and each kv call is atomic, so this class is
+safe to call from several request threads.
+
+Locks bind WebDAV clients only: S3 requests never consult them (a lock is an
+advisory agreement between WebDAV clients, as in most DAV servers backed by a
+store that other protocols also write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from wsgidav.lock_man.lock_manager import (
+    generate_lock_token,
+    normalize_lock_root,
+    validate_lock,
+)
+
+log = logging.getLogger(__name__)
+
+NS_LOCK = "davlock"
+NS_URL = "davlockurl"
+NS_LONG = "davlocklong"
+_SEP = "\0"
+_MAX_KEY = 400  # bytes of an index key we allow ourselves (LMDB: 511 with the namespace)
+
+
+def _is_long(root: str) -> bool:
+    return len(root.encode()) > _MAX_KEY
+
+
+def _long_id(root: str) -> str:
+    return hashlib.sha256(root.encode()).hexdigest()
+
+
+class StoreLockStorage:
+    """wsgidav lock storage persisted through ``store.kv_*``."""
+
+    LOCK_TIME_OUT_DEFAULT = 604800  # 1 week, as wsgidav
+    LOCK_TIME_OUT_MAX = 4 * 604800
+
+    def __init__(self, store, *, clock: Callable[[], float] = time.time):
+        self._store = store
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return "StoreLockStorage()"
+
+    # --- lifecycle (the store outlives us; nothing to open or close) -------
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def cleanup(self) -> None:
+        """Drop expired locks (optional; reads drop them lazily anyway)."""
+        for token, _ in list(self._store.kv_scan(NS_LOCK)):
+            self.get(token)
+
+    def clear(self) -> None:
+        for token, _ in list(self._store.kv_scan(NS_LOCK)):
+            self.delete(token)
+
+    # --- records -------------------------------------------------------------
+    @staticmethod
+    def _encode(lock: dict) -> bytes:
+        rec = dict(lock)
+        rec["owner"] = lock["owner"].decode("utf-8", "surrogateescape")
+        return json.dumps(rec, separators=(",", ":")).encode()
+
+    @staticmethod
+    def _decode(raw: bytes) -> dict:
+        rec = json.loads(raw)
+        rec["owner"] = rec["owner"].encode("utf-8", "surrogateescape")
+        return rec
+
+    def _expired(self, lock: dict) -> bool:
+        expire = float(lock["expire"])
+        return 0 <= expire < self._clock()
+
+    # --- interface -----------------------------------------------------------
+    def get(self, token: str) -> dict | None:
+        """The lock of ``token``, or None if unknown or expired (then dropped)."""
+        raw = self._store.kv_get(NS_LOCK, token)
+        if raw is None:
+            return None
+        lock = self._decode(raw)
+        if self._expired(lock):
+            log.debug("lock expired: %s on %s", token[-8:], lock["root"])
+            self.delete(token)
+            return None
+        return lock
+
+    def create(self, path: str, lock: dict) -> dict:
+        """Store a new direct lock on ``path``; fills in root, expire and token."""
+        assert lock.get("token") is None and lock.get("expire") is None
+        root = normalize_lock_root(path)
+        lock["root"] = root
+        timeout = lock.get("timeout")
+        timeout = self.LOCK_TIME_OUT_DEFAULT if timeout is None else float(timeout)
+        if timeout < 0 or timeout > self.LOCK_TIME_OUT_MAX:
+            timeout = self.LOCK_TIME_OUT_MAX
+        lock["timeout"] = timeout
+        lock["expire"] = self._clock() + timeout
+        validate_lock(lock)
+        token = generate_lock_token()
+        lock["token"] = token
+        self._store.kv_put(NS_LOCK, token, self._encode(lock))
+        if _is_long(root):
+            self._store.kv_put(NS_LONG, _long_id(root) + _SEP + token, root.encode())
+        else:
+            self._store.kv_put(NS_URL, root + _SEP + token, b"")
+        return lock
+
+    def refresh(self, token: str, *, timeout: float) -> dict:
+        lock = self.get(token)
+        if lock is None:
+            raise ValueError("lock does not exist")
+        if timeout is None:
+            timeout = self.LOCK_TIME_OUT_DEFAULT
+        if timeout < 0 or timeout > self.LOCK_TIME_OUT_MAX:
+            timeout = self.LOCK_TIME_OUT_MAX
+        lock["timeout"] = timeout
+        lock["expire"] = self._clock() + timeout
+        self._store.kv_put(NS_LOCK, token, self._encode(lock))
+        return lock
+
+    def delete(self, token: str) -> bool:
+        raw = self._store.kv_get(NS_LOCK, token)
+        if raw is None:
+            return False
+        root = self._decode(raw)["root"]
+        if _is_long(root):
+            self._store.kv_delete(NS_LONG, _long_id(root) + _SEP + token)
+        else:
+            self._store.kv_delete(NS_URL, root + _SEP + token)
+        self._store.kv_delete(NS_LOCK, token)
+        return True
+
+    def get_lock_list(self, path, *, include_root, include_children, token_only):
+        """Valid direct locks on ``path`` and/or below it."""
+        assert include_root or include_children
+        root = normalize_lock_root(path)
+        child_prefix = "/" if root == "/" else root + "/"
+        candidates: list[tuple[str, str, str]] = []  # (namespace, index key, token)
+        if include_root and not _is_long(root):
+            for key, _ in self._store.kv_scan(NS_URL, root + _SEP):
+                candidates.append((NS_URL, key, key.rpartition(_SEP)[2]))
+        if include_children:
+            for key, _ in self._store.kv_scan(NS_URL, child_prefix):
+                lock_root, _, token = key.rpartition(_SEP)
+                if lock_root != root:
+                    candidates.append((NS_URL, key, token))
+        if include_children or _is_long(root):
+            # long roots: exact matches by hash, children by reading them all
+            scan = "" if include_children else _long_id(root) + _SEP
+            for key, value in self._store.kv_scan(NS_LONG, scan):
+                lock_root = value.decode()
+                if (include_root and lock_root == root) or (
+                    include_children and lock_root.startswith(child_prefix) and lock_root != root
+                ):
+                    candidates.append((NS_LONG, key, key.rpartition(_SEP)[2]))
+        found = []
+        seen = set()
+        for ns, key, token in candidates:
+            if token in seen:
+                continue
+            seen.add(token)
+            lock = self.get(token)
+            if lock is None:
+                # dangling index entry (lock gone or expired): drop it
+                self._store.kv_delete(ns, key)
+                continue
+            found.append(token if token_only else lock)
+        return found
