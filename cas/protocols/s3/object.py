@@ -1,0 +1,354 @@
+"""Object operations: Put, Get, Head, Delete, DeleteObjects, CopyObject.
+
+PUT streams the body through :class:`~cas.protocols.s3.payload.Payload` into
+``Store.put``; nothing is bound to the key unless every promise about the body held. GET
+streams the object's blocks (a single Range reads only the blocks it touches). CopyObject
+binds the source's manifest to the new name: no block is read or written.
+"""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+
+from cas.errors import ObjectNotFound, PreconditionFailed
+from cas.protocols.s3 import checksum, xml
+from cas.protocols.s3.error import S3Error, invalid_argument, not_implemented, to_s3_error
+from cas.protocols.s3.payload import Payload, read_small_body
+from cas.protocols.s3.request import META_PREFIX, STORED_HEADERS, Response, S3Request, quote_etag
+
+_RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+MAX_DELETE_KEYS = 1000
+
+
+# -- shared
+
+
+def refuse_unsupported(req: S3Request) -> None:
+    """Features whose silent omission would mislead a client: say so instead."""
+    headers = req.headers
+    if "x-amz-server-side-encryption-customer-algorithm" in headers or "x-amz-server-side-encryption" in headers:
+        raise not_implemented("Server-side encryption")
+    if "x-amz-object-lock-mode" in headers or "x-amz-object-lock-legal-hold" in headers:
+        raise not_implemented("Object lock")
+    if "x-amz-website-redirect-location" in headers:
+        raise not_implemented("Website redirects")
+    version = req.params.get("versionId")
+    if version is not None and version != "null":
+        raise invalid_argument("Invalid version id specified", "versionId", version)
+
+
+def object_headers(info, *, with_checksums: bool) -> list[tuple[str, str]]:
+    headers = [
+        ("ETag", quote_etag(info.etag)),
+        ("Last-Modified", xml.http_time(info.mtime)),
+        ("Content-Type", info.content_type),
+        ("Accept-Ranges", "bytes"),
+    ]
+    for name, value in info.headers.items():
+        wire = STORED_HEADERS.get(name)
+        if wire is not None:
+            headers.append((wire, value))
+    for name, value in info.metadata.items():
+        headers.append((META_PREFIX + name, value))
+    if info.parts:
+        headers.append(("x-amz-mp-parts-count", str(info.parts)))
+    if with_checksums:
+        for algorithm, value in info.checksums.items():
+            headers.append((checksum.HEADER_PREFIX + algorithm, value))
+            headers.append(("x-amz-checksum-type", checksum.COMPOSITE if "-" in value else checksum.FULL_OBJECT))
+    return headers
+
+
+def _http_date(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None  # an unparsable date is ignored, as HTTP says
+
+
+def _etag_in(condition: str, etag: str) -> bool:
+    for item in condition.split(","):
+        item = item.strip()
+        item = item.removeprefix("W/")
+        if item == "*" or item.strip('"') == etag:
+            return True
+    return False
+
+
+def check_read_conditions(headers, info, prefix: str = "") -> int | None:
+    """The status (304/412) that the If-* headers ask for, or None to proceed.
+
+    ``prefix`` is ``x-amz-copy-source-`` for CopyObject's source conditions (which turn
+    a 304 into a 412, as S3 does).
+    """
+    if_match = headers.get(prefix + "if-match")
+    if_none_match = headers.get(prefix + "if-none-match")
+    if_modified = _http_date(headers.get(prefix + "if-modified-since"))
+    if_unmodified = _http_date(headers.get(prefix + "if-unmodified-since"))
+    mtime = int(info.mtime)  # HTTP dates have whole seconds
+    if if_match is not None:
+        if not _etag_in(if_match, info.etag):
+            return 412
+    elif if_unmodified is not None and mtime > if_unmodified:
+        return 412
+    if if_none_match is not None:
+        if _etag_in(if_none_match, info.etag):
+            return 304
+    elif if_modified is not None and mtime <= if_modified:
+        return 304
+    return None
+
+
+def _parse_range(text: str | None, size_of) -> tuple[int, int] | None:
+    """A single ``bytes=`` range as (start, stop), or None for "the whole object".
+
+    ``size_of()`` gives the size (looked up only for suffix ranges). A syntactically invalid
+    or multi-range header is ignored, as S3 does.
+    """
+    if not text:
+        return None
+    unit, _, spec = text.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first == "":
+            suffix = int(last)
+            if suffix < 0:
+                return None
+            size = size_of()
+            if suffix == 0 or size == 0:
+                return (size, size + 1)  # unsatisfiable: the store says InvalidRange
+            return (max(0, size - suffix), size)
+        start = int(first)
+        stop = int(last) + 1 if last != "" else 1 << 62
+    except ValueError:
+        return None
+    if start < 0 or stop <= start:
+        return None
+    return (start, stop)
+
+
+class _ObjectStream:
+    """The response body of a GET: the reader's bytes; closing it stops the read-ahead."""
+
+    def __init__(self, reader):
+        self._reader = reader
+        self._iter = iter(reader)
+
+    def __iter__(self):
+        return self._iter
+
+    def close(self) -> None:
+        self._reader.close()
+        close = getattr(self._iter, "close", None)
+        if close is not None:
+            close()
+
+
+# -- handlers
+
+
+def put_object(req: S3Request) -> Response:
+    if "x-amz-copy-source" in req.headers:
+        return copy_object(req)
+    refuse_unsupported(req)
+    req.bucket_for(write=True)
+    payload = Payload(req)
+    if_match, if_none_match = _write_conditions(req)
+    info = req.store.put(
+        req.bucket,
+        req.key,
+        payload.reader,
+        user=req.user,
+        content_type=req.headers.get("content-type"),
+        metadata=req.metadata(),
+        headers=req.stored_headers(),
+        expected_md5=payload.expected_md5,
+        expected_size=payload.size,
+        hashers=payload.hashers,
+        before_commit=payload.before_commit,
+        if_match=if_match,
+        if_none_match=if_none_match,
+    )
+    headers = [("ETag", quote_etag(info.etag)), ("Content-Length", "0")]
+    headers += payload.response_headers(info.checksums)
+    return Response(200, headers)
+
+
+def _write_conditions(req: S3Request) -> tuple[str | None, str | None]:
+    if_match = req.headers.get("if-match")
+    if_none_match = req.headers.get("if-none-match")
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise S3Error("NotImplemented", "A header you provided implies functionality that is not implemented: If-None-Match other than *.", 501)
+    if if_match is not None:
+        try:
+            req.store.stat(req.bucket, req.key)
+        except ObjectNotFound:
+            raise S3Error("NoSuchKey", "The specified key does not exist.", 404, Key=req.key) from None
+    return if_match, if_none_match
+
+
+def get_object(req: S3Request) -> Response:
+    return _read_object(req, head=False)
+
+
+def head_object(req: S3Request) -> Response:
+    return _read_object(req, head=True)
+
+
+def _read_object(req: S3Request, *, head: bool) -> Response:
+    refuse_unsupported(req)
+    req.bucket_for()
+    part = req.params.get("partNumber")
+    range_header = req.headers.get("range")
+    if part is not None:
+        if range_header:
+            raise invalid_argument("Cannot specify both Range header and partNumber query parameter.", "partNumber", part)
+        info = req.store.stat(req.bucket, req.key)
+        if part != "1" or info.parts > 1:
+            raise not_implemented("GET or HEAD of one part of a multipart object")
+    byte_range = _parse_range(range_header, lambda: req.store.stat(req.bucket, req.key).size)
+    reader = req.store.open(req.bucket, req.key, range=byte_range)
+    try:
+        info = reader.info
+        status = check_read_conditions(req.headers, info)
+        if status is not None:
+            if status == 412:
+                raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412, Condition="If-Match")
+            headers = [("ETag", quote_etag(info.etag)), ("Last-Modified", xml.http_time(info.mtime))]
+            reader.close()
+            return Response(304, headers)
+        with_checksums = (
+            req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED" and byte_range is None
+        )
+        headers = object_headers(info, with_checksums=with_checksums)
+        for param, wire in _RESPONSE_OVERRIDES.items():
+            if param in req.params:
+                if not req.user:
+                    raise S3Error("InvalidRequest", "Request specific response headers cannot be used for anonymous GET requests.", 400)
+                headers = [(n, v) for n, v in headers if n.lower() != wire.lower()] + [(wire, req.params[param])]
+        headers.append(("Content-Length", str(reader.length)))
+        status = 200
+        if byte_range is not None:
+            status = 206
+            headers.append(("Content-Range", f"bytes {reader.start}-{reader.stop - 1}/{info.size}"))
+        if head or reader.length == 0:
+            reader.close()
+            return Response(status, headers, b"")
+        return Response(status, headers, _ObjectStream(reader))
+    except BaseException:
+        reader.close()
+        raise
+
+
+def delete_object(req: S3Request) -> Response:
+    refuse_unsupported(req)
+    req.bucket_for(write=True)
+    try:
+        req.store.delete(req.bucket, req.key, user=req.user)
+    except ObjectNotFound:
+        pass  # S3 answers 204 whether or not the key existed
+    return Response(204)
+
+
+def delete_objects(req: S3Request) -> Response:
+    req.bucket_for(write=True)
+    body = read_small_body(req, 2 << 20, require_integrity=True)
+    root = xml.parse(body, "Delete")
+    quiet = (xml.child_text(root, "Quiet", "false") or "").strip().lower() == "true"
+    objects = xml.children(root, "Object")
+    if len(objects) > MAX_DELETE_KEYS:
+        raise S3Error("MalformedXML", f"A DeleteObjects request may name at most {MAX_DELETE_KEYS} keys.", 400)
+    results = []
+    for element in objects:
+        key = xml.child_text(element, "Key")
+        if key is None:
+            raise S3Error("MalformedXML", "Every Object must have a Key.", 400)
+        version = xml.child_text(element, "VersionId")
+        try:
+            if version not in (None, "null"):
+                raise S3Error("NoSuchVersion", "The specified version does not exist.", 404)
+            try:
+                req.store.delete(req.bucket, key, user=req.user)
+            except ObjectNotFound:
+                pass
+            if not quiet:
+                results.append(("Deleted", [("Key", key)]))
+        except Exception as exc:
+            error = to_s3_error(exc)
+            if error.status >= 500:
+                raise
+            results.append(("Error", [("Key", key), ("Code", error.code), ("Message", error.message)]))
+    return Response.xml("DeleteResult", results)
+
+
+def copy_object(req: S3Request) -> Response:
+    refuse_unsupported(req)
+    src_bucket, src_key = parse_copy_source(req)
+    req.bucket_for(src_bucket)
+    req.bucket_for(write=True)
+    src = req.store.stat(src_bucket, src_key)
+    if check_read_conditions(req.headers, src, "x-amz-copy-source-") is not None:
+        raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
+    directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise invalid_argument("Unknown metadata directive.", "x-amz-metadata-directive", directive)
+    if directive == "COPY" and (src_bucket, src_key) == (req.bucket, req.key):
+        raise S3Error(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself without changing the "
+            "object's metadata, storage class, website redirect location or encryption attributes.",
+            400,
+        )
+    kwargs = {}
+    if directive == "REPLACE":
+        kwargs = {
+            "metadata": req.metadata(),
+            "content_type": req.headers.get("content-type") or "binary/octet-stream",
+            "headers": req.stored_headers(),
+        }
+    if_match, if_none_match = _write_conditions(req)
+    try:
+        info = req.store.copy(
+            src_bucket, src_key, req.bucket, req.key, user=req.user, if_match=if_match, if_none_match=if_none_match, **kwargs
+        )
+    except PreconditionFailed:
+        raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412) from None
+    children = [("ETag", quote_etag(info.etag)), ("LastModified", xml.iso_time(info.mtime))]
+    for algorithm, value in info.checksums.items():
+        children.append(("Checksum" + algorithm.upper(), value))
+    return Response.xml("CopyObjectResult", children, headers=[("x-amz-copy-source-version-id", "null")])
+
+
+def parse_copy_source(req: S3Request) -> tuple[str, str]:
+    """(bucket, key) of ``x-amz-copy-source: /bucket/key[?versionId=...]`` (URL-encoded)."""
+    from urllib.parse import unquote
+
+    raw = req.headers["x-amz-copy-source"]
+    path, _, query = raw.partition("?")
+    if query:
+        name, _, value = query.partition("=")
+        if name != "versionId" or value not in ("", "null"):
+            raise invalid_argument("Invalid version id specified", "x-amz-copy-source", raw)
+    try:
+        text = unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        raise invalid_argument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey.", "x-amz-copy-source", raw) from None
+    bucket, _, key = text.lstrip("/").partition("/")
+    if not bucket or not key:
+        raise invalid_argument(
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.", "x-amz-copy-source", raw
+        )
+    return bucket, key

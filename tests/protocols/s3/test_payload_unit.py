@@ -1,0 +1,168 @@
+"""aws-chunked decoding and S3 checksums, checked against botocore's own encoder and hashers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import zlib
+
+import pytest
+from botocore import httpchecksum
+
+from cas.auth import sigv4
+from cas.errors import IncompleteBody
+from cas.protocols.s3 import checksum
+from cas.protocols.s3.chunked import AwsChunkedReader, BodyReader, MalformedChunk, MalformedTrailer
+from tests.fixtures.s3api import SignedRequest, signed_chunked_body, signing_key
+
+pytestmark = pytest.mark.unit
+
+
+def read_all(reader, size=7777) -> bytes:
+    out = bytearray()
+    for _ in range(1_000_000):
+        data = reader.read(size)
+        if not data:
+            return bytes(out)
+        out += data
+    raise AssertionError("reader did not end")
+
+
+@pytest.mark.parametrize("algorithm, cls", [
+    ("crc32", httpchecksum.Crc32Checksum),
+    ("crc32c", httpchecksum.CrtCrc32cChecksum),
+    ("crc64nvme", httpchecksum.CrtCrc64NvmeChecksum),
+    ("sha1", httpchecksum.Sha1Checksum),
+    ("sha256", httpchecksum.Sha256Checksum),
+])
+def test_streaming_hashers_match_botocore(algorithm, cls):
+    data = os.urandom(300_000)
+    ours = checksum.new_hasher(algorithm)
+    for i in range(0, len(data), 4096):
+        ours.update(memoryview(data)[i:i + 4096])
+    theirs = cls()
+    theirs.update(data)
+    assert ours.b64digest() == theirs.b64digest()
+
+
+def test_known_check_values():
+    for algorithm, expected in [("crc32", 0xCBF43926), ("crc32c", 0xE3069283), ("crc64nvme", 0xAE8B14860A799888)]:
+        h = checksum.new_hasher(algorithm)
+        h.update(b"123456789")
+        assert int.from_bytes(h.digest(), "big") == expected
+
+
+def test_combine_and_composite():
+    parts = [os.urandom(n) for n in (5000, 1, 70000)]
+    for algorithm in ("crc32", "crc32c", "crc64nvme"):
+        sums = []
+        for p in parts:
+            h = checksum.new_hasher(algorithm)
+            h.update(p)
+            sums.append((h.b64digest(), len(p)))
+        whole = checksum.new_hasher(algorithm)
+        whole.update(b"".join(parts))
+        assert checksum.combine(algorithm, sums) == whole.b64digest()
+    crc = [base64.b64encode(zlib.crc32(p).to_bytes(4, "big")).decode() for p in parts]
+    raw = b"".join(zlib.crc32(p).to_bytes(4, "big") for p in parts)
+    assert checksum.composite("crc32", crc) == base64.b64encode(zlib.crc32(raw).to_bytes(4, "big")).decode() + "-3"
+
+
+def test_requested_checksum_headers_are_validated():
+    assert checksum.requested_checksums({"x-amz-checksum-crc32": "AAAAAA==", "x-amz-checksum-mode": "ENABLED"}) == {"crc32": "AAAAAA=="}
+    with pytest.raises(checksum.InvalidDigest):
+        checksum.requested_checksums({"x-amz-checksum-crc32": "not base64!"})
+    with pytest.raises(checksum.InvalidDigest):
+        checksum.requested_checksums({"x-amz-checksum-crc32": "AAAAAAAA"})  # 6 bytes
+    with pytest.raises(checksum.InvalidDigest):
+        checksum.requested_checksums({"x-amz-checksum-md4": "AAAAAA=="})
+
+
+def botocore_chunked(data: bytes, chunk_size: int = 65536) -> bytes:
+    wrapper = httpchecksum.AwsChunkedWrapper(io.BytesIO(data), checksum_cls=httpchecksum.Crc32Checksum,
+                                             checksum_name="x-amz-checksum-crc32", chunk_size=chunk_size)
+    return b"".join(wrapper)
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 200_001])
+def test_unsigned_trailer_body_from_botocore(size):
+    data = os.urandom(size)
+    encoded = botocore_chunked(data)
+    reader = AwsChunkedReader(BodyReader(io.BytesIO(encoded), len(encoded)),
+                              trailer_names=frozenset({"x-amz-checksum-crc32"}), decoded_length=size)
+    assert read_all(reader) == data
+    assert reader.trailers["x-amz-checksum-crc32"] == base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def test_chunked_http_body_without_length():
+    data = os.urandom(100_000)
+    encoded = botocore_chunked(data, 4096)
+    reader = AwsChunkedReader(BodyReader(io.BytesIO(encoded), None), trailer_names=frozenset({"x-amz-checksum-crc32"}))
+    assert read_all(reader, 1000) == data
+
+
+def test_truncated_and_malformed_bodies():
+    data = os.urandom(10_000)
+    encoded = botocore_chunked(data, 4096)
+    names = frozenset({"x-amz-checksum-crc32"})
+    with pytest.raises(IncompleteBody):
+        read_all(AwsChunkedReader(BodyReader(io.BytesIO(encoded[:5000]), None), trailer_names=names))
+    with pytest.raises(IncompleteBody):  # the announced Content-Length is longer than what came
+        read_all(AwsChunkedReader(BodyReader(io.BytesIO(encoded), len(encoded) + 10), trailer_names=names))
+    with pytest.raises(MalformedChunk):
+        read_all(AwsChunkedReader(BodyReader(io.BytesIO(b"zz\r\n" + encoded), None), trailer_names=names))
+    with pytest.raises(MalformedTrailer):  # trailer announced but a different one sent
+        read_all(AwsChunkedReader(BodyReader(io.BytesIO(encoded), None), trailer_names=frozenset({"x-amz-checksum-sha1"})))
+    with pytest.raises(MalformedChunk):  # more than x-amz-decoded-content-length
+        read_all(AwsChunkedReader(BodyReader(io.BytesIO(encoded), None), trailer_names=names, decoded_length=100))
+
+
+def _signed(data: bytes, trailers=None):
+    key = signing_key("secret-secret", "20300102")
+    req = SignedRequest("PUT", "/b/k", "", {}, "ab" * 32, key, "20300102T000000Z", "20300102/us-east-1/s3/aws4_request")
+    chain = sigv4.ChunkSignatureChain(key, req.amz_date, req.scope, req.signature)
+    return signed_chunked_body(req, data, 8192, trailers), chain
+
+
+def test_signed_chunks_verify_and_tampering_is_caught():
+    data = os.urandom(50_000)
+    body, chain = _signed(data)
+    assert read_all(AwsChunkedReader(BodyReader(io.BytesIO(body), len(body)), chain=chain, decoded_length=len(data))) == data
+    # flip one payload byte: the chunk's signature no longer matches
+    body, chain = _signed(data)
+    pos = body.index(b"\r\n") + 2 + 100
+    tampered = body[:pos] + bytes([body[pos] ^ 1]) + body[pos + 1:]
+    with pytest.raises(sigv4.SignatureMismatch):
+        read_all(AwsChunkedReader(BodyReader(io.BytesIO(tampered), len(tampered)), chain=chain))
+    # a chunk signature off by one hex digit
+    body, chain = _signed(data)
+    pos = body.index(b"chunk-signature=") + len(b"chunk-signature=")
+    digit = b"1" if body[pos:pos + 1] != b"1" else b"2"
+    tampered = body[:pos] + digit + body[pos + 1:]
+    with pytest.raises(sigv4.SignatureMismatch):
+        read_all(AwsChunkedReader(BodyReader(io.BytesIO(tampered), len(tampered)), chain=chain))
+
+
+def test_signed_trailer():
+    data = os.urandom(20_000)
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    body, chain = _signed(data, [("x-amz-checksum-crc32", crc)])
+    reader = AwsChunkedReader(BodyReader(io.BytesIO(body), len(body)), chain=chain,
+                              trailer_names=frozenset({"x-amz-checksum-crc32"}))
+    assert read_all(reader) == data and reader.trailers == {"x-amz-checksum-crc32": crc}
+    body, chain = _signed(data, [("x-amz-checksum-crc32", crc)])
+    body = body.replace(crc.encode(), b"AAAAAA==")  # trailer changed after signing
+    with pytest.raises(sigv4.SignatureMismatch):
+        read_all(AwsChunkedReader(BodyReader(io.BytesIO(body), len(body)), chain=chain,
+                                  trailer_names=frozenset({"x-amz-checksum-crc32"})))
+
+
+def test_body_reader_readline_and_short_body():
+    reader = BodyReader(io.BytesIO(b"line one\r\nrest"), 14)
+    assert reader.readline(100) == b"line one\r\n"
+    assert reader.read(100) == b"rest"
+    with pytest.raises(IncompleteBody):
+        read_all(BodyReader(io.BytesIO(b"short"), 10))
+    assert hashlib.sha256(b"").hexdigest() == sigv4.EMPTY_SHA256
