@@ -1,0 +1,568 @@
+"""Verify: prove that every name's bytes are there, and say exactly what is not (DESIGN §4).
+
+Checks, from one read-txn snapshot of the index (the BlockStore is checked live,
+while holding the GC lock so no block disappears under the snapshot):
+
+- every object and every open upload part → its manifest is in the index and
+  decodes (``--deep``: hashes to its id);
+- every block a referenced manifest names has an index row, in state ``live``,
+  with the raw length the manifest says;
+- every index row's block is in the BlockStore with the stored size the row
+  says (``--deep``: it is read, decoded and re-hashed);
+- the counters (objects, logical bytes, unique blocks, stored and raw bytes)
+  agree with the rows.
+
+Findings are data (``Finding``: kind, block, objects, detail), collected rather
+than raised; damaged blocks are traced back to every name that uses them.
+Orphans (block files without a row: garbage for GC) and unreferenced rows are
+counted, not findings.
+
+``repair`` does only fixes that need no guessing, after the findings are
+reported: a referenced ``condemned`` row goes back to ``live``; a row whose
+block is missing or corrupt is dropped (the corrupt file deleted first, behind
+a ``deleting`` row, as GC does), so the next upload of those bytes writes the
+block again and heals every name that uses it; a row whose stored size is
+wrong but whose block decodes is corrected; a missing row of a block that is
+present and decodes is recreated; counters are set right by adding the
+difference. Names whose bytes are gone are listed in ``damaged_objects``.
+
+Memory: one ``MarkSet`` of referenced manifests and one of referenced blocks
+(8 bytes each), one batch of rows, plus the findings. Cost is linear in names +
+manifest entries + blocks (+ bytes stored with ``deep``).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+
+from ..errors import BlockNotFound, IntegrityError, StoreError
+from ..ids import block_id, short
+from ..index.schema import CONDEMNED, DELETING, LIVE, BlockRow
+from ..manifest import VERSION as MANIFEST_VERSION
+from .mark import MarkSet, manifest_ids_of
+from .progress import ProgressFactory, no_progress
+from .safety import GcLock, counted
+
+log = logging.getLogger(__name__)
+
+BATCH = 512
+WORKERS = 4
+LOCK_WAIT = 3600.0
+_HEAD = struct.Struct(">BI")
+_ENTRY = struct.Struct(">32sI")
+
+#: kind -> what it means (also the order findings are listed in)
+KINDS = {
+    "missing_manifest": "a name's manifest is not in the index",
+    "damaged_manifest": "a manifest does not decode or does not hash to its id",
+    "missing_block_row": "a manifest names a block the index has no row for",
+    "referenced_deleting": "a block in use is being deleted",
+    "referenced_condemned": "a block in use is condemned",
+    "length_mismatch": "a manifest and the block's row disagree on its length",
+    "missing_block": "the BlockStore does not have a block the index lists",
+    "size_mismatch": "a stored block's size differs from its index row",
+    "corrupt_block": "a stored block does not decode or does not hash to its id",
+    "counter_mismatch": "a store counter disagrees with the rows",
+}
+# findings whose block's names cannot be read back
+_DATA_LOSS = {"missing_manifest", "damaged_manifest", "missing_block_row", "referenced_deleting",
+              "length_mismatch", "missing_block", "corrupt_block"}
+
+
+@dataclass
+class Finding:
+    """One thing wrong. ``block`` is a full hex id; ``objects`` the names (bucket/key) it affects."""
+
+    kind: str
+    block: str = ""
+    objects: tuple[str, ...] = ()
+    detail: str = ""
+    repaired: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"objects": list(self.objects)}
+
+    def __str__(self) -> str:
+        what = f" block {self.block[:12]}" if self.block else ""
+        names = ""
+        if self.objects:
+            shown = ", ".join(self.objects[:5])
+            names = f" used by {shown}" + (f" and {len(self.objects) - 5} more" if len(self.objects) > 5 else "")
+        fixed = " [repaired]" if self.repaired else ""
+        return f"{self.kind}:{what}{names}: {self.detail}{fixed}"
+
+
+@dataclass
+class VerifyReport:
+    deep: bool
+    findings: list[Finding] = field(default_factory=list)
+    objects: int = 0
+    parts: int = 0
+    manifests: int = 0
+    manifests_unreferenced: int = 0
+    blocks: int = 0
+    blocks_referenced: int = 0
+    blocks_unreferenced: int = 0
+    blocks_condemned: int = 0
+    blocks_deleting: int = 0
+    orphans: int = 0
+    temp_files: int = 0
+    bytes_read: int = 0
+    damaged_objects: list[str] = field(default_factory=list)
+    repaired: int = 0
+    mark_memory: int = 0
+    seconds: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["findings"] = [f.to_dict() for f in self.findings]
+        d["clean"] = self.clean
+        return d
+
+    def summary(self) -> str:
+        state = "clean" if self.clean else f"{len(self.findings)} findings"
+        if self.repaired:
+            state += f", {self.repaired} repaired"
+        if self.damaged_objects:
+            state += f", {len(self.damaged_objects)} damaged objects"
+        return (f"verify{' --deep' if self.deep else ''}: {state}; {self.objects} objects, {self.parts} upload parts, "
+                f"{self.manifests} manifests, {self.blocks} blocks ({self.blocks_unreferenced} unreferenced, "
+                f"{self.blocks_condemned} condemned), {self.orphans} orphans"
+                + (f", {self.bytes_read} bytes re-hashed" if self.deep else "") + f"; {self.seconds:.1f}s")
+
+
+class _RateLimit:
+    """At most ``rate`` bytes per second on average (``None``: unlimited); thread-safe."""
+
+    def __init__(self, rate: float | None):
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def take(self, n: int) -> None:
+        if not self.rate:
+            return
+        with self._lock:
+            self._bytes += n
+            due = self._start + self._bytes / self.rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def verify(store, *, deep: bool = False, repair: bool = False, rate_limit: float | None = None,
+           progress: ProgressFactory | None = None, lock_wait: float = LOCK_WAIT,
+           workers: int = WORKERS) -> VerifyReport:
+    """Check ``store`` (see the module docstring); ``rate_limit`` caps deep reads in bytes/s."""
+    v = _Verify(store, deep, rate_limit, progress or no_progress, workers)
+    with GcLock(store.settings.data_dir, wait=lock_wait, what="verify"):
+        v.run()
+        if repair and v.report.findings:
+            v.repair()
+    v.report.seconds = round(time.monotonic() - v.t0, 3)
+    log.debug("%s", v.report.summary())
+    return v.report
+
+
+class _Verify:
+    def __init__(self, store, deep: bool, rate_limit: float | None, progress: ProgressFactory, workers: int):
+        self.store = store
+        self.index = store.index
+        self.blocks = store.blocks
+        self.codec = store.codec
+        self.deep = deep
+        self.limit = _RateLimit(rate_limit)
+        self.progress = progress
+        self.workers = max(1, workers)
+        self.report = VerifyReport(deep=deep)
+        self.manifests = MarkSet()
+        self.marked = MarkSet()
+        self.t0 = time.monotonic()
+        # block id -> findings about it (damage is rare: this stays small)
+        self._by_block: dict[bytes, list[Finding]] = {}
+        self._rows: dict[bytes, BlockRow] = {}  # rows of damaged blocks, for repair
+
+    def _add(self, finding: Finding, bid: bytes | None = None) -> Finding:
+        self.report.findings.append(finding)
+        if bid is not None:
+            self._by_block.setdefault(bid, []).append(finding)
+        log.debug("%s", finding)
+        return finding
+
+    # -- the checks ------------------------------------------------------------------------------
+    def run(self) -> None:
+        with self.index.read() as t:
+            self._names(t)
+            self._manifests(t)
+            totals = self._blocks(t)
+            self._counters(t, totals)
+            self._orphans()
+            if self._by_block:
+                self._trace(t)
+        self.report.mark_memory = self.manifests.nbytes() + self.marked.nbytes()
+
+    def _names(self, t) -> None:
+        r = self.report
+        bar = self.progress("verify: names", t.counter("objects"))
+        try:
+            self._logical = 0
+            for bucket, key, rec in t.iter_objects():
+                r.objects += 1
+                self._logical += rec.get("size", 0)
+                self._check_name(t, f"{bucket}/{key}", rec)
+                bar.update(1)
+            uploads = {u: rec for u, rec in t.iter_uploads()}
+            for upload_id, number, rec in t.iter_parts():
+                r.parts += 1
+                up = uploads.get(upload_id, {})
+                self._check_name(t, _part_name(upload_id, number, up), rec)
+        finally:
+            bar.close()
+        self.manifests.freeze()
+
+    def _check_name(self, t, name: str, rec: dict) -> None:
+        mid = manifest_ids_of(rec)
+        if mid is None:
+            self._add(Finding("missing_manifest", "", (name,), "the record names no manifest"))
+            return
+        if t.get_manifest(mid) is None:
+            self._add(Finding("missing_manifest", "", (name,), f"manifest {mid.hex()} is not in the index"))
+            return
+        self.manifests.add(mid)
+
+    def _manifests(self, t) -> None:
+        r = self.report
+        bar = self.progress("verify: manifests", None)
+        try:
+            for mid, raw in t.iter_manifests():
+                r.manifests += 1
+                if mid not in self.manifests:
+                    r.manifests_unreferenced += 1
+                    continue
+                entries = _decode(raw)
+                if entries is None or (self.deep and block_id(raw) != mid):
+                    why = "does not decode" if entries is None else "does not hash to its id"
+                    f = self._add(Finding("damaged_manifest", "", (), f"manifest {mid.hex()} {why}"))
+                    self._damaged_manifest(t, mid, f)
+                    continue
+                for bid, length in entries:
+                    self.marked.add(bid)
+                    self._check_entry(t, bid, length)
+                bar.update(len(entries))
+        finally:
+            bar.close()
+        self.marked.freeze()
+
+    def _damaged_manifest(self, t, mid: bytes, finding: Finding) -> None:
+        names = [n for n, m in _names_of(t) if m == mid]
+        finding.objects = tuple(names)
+
+    def _check_entry(self, t, bid: bytes, length: int) -> None:
+        if bid in self._by_block:
+            return  # already reported once; its names are traced at the end
+        row = t.get_block(bid)
+        if row is None:
+            self._add(Finding("missing_block_row", bid.hex(), (), "no index row"), bid)
+            return
+        if row.state == DELETING:
+            self._add(Finding("referenced_deleting", bid.hex(), (), "the row is in state deleting"), bid)
+        elif row.state == CONDEMNED:
+            self._add(Finding("referenced_condemned", bid.hex(), (), "the row is in state condemned"), bid)
+        if row.raw_len != length:
+            self._add(Finding("length_mismatch", bid.hex(), (),
+                              f"the manifest says {length} bytes, the row {row.raw_len}"), bid)
+        if bid in self._by_block:
+            self._rows[bid] = row
+
+    def _blocks(self, t) -> dict[str, int]:
+        r = self.report
+        totals = {"unique_blocks": 0, "stored_bytes": 0, "raw_bytes": 0}
+        bar = self.progress("verify: blocks" + (" (deep)" if self.deep else ""), t.counter("unique_blocks"))
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cas-verify")
+        inflight: list[Future] = []
+        try:
+            batch: list[tuple[bytes, BlockRow]] = []
+            for bid, row in t.iter_blocks():
+                r.blocks += 1
+                if counted(row):
+                    totals["unique_blocks"] += 1
+                    totals["stored_bytes"] += row.stored_size
+                    totals["raw_bytes"] += row.raw_len
+                referenced = bid in self.marked
+                if referenced:
+                    r.blocks_referenced += 1
+                else:
+                    r.blocks_unreferenced += 1
+                if row.state == CONDEMNED:
+                    r.blocks_condemned += 1
+                if row.state == DELETING:
+                    r.blocks_deleting += 1
+                    continue  # on its way out: its file may be gone already
+                batch.append((bid, row))
+                if len(batch) >= BATCH:
+                    inflight.append(pool.submit(self._check_files, batch))
+                    batch = []
+                    if len(inflight) > 2 * self.workers:
+                        self._collect(inflight.pop(0).result(), bar)
+            if batch:
+                inflight.append(pool.submit(self._check_files, batch))
+            for fut in inflight:
+                self._collect(fut.result(), bar)
+        finally:
+            for fut in inflight:
+                fut.cancel()
+            pool.shutdown(wait=True)
+            bar.close()
+        return totals
+
+    def _check_files(self, batch: list[tuple[bytes, BlockRow]]) -> tuple[int, list]:
+        """In a worker: (rows checked, [(id, row, kind, detail, bytes read)])."""
+        out = []
+        for bid, row in batch:
+            try:
+                if self.deep:
+                    stored = self.blocks.get(bid)
+                    self.limit.take(len(stored))
+                    size = len(stored)
+                    problem = self._size_problem(row, size)
+                    if problem is None:
+                        try:
+                            self.codec.decode(bid, stored)
+                        except IntegrityError as exc:
+                            problem = ("corrupt_block", str(exc))
+                    out.append((bid, row, *(problem or (None, None)), size))
+                else:
+                    size = self.blocks.stat(bid).size
+                    problem = self._size_problem(row, size)
+                    if problem is not None:
+                        out.append((bid, row, *problem, 0))
+            except BlockNotFound:
+                out.append((bid, row, "missing_block", "not in the BlockStore", 0))
+        return len(batch), out
+
+    @staticmethod
+    def _size_problem(row: BlockRow, size: int) -> tuple[str, str] | None:
+        if size != row.stored_size:
+            return "size_mismatch", f"stored {size} bytes, the row says {row.stored_size}"
+        return None
+
+    def _collect(self, result: tuple[int, list], bar) -> None:
+        n, problems = result
+        for bid, row, kind, detail, nread in problems:
+            self.report.bytes_read += nread
+            if kind is None:
+                continue
+            if self.deep and kind == "size_mismatch":
+                kind, detail = "corrupt_block", detail + " (truncated or overwritten)"
+            referenced = bid in self.marked
+            self._add(Finding(kind, bid.hex(), (), detail + ("" if referenced else " (unreferenced)")), bid)
+            self._rows[bid] = row
+        bar.update(n)
+
+    def _counters(self, t, totals: dict[str, int]) -> None:
+        actual = dict(totals, objects=self.report.objects, logical_bytes=self._logical)
+        self._counter_delta = {}
+        for name, value in actual.items():
+            kept = t.counter(name)
+            if kept != value:
+                self._counter_delta[name] = value - kept
+                self._add(Finding("counter_mismatch", "", (), f"{name} is {kept}, the rows say {value}"))
+
+    def _orphans(self) -> None:
+        bar = self.progress("verify: orphans", None)
+        pending: list[bytes] = []
+        try:
+            for bid, _ in self.blocks.iter_ids():
+                pending.append(bid)
+                if len(pending) >= BATCH:
+                    self._orphan_batch(pending)
+                    bar.update(len(pending))
+                    pending = []
+            self._orphan_batch(pending)
+            bar.update(len(pending))
+        finally:
+            bar.close()
+        iter_temp = getattr(self.blocks, "iter_temp", None)
+        if iter_temp is not None:
+            self.report.temp_files = sum(1 for _ in iter_temp())
+
+    def _orphan_batch(self, ids: list[bytes]) -> None:
+        with self.index.read() as t:  # fresh: rows committed since the snapshot are not orphans
+            self.report.orphans += sum(1 for bid in ids if t.get_block(bid) is None)
+
+    def _trace(self, t) -> None:
+        """Attach to each block finding the names whose manifests use that block."""
+        damaged = set(self._by_block)
+        hit: dict[bytes, set[bytes]] = {}  # manifest id -> damaged blocks in it
+        for mid, raw in t.iter_manifests():
+            if mid not in self.manifests:
+                continue
+            entries = _decode(raw)
+            if entries is None:
+                continue
+            found = {bid for bid, _ in entries if bid in damaged}
+            if found:
+                hit[mid] = found
+        names: dict[bytes, list[str]] = {}
+        for name, mid in _names_of(t):
+            for bid in hit.get(mid, ()):
+                names.setdefault(bid, []).append(name)
+        for bid, findings in self._by_block.items():
+            for f in findings:
+                f.objects = tuple(sorted(names.get(bid, ())))
+        lost = set()
+        for f in self.report.findings:
+            if f.kind in _DATA_LOSS:
+                lost.update(f.objects)
+        self.report.damaged_objects = sorted(lost)
+
+    # -- repair ----------------------------------------------------------------------------------
+    def repair(self) -> None:
+        """Safe fixes only (see the module docstring); damaged names stay listed."""
+        for bid, findings in self._by_block.items():
+            kinds = {f.kind for f in findings}
+            fixed: set[str] = set()
+            if "referenced_condemned" in kinds and self._resurrect(bid):
+                fixed.add("referenced_condemned")
+            if "missing_block_row" in kinds and self._restore_row(bid):
+                fixed.add("missing_block_row")
+            if "size_mismatch" in kinds:
+                fixed |= self._fix_size(bid)
+            if "missing_block" in kinds and self._drop_missing(bid):
+                fixed.add("missing_block")
+            if "corrupt_block" in kinds and self._drop_corrupt(bid):
+                fixed.add("corrupt_block")
+            for f in findings:
+                if f.kind in fixed:
+                    f.repaired = True
+        if self._counter_delta:
+            self._fix_counters()
+        self.report.repaired = sum(1 for f in self.report.findings if f.repaired)
+
+    def _resurrect(self, bid: bytes) -> bool:
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None or row.state != CONDEMNED:
+                return row is not None and row.state == LIVE
+            t.put_block(bid, replace(row, state=LIVE, state_time=self.store.clock()))
+        return True
+
+    def _restore_row(self, bid: bytes) -> bool:
+        try:
+            stored = self.blocks.get(bid)
+            data = self.codec.decode(bid, stored)
+        except (BlockNotFound, IntegrityError):
+            return False
+        with self.index.write() as t:
+            if t.get_block(bid) is not None:
+                return True
+            now = self.store.clock()
+            t.put_block(bid, BlockRow(LIVE, len(stored), len(data), now, now))
+            t.add_counter("unique_blocks", 1)
+            t.add_counter("stored_bytes", len(stored))
+            t.add_counter("raw_bytes", len(data))
+        return True
+
+    def _fix_size(self, bid: bytes) -> set[str]:
+        try:
+            stored = self.blocks.get(bid)
+            self.codec.decode(bid, stored)
+        except BlockNotFound:
+            return set()
+        except IntegrityError:
+            return {"size_mismatch"} if self._drop_corrupt(bid) else set()
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None or row.state == DELETING:
+                return set()
+            t.put_block(bid, replace(row, stored_size=len(stored)))
+            if counted(row):
+                t.add_counter("stored_bytes", len(stored) - row.stored_size)
+        return {"size_mismatch"}
+
+    def _drop_row(self, t, bid: bytes, row: BlockRow) -> None:
+        t.delete_block(bid)
+        if counted(row):
+            t.add_counter("unique_blocks", -1)
+            t.add_counter("stored_bytes", -row.stored_size)
+            t.add_counter("raw_bytes", -row.raw_len)
+
+    def _drop_missing(self, bid: bytes) -> bool:
+        """The block is gone: drop its row so the next upload of these bytes writes it again."""
+        if self.blocks.has(bid):
+            return False  # it came back (a writer rewrote it): nothing to drop
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None:
+                return True
+            if row.state == DELETING or t.is_pinned(bid, self.store.clock()):
+                return False
+            self._drop_row(t, bid, row)
+        log.info("dropped the index row of missing block %s", short(bid))
+        return True
+
+    def _drop_corrupt(self, bid: bytes) -> bool:
+        """Delete a corrupt block behind a ``deleting`` row, then drop the row (GC's order)."""
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None or row.state == DELETING or t.is_pinned(bid, self.store.clock()):
+                return False
+            t.put_block(bid, replace(row, state=DELETING, state_time=self.store.clock()))
+        try:
+            self.blocks.delete(bid)
+        except StoreError as exc:
+            log.warning("cannot delete corrupt block %s: %s (gc will retry)", short(bid), exc)
+            return False
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is not None and row.state == DELETING:
+                self._drop_row(t, bid, row)
+        log.info("deleted corrupt block %s and dropped its row", short(bid))
+        return True
+
+    def _fix_counters(self) -> None:
+        with self.index.write() as t:
+            for name, delta in self._counter_delta.items():
+                t.add_counter(name, delta)
+        for f in self.report.findings:
+            if f.kind == "counter_mismatch":
+                f.repaired = True
+
+
+def _decode(raw: bytes) -> list[tuple[bytes, int]] | None:
+    if len(raw) < _HEAD.size:
+        return None
+    version, count = _HEAD.unpack_from(raw)
+    if version != MANIFEST_VERSION or len(raw) != _HEAD.size + count * _ENTRY.size:
+        return None
+    return list(_ENTRY.iter_unpack(memoryview(raw)[_HEAD.size:]))
+
+
+def _part_name(upload_id: str, number: int, upload: dict) -> str:
+    target = f"{upload.get('bucket', '?')}/{upload.get('key', '?')}"
+    return f"{target} (upload {upload_id} part {number})"
+
+
+def _names_of(t) -> Iterable[tuple[str, bytes]]:
+    """(name, manifest id) for every object and open upload part."""
+    for bucket, key, rec in t.iter_objects():
+        mid = manifest_ids_of(rec)
+        if mid is not None:
+            yield f"{bucket}/{key}", mid
+    uploads = {u: rec for u, rec in t.iter_uploads()}
+    for upload_id, number, rec in t.iter_parts():
+        mid = manifest_ids_of(rec)
+        if mid is not None:
+            yield _part_name(upload_id, number, uploads.get(upload_id, {})), mid
+

@@ -1,0 +1,177 @@
+"""SIGKILL crash tests: `cas gc` killed at each named point, and `cas put` + `cas gc` processes killed at random.
+
+After every crash, verify must be clean, every acknowledged object must read back
+byte-identical, and the next gc must finish the job (no garbage, no orphans left).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from cas.config import load_settings
+from cas.errors import ObjectNotFound
+from cas.gc.sweep import collect
+from cas.gc.verify import verify
+from cas.store import Store
+from tests.fixtures.gc import (
+    BUCKET,
+    Background,
+    assert_whole,
+    block_ids,
+    cas_env,
+    data,
+    run_cas,
+    start_cas,
+    stored_ids,
+    write_orphans,
+)
+
+pytestmark = [pytest.mark.crash, pytest.mark.integration, pytest.mark.timeout(600)]
+
+GC_POINTS = ["after_lock", "after_mark", "before_condemn", "after_condemn", "after_deleting",
+             "after_block_delete", "after_orphan_deleting", "after_orphan_delete", "before_trim"]
+
+
+@pytest.mark.parametrize("point", GC_POINTS)
+def test_gc_killed_at_each_point_leaves_no_damage_and_the_next_run_finishes(local_gc_store, point):
+    s = local_gc_store
+    keep = data(600_000, 60)
+    s.put(BUCKET, "keep", keep)
+    s.put(BUCKET, "gone", data(600_000, 61))
+    s.delete(BUCKET, "gone")
+    write_orphans(s, data(600_000, 62))
+    assert stored_ids(s) - block_ids(s)
+    crashed = run_cas(s.settings.data_dir, "gc", "--delete", "--min-age", "0",
+                      env=cas_env(CAS_TESTONLY_CRASH_AT=f"gc.{point}"))
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert_whole(s, {(BUCKET, "keep"): keep})
+    again = run_cas(s.settings.data_dir, "gc", "--delete", "--min-age", "0")
+    assert again.returncode == 0, again.stderr
+    assert stored_ids(s) == block_ids(s)
+    r = verify(s, deep=True)
+    assert r.clean and r.blocks_unreferenced == 0 and r.orphans == 0 and r.blocks_deleting == 0
+    assert_whole(s, {(BUCKET, "keep"): keep})
+
+
+def test_writer_meets_rows_left_deleting_by_a_killed_gc(local_gc_store):
+    """A put of content whose blocks a crashed gc left `deleting` waits for the next gc, then writes them."""
+    s = local_gc_store
+    x = data(600_000, 63)
+    s.put(BUCKET, "x", x)
+    s.delete(BUCKET, "x")
+    crashed = run_cas(s.settings.data_dir, "gc", "--delete", "--min-age", "0",
+                      env=cas_env(CAS_TESTONLY_CRASH_AT="gc.after_block_delete"))
+    assert crashed.returncode == -signal.SIGKILL
+    w = Background(s.put, BUCKET, "x2", x)
+    time.sleep(0.5)
+    assert w.is_alive()  # waiting for the deleting rows to go
+    collect(s, delete=True, min_age=0)
+    w.result()
+    assert_whole(s, {(BUCKET, "x2"): x})
+
+
+def _write_settings(data_dir, lease: int) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "cas.toml").write_text(f"[gc]\npin_lease = \"{lease}s\"\nmin_age = \"0\"\n")
+
+
+def test_put_and_gc_processes_killed_at_random(tmp_path):
+    rounds = int(os.environ.get("CAS_TEST_CRASH_ROUNDS", "20"))
+    rng = random.Random(int(os.environ.get("CAS_TEST_SEED", "6")))
+    data_dir = tmp_path / "data"
+    lease = 8
+    _write_settings(data_dir, lease)
+    assert run_cas(data_dir, "mb", BUCKET).returncode == 0
+    blobs = [data(250_000, 70 + i) for i in range(4)]
+    files = tmp_path / "files"
+    files.mkdir()
+    acked: dict[str, bytes] = {}
+    maybe: dict[str, bytes | None] = {}  # killed mid-way: either absent or exactly these bytes
+    n = 0
+    for r in range(rounds):
+        procs = []
+        for _ in range(3):
+            n += 1
+            body = rng.choice(blobs) + rng.choice(blobs) + data(rng.randrange(1, 60_000), 1000 + n)
+            path = files / f"f{n}"
+            path.write_bytes(body)
+            key = f"k{n}"
+            procs.append(("put", key, body, start_cas(data_dir, "put", str(path), f"{BUCKET}/{key}")))
+        if acked and rng.random() < 0.5:
+            key = rng.choice(sorted(acked))
+            procs.append(("rm", key, acked[key], start_cas(data_dir, "rm", f"{BUCKET}/{key}")))
+        procs.append(("gc", "", b"", start_cas(data_dir, "gc", "--delete", "--min-age", "0", "--wait", "3")))
+        time.sleep(rng.uniform(0.1, 1.2))
+        for entry in procs:
+            if rng.random() < 0.5 and entry[3].poll() is None:
+                entry[3].send_signal(signal.SIGKILL)
+        for op, key, body, p in procs:
+            try:
+                p.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                raise
+            if op == "put":
+                if p.returncode == 0:
+                    acked[key] = body
+                else:
+                    maybe[key] = body
+            elif op == "rm":
+                if p.returncode == 0:
+                    acked.pop(key, None)
+                elif p.returncode == -signal.SIGKILL:
+                    maybe[key] = acked.pop(key)
+            elif p.returncode not in (0, -signal.SIGKILL, 5):
+                raise AssertionError(p.stderr.read() if p.stderr else p.returncode)
+    assert acked, "no put was acknowledged"
+    time.sleep(lease + 1)  # leases of killed writers run out
+    for tmp in (data_dir / "blocks" / "tmp").iterdir():  # temp files of killed writes: make them old
+        past = time.time() - 3600
+        os.utime(tmp, (past, past))
+    for _ in range(2):
+        done = run_cas(data_dir, "gc", "--delete", "--min-age", "0")
+        assert done.returncode == 0, done.stderr
+    settings = load_settings(data_dir, env={})
+    with Store.open(settings) as s:
+        for key, body in acked.items():
+            assert s.get_bytes(BUCKET, key) == body, key
+        for key, body in maybe.items():
+            try:
+                assert s.get_bytes(BUCKET, key) == body, key
+            except ObjectNotFound:
+                pass
+        r = verify(s, deep=True)
+        assert r.clean, "\n".join(map(str, r.findings))
+        assert r.orphans == 0 and r.blocks_unreferenced == 0 and r.temp_files == 0
+        assert stored_ids(s) == block_ids(s)
+
+
+@pytest.mark.parametrize("point", ["writer.after_pin", "writer.before_commit"])
+def test_put_killed_before_commit_leaves_pinned_orphans_until_its_lease_ends(local_gc_store, clock, tmp_path, point):
+    s = local_gc_store
+    keep = data(300_000, 64)
+    s.put(BUCKET, "keep", keep)
+    body = tmp_path / "body"
+    body.write_bytes(data(2_000_000, 65))
+    crashed = run_cas(s.settings.data_dir, "put", str(body), f"{BUCKET}/lost",
+                      env=cas_env(CAS_TESTONLY_CRASH_AT=point))
+    assert crashed.returncode == -signal.SIGKILL
+    with s.index.read() as t:
+        assert list(t.iter_pins()) and list(t.iter_writers())
+    collect(s, delete=True, min_age=0)
+    with s.index.read() as t:
+        assert list(t.iter_pins())  # its lease still runs: the pins hold
+    clock.advance(s.settings.gc.pin_lease + 1)
+    report = collect(s, delete=True, min_age=0)
+    assert report.dead_writers == 1 and report.dead_pins > 0
+    assert stored_ids(s) == block_ids(s)
+    with s.index.read() as t:
+        assert not list(t.iter_pins()) and not list(t.iter_writers())
+    assert_whole(s, {(BUCKET, "keep"): keep})
