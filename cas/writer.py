@@ -238,6 +238,11 @@ class BlockWriter:
 
     def commit_into(self, t, manifest: Manifest, now: float) -> None:
         """Inside the commit txn: record new blocks, store the manifest, drop the pins."""
+        expired = self._expired(t, now)
+        if expired and self._new:
+            # unpinned, the blocks we wrote were orphans to GC, and may be gone
+            raise TransientStoreError("the upload stalled past its pin lease and blocks it wrote "
+                                      "may have been reclaimed; try again")
         for bid, (stored, raw) in self._new.items():
             row = t.get_block(bid)
             if row is None:
@@ -249,7 +254,7 @@ class BlockWriter:
                 t.put_block(bid, BlockRow(LIVE, row.stored_size, row.raw_len, row.created, now))
             elif row.state == DELETING:  # cannot happen while pinned; refuse rather than dangle
                 raise TransientStoreError(f"block {short(bid)} was deleted under a pin; try again")
-        if self._expired(t, now):
+        if expired:
             self._revalidate(t, manifest, now)
         t.put_manifest(manifest.id, manifest.encode())
         self._unpin(t)

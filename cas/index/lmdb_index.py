@@ -293,12 +293,17 @@ class IndexTxn:
             yield s.from_u64(k[:8]), k[8:]
 
     def trim_refs(self, upto_seq: int) -> int:
+        """Drop refs of commits up to ``upto_seq`` (streaming: deletes under the cursor)."""
         n = 0
-        for k, _ in list(self._scan("refs")):
-            if s.from_u64(k[:8]) > upto_seq:
-                break
-            self._delete("refs", k)
-            n += 1
+        with self._t.cursor(db=self._db["refs"]) as cur:
+            if not cur.first():
+                return 0
+            while True:
+                k = cur.key()  # empty once the last row is gone
+                if not k or s.from_u64(k[:8]) > upto_seq:
+                    break
+                cur.delete()  # moves the cursor to the next row
+                n += 1
         return n
 
     # -- multipart uploads -----------------------------------------------------------------
