@@ -67,13 +67,19 @@ def _drain(wsgi_input) -> None:
             return
 
 
+def _unfinished_chunked(wsgi_input) -> bool:
+    """Whether a chunked request body was left (partly) unread: cheroot never drains those."""
+    return type(wsgi_input).__name__ == "ChunkedRFile" and not getattr(wsgi_input, "closed", True)
+
+
 class _Logged:
     """Wraps a response: drains an unread body before the first byte goes out, and writes
     the access line when the response is fully sent or closed."""
 
-    def __init__(self, body: Iterable[bytes], wsgi_input, done: Callable[[int], None]):
+    def __init__(self, body: Iterable[bytes], environ: dict, done: Callable[[int], None]):
         self._body = body
-        self._input = wsgi_input
+        self._environ = environ
+        self._input = environ.get("wsgi.input")
         self._done = done
         self._sent = 0
 
@@ -81,6 +87,9 @@ class _Logged:
         it = iter(self._body)
         first = next(it, None)  # runs the app until it has called start_response
         _drain(self._input)
+        if _unfinished_chunked(self._input) and "cas.close_connection" in self._environ:
+            # what is left on the socket would be read as the next request: close instead
+            self._environ["cas.close_connection"]()
         if first is not None:
             self._sent += len(first)
             yield first
@@ -129,7 +138,7 @@ def guard(app: WSGIApp, protocol: str) -> WSGIApp:
             body = json_response(start, "500 Internal Server Error", {"error": "internal error", "request_id": rid})
         finally:
             request_id.reset(token)
-        return _Logged(body, environ.get("wsgi.input"), done)
+        return _Logged(body, environ, done)
 
     return wrapped
 
@@ -195,6 +204,25 @@ def build_apps(store, settings) -> tuple[WSGIApp, WSGIApp]:
     return guard(s3_app, "s3"), guard(HttpApp(store, settings, mounts), "http")
 
 
+class CasGateway(wsgi.Gateway_10):
+    """cheroot's WSGI 1.0 gateway, plus ``environ["cas.close_connection"]``: a way for the
+    guard to close the connection after the response (cheroot ignores an app's
+    ``Connection: close`` header)."""
+
+    def get_environ(self):
+        env = super().get_environ()
+        req = self.req
+
+        def close_connection() -> None:
+            req.close_connection = True
+
+        env["cas.close_connection"] = close_connection
+        return env
+
+
+MAX_REQUEST_HEADER_SIZE = 64 * 1024
+
+
 class Server:
     """Both listeners of ``cas serve``; ``start`` binds, ``stop`` shuts down cleanly."""
 
@@ -209,6 +237,9 @@ class Server:
             "http": wsgi.Server(srv.http, http_app, numthreads=srv.threads, request_queue_size=128,
                                 timeout=60, shutdown_timeout=5, server_name="cas"),
         }
+        for server in self.listeners.values():
+            server.gateway = CasGateway
+            server.max_request_header_size = MAX_REQUEST_HEADER_SIZE
         if srv.tls_cert and srv.tls_key:
             from cheroot.ssl.builtin import BuiltinSSLAdapter
 

@@ -104,3 +104,36 @@ def test_stdin_put(tmp_path):
     cas("mb", "--data", data, "bkt")
     cas("put", "--data", data, "-", "bkt/from-stdin", input=b"piped bytes")
     assert cas("get", "--data", data, "bkt/from-stdin").stdout == b"piped bytes"
+
+
+def _raw(url: str, payload: bytes, wait: float = 0.5) -> bytes:
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(payload)
+        time.sleep(wait)
+        return s.recv(65536)
+
+
+def test_huge_headers_are_refused_with_413(cas_server):
+    reply = _raw(cas_server.http_url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 413")
+
+
+def test_unread_chunked_body_closes_the_connection(cas_server):
+    # a refused chunked upload: what is left of it must not be parsed as a next request
+    reply = _raw(cas_server.http_url, b"PUT /dav/nobucket/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"10000\r\n" + b"x" * 1000)
+    head = reply.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 401") and b"connection: close" in head
+
+
+def test_refused_body_of_known_length_is_drained_and_connection_kept(cas_server):
+    body = b"y" * (3 << 20)
+    req = (b"PUT /dav/nobucket/x HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+           + body + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = _raw(cas_server.http_url, req, wait=1.0)
+    assert reply.startswith(b"HTTP/1.1 401") and b'"status": "ok"' in reply
