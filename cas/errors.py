@@ -5,9 +5,11 @@
     ├─ AlreadyExists ─ BucketAlreadyExists, UserAlreadyExists
     ├─ Conflict ─ BucketNotEmpty
     ├─ PreconditionFailed
-    ├─ AccessDenied
-    ├─ BadRequest ─ InvalidName, KeyTooLong, BadDigest, InvalidRange, MalformedXML,
-    │               InvalidPart, InvalidPartOrder, EntityTooSmall, IncompleteBody
+    ├─ AccessDenied ─ InvalidAccessKey, SignatureMismatch, RequestTimeSkewed, RequestExpired
+    ├─ BadRequest ─ InvalidName, KeyTooLong, BadDigest (─ PayloadHashMismatch), InvalidRange,
+    │               MalformedXML, InvalidPart, InvalidPartOrder, EntityTooSmall, IncompleteBody,
+    │               InvalidDigest, MalformedChunk, MalformedTrailer, MalformedAuthorization,
+    │               MalformedPresign, UnsupportedAuthorization, InvalidPayloadHash
     ├─ IntegrityError          (a block does not hash to its id, or cannot be decoded)
     ├─ StoreError ─ TransientStoreError, PermanentStoreError
     └─ ConfigError
@@ -96,6 +98,22 @@ class AccessDenied(CasError):
     exit_code = 7
 
 
+class InvalidAccessKey(AccessDenied):
+    """The AWS Access Key Id you provided does not exist in our records."""
+
+
+class SignatureMismatch(AccessDenied):
+    """The request signature we calculated does not match the signature you provided. Check your key and signing method."""
+
+
+class RequestTimeSkewed(AccessDenied):
+    """The difference between the request time and the current time is too large."""
+
+
+class RequestExpired(AccessDenied):
+    """Request has expired."""
+
+
 class BadRequest(CasError):
     """Bad request."""
 
@@ -112,6 +130,10 @@ class KeyTooLong(InvalidName):
 
 class BadDigest(BadRequest):
     """The data does not match the checksum the client gave."""
+
+
+class PayloadHashMismatch(BadDigest):
+    """The provided 'x-amz-content-sha256' header does not match what was computed."""
 
 
 class InvalidRange(BadRequest):
@@ -136,6 +158,34 @@ class EntityTooSmall(BadRequest):
 
 class IncompleteBody(BadRequest):
     """The body ended before the announced length."""
+
+
+class MalformedAuthorization(BadRequest):
+    """The authorization header is malformed."""
+
+
+class MalformedPresign(BadRequest):
+    """The presigned URL's query parameters are malformed."""
+
+
+class UnsupportedAuthorization(BadRequest):
+    """The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."""
+
+
+class InvalidPayloadHash(BadRequest):
+    """x-amz-content-sha256 must be UNSIGNED-PAYLOAD, a STREAMING-... value or a SHA-256 in hex."""
+
+
+class InvalidDigest(BadRequest):
+    """The checksum or Content-MD5 you specified is not valid."""
+
+
+class MalformedChunk(BadRequest):
+    """The aws-chunked body is not well formed."""
+
+
+class MalformedTrailer(BadRequest):
+    """The request contained trailing data that was not well-formed or did not conform to our published schema."""
 
 
 class IntegrityError(CasError):

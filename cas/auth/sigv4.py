@@ -37,7 +37,21 @@ from dataclasses import dataclass
 from email.utils import mktime_tz, parsedate_tz
 from urllib.parse import quote, unquote_to_bytes
 
-from cas.errors import AccessDenied, BadDigest, BadRequest, NotFound
+from cas.errors import (  # noqa: F401 - re-exported where callers expect them
+    AccessDenied,
+    BadDigest,
+    BadRequest,
+    InvalidAccessKey,
+    InvalidPayloadHash,
+    MalformedAuthorization,
+    MalformedPresign,
+    NotFound,
+    PayloadHashMismatch,
+    RequestExpired,
+    RequestTimeSkewed,
+    SignatureMismatch,
+    UnsupportedAuthorization,
+)
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -55,45 +69,6 @@ _HEX = frozenset("0123456789abcdef")
 _V2_SUBRESOURCES = frozenset(
     ["accelerate", "acl", "cors", "defaultObjectAcl", "location", "logging", "partNumber", "policy", "requestPayment", "torrent", "versioning", "versionId", "versions", "website", "uploads", "uploadId", "response-content-type", "response-content-language", "response-expires", "response-cache-control", "response-content-disposition", "response-content-encoding", "delete", "lifecycle", "tagging", "restore", "storageClass", "notification", "replication", "analytics", "metrics", "inventory", "select", "select-type", "object-lock"]
 )
-
-
-# -- errors (each protocol maps them to its wire form; S3 by class, see cas.protocols.s3.error)
-
-
-class InvalidAccessKey(AccessDenied):
-    """The AWS Access Key Id you provided does not exist in our records."""
-
-
-class SignatureMismatch(AccessDenied):
-    """The request signature we calculated does not match the signature you provided. Check your key and signing method."""
-
-
-class RequestTimeSkewed(AccessDenied):
-    """The difference between the request time and the current time is too large."""
-
-
-class RequestExpired(AccessDenied):
-    """Request has expired."""
-
-
-class MalformedAuthorization(BadRequest):
-    """The authorization header is malformed."""
-
-
-class MalformedPresign(BadRequest):
-    """The presigned URL's query parameters are malformed."""
-
-
-class UnsupportedAuthorization(BadRequest):
-    """The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."""
-
-
-class InvalidPayloadHash(BadRequest):
-    """x-amz-content-sha256 must be UNSIGNED-PAYLOAD, a STREAMING-... value or a SHA-256 in hex."""
-
-
-class PayloadHashMismatch(BadDigest):
-    """The provided 'x-amz-content-sha256' header does not match what was computed."""
 
 
 # -- what the protocol layer hands in, and what it gets back

@@ -27,7 +27,10 @@ from collections.abc import Mapping
 
 from awscrt import checksums as _crt
 
-from cas.errors import BadRequest
+from cas.errors import (  # noqa: F401 - re-exported where callers expect them
+    BadRequest,
+    InvalidDigest,
+)
 
 #: S3 algorithm names (as in ``x-amz-checksum-algorithm``) -> our lower-case keys.
 ALGORITHMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
@@ -37,10 +40,6 @@ HEADER_PREFIX = "x-amz-checksum-"
 #: checksum of the parts' checksums (multipart, ``<b64>-<N>``).
 FULL_OBJECT = "FULL_OBJECT"
 COMPOSITE = "COMPOSITE"
-
-
-class InvalidDigest(BadRequest):
-    """The checksum or Content-MD5 you specified is not valid."""
 
 
 class _CrcHasher:

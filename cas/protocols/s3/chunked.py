@@ -21,19 +21,16 @@ from __future__ import annotations
 import hashlib
 
 from cas.auth.sigv4 import ChunkSignatureChain
-from cas.errors import BadRequest, IncompleteBody
+from cas.errors import (  # noqa: F401 - re-exported where callers expect them
+    BadRequest,
+    IncompleteBody,
+    MalformedChunk,
+    MalformedTrailer,
+)
 
 _MAX_LINE = 4096  # a chunk header or trailer line
 _MAX_CHUNK = 1 << 34  # far above any client's chunk size; refuses absurd sizes early
 _MAX_TRAILERS = 16
-
-
-class MalformedChunk(BadRequest):
-    """The aws-chunked body is not well formed."""
-
-
-class MalformedTrailer(BadRequest):
-    """The request contained trailing data that was not well-formed or did not conform to our published schema."""
 
 
 class BodyReader:
