@@ -43,7 +43,7 @@ from .index.lmdb_index import LmdbIndex
 from .index.schema import FORMAT_VERSION
 from .manifest import Manifest
 from .names import check_bucket, check_key
-from .writer import BlockWriter, WriteResult
+from .writer import PROCESS_OWNER, BlockWriter, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ class Store:
                     expiry = self.clock() + lease
                     for w in writers:
                         if t.writer_expiry(w) is not None:
-                            t.put_writer(w, expiry)
+                            t.put_writer(w, expiry, PROCESS_OWNER)
             except Exception:  # logged and retried on the next beat; a missed beat is not fatal
                 log.exception("writer heartbeat failed")
 

@@ -22,11 +22,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import struct
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .chunker import Chunker
 from .codec import Codec
@@ -95,6 +98,46 @@ class _BodyHasher:
             self._submit()
         if self._exec is not None:
             self._exec.shutdown(wait=True)
+
+
+_OWNER = struct.Struct(">IQ16s")  # pid, pid namespace inode, boot id
+
+
+def _process_identity() -> bytes:
+    """Who writes: pid, pid namespace and boot id, so GC can tell a writer whose process died.
+
+    Empty when the platform cannot say (then only the lease tells a dead writer).
+    """
+    try:
+        boot = uuid.UUID(Path("/proc/sys/kernel/random/boot_id").read_text().strip()).bytes
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except (OSError, ValueError):
+        return b""
+    return _OWNER.pack(os.getpid(), pidns, boot)
+
+
+def owner_is_dead(owner: bytes) -> bool:
+    """Whether ``owner`` names a process of this boot and pid namespace that no longer exists.
+
+    Only a certain death counts: another boot, another namespace, an unknown owner or a pid
+    that exists (perhaps reused) all leave the decision to the lease.
+    """
+    if len(owner) != _OWNER.size:
+        return False
+    pid, pidns, boot = _OWNER.unpack(owner)
+    mine = _process_identity()
+    if not mine or _OWNER.unpack(mine)[1:] != (pidns, boot):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
+
+
+PROCESS_OWNER = _process_identity()
 
 
 @dataclass
@@ -178,7 +221,7 @@ class BlockWriter:
         to_wait: list[tuple[bytes, bytes]] = []
         with self._index.write(durable=False) as t:  # pins need not survive a crash: their writer won't
             if not self._registered:
-                t.put_writer(self.writer_id, now + self._store.settings.gc.pin_lease)
+                t.put_writer(self.writer_id, now + self._store.settings.gc.pin_lease, PROCESS_OWNER)
             for bid, data in batch:
                 t.add_pin(bid, self.writer_id)
                 row = t.get_block(bid)

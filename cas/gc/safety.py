@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..errors import Conflict
 from ..index.schema import CONDEMNED, LIVE, BlockRow
+from ..writer import owner_is_dead
 
 TEMP_MIN_AGE = 300.0
 LOCK_NAME = "gc.lock"
@@ -47,6 +48,12 @@ def temp_grace(min_age: float) -> float:
 def lease_alive(expiry: float | None, now: float) -> bool:
     """A writer's pins count while its lease has not expired."""
     return expiry is not None and expiry > now
+
+
+def writer_alive(expiry: float | None, owner: bytes, now: float) -> bool:
+    """A writer counts while its lease runs, unless its process is certainly gone
+    (killed: the same boot and pid namespace, and no such pid)."""
+    return lease_alive(expiry, now) and not owner_is_dead(owner)
 
 
 def may_condemn(t, block_id: bytes, row: BlockRow | None, marked: bool, now: float) -> bool:

@@ -62,12 +62,12 @@ from .safety import (
     GcLock,
     counted,
     grace_over,
-    lease_alive,
     may_condemn,
     may_delete,
     may_delete_orphan,
     orphan_row,
     temp_grace,
+    writer_alive,
 )
 
 log = logging.getLogger(__name__)
@@ -234,15 +234,18 @@ class _Run:
         now = self.clock()
         with self.index.read() as t:
             self._skip_uploads = [u for u, r in t.iter_uploads() if r["initiated"] < now - expiry]
-            self.report.dead_writers = sum(1 for _, exp in t.iter_writers() if not lease_alive(exp, now))
-            self.report.dead_pins = sum(1 for _, w in t.iter_pins() if not lease_alive(t.writer_expiry(w), now))
+            dead = {w for w, exp, owner in t.iter_writer_owners() if not writer_alive(exp, owner, now)}
+            self.report.dead_writers = len(dead)
+            self.report.dead_pins = sum(1 for _, w in t.iter_pins()
+                                        if w in dead or t.writer_expiry(w) is None)
         self.report.uploads_expired = len(self._skip_uploads)
 
     def _reap_writers(self) -> None:
-        """Drop writer rows whose lease expired, then every pin without a writer row."""
+        """Drop rows of writers whose lease expired or whose process died, then every pin
+        without a writer row."""
         with self.index.write() as t:
             now = self.clock()
-            dead = [w for w, exp in t.iter_writers() if not lease_alive(exp, now)]
+            dead = [w for w, exp, owner in t.iter_writer_owners() if not writer_alive(exp, owner, now)]
             for w in dead:
                 t.delete_writer(w)
         self.report.dead_writers = len(dead)

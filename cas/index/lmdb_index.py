@@ -270,19 +270,25 @@ class IndexTxn:
         for k, _ in self._scan("pins"):
             yield k[:32], k[32:]
 
-    def put_writer(self, writer_id: bytes, expiry: float) -> None:
-        self._put("writers", writer_id, s.f64(expiry))
+    def put_writer(self, writer_id: bytes, expiry: float, owner: bytes = b"") -> None:
+        """A writer's lease; ``owner`` is an opaque identity of its process (see cas.writer)."""
+        self._put("writers", writer_id, s.f64(expiry) + owner)
 
     def delete_writer(self, writer_id: bytes) -> None:
         self._delete("writers", writer_id)
 
     def writer_expiry(self, writer_id: bytes) -> float | None:
         raw = self._get("writers", writer_id)
-        return None if raw is None else s.from_f64(raw)
+        return None if raw is None else s.from_f64(raw[:8])
 
     def iter_writers(self) -> Iterator[tuple[bytes, float]]:
         for k, v in self._scan("writers"):
-            yield k, s.from_f64(v)
+            yield k, s.from_f64(v[:8])
+
+    def iter_writer_owners(self) -> Iterator[tuple[bytes, float, bytes]]:
+        """(writer id, lease expiry, owner identity) of every writer."""
+        for k, v in self._scan("writers"):
+            yield k, s.from_f64(v[:8]), bytes(v[8:])
 
     # -- refs: manifests bound per commit, for GC re-marking --------------------------------
     def add_ref(self, seq: int, manifest_id: bytes) -> None:
