@@ -113,6 +113,9 @@ class UploadInfo:
     content_type: str
     metadata: Mapping[str, str]
     headers: Mapping[str, str]
+    #: the checksum the client declared for the whole object (e.g. "crc32", "COMPOSITE"), if any
+    checksum_algorithm: str | None = None
+    checksum_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -625,14 +628,16 @@ class Store:
 
     # -- multipart uploads ----------------------------------------------------------------------
     def create_upload(self, bucket: str, key: str, *, user: str = "", content_type: str | None = None,
-                      metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None) -> str:
+                      metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+                      checksum_algorithm: str | None = None, checksum_type: str | None = None) -> str:
         check_key(bucket, key)
         upload_id = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
         with self.index.write() as t:
             owner = self._require_bucket(t, bucket)["owner"]
             t.put_upload(upload_id, {"bucket": bucket, "key": key, "owner": user or owner,
                                      "initiated": self.clock(), "ct": content_type or DEFAULT_CONTENT_TYPE,
-                                     "meta": dict(metadata or {}), "hdr": dict(headers or {})})
+                                     "meta": dict(metadata or {}), "hdr": dict(headers or {}),
+                                     "ck_alg": checksum_algorithm, "ck_type": checksum_type})
         return upload_id
 
     def upload(self, upload_id: str) -> UploadInfo:
@@ -644,7 +649,8 @@ class Store:
 
     @staticmethod
     def _upload_info(upload_id: str, r: dict) -> UploadInfo:
-        return UploadInfo(upload_id, r["bucket"], r["key"], r["owner"], r["initiated"], r["ct"], r["meta"], r["hdr"])
+        return UploadInfo(upload_id, r["bucket"], r["key"], r["owner"], r["initiated"], r["ct"], r["meta"], r["hdr"],
+                          r.get("ck_alg"), r.get("ck_type"))
 
     def _commit_part(self, t, upload_id: str, number: int, manifest: Manifest, size: int, etag: str,
                      checksums, now: float) -> PartInfo:
@@ -676,18 +682,29 @@ class Store:
         return self._write(body, hashers, expected_size, expected_md5, before_commit, commit)
 
     def upload_part_copy(self, upload_id: str, number: int, src_bucket: str, src_key: str, *,
-                         range: tuple[int, int] | None = None) -> PartInfo:
-        """A part taken from an existing object (whole: metadata only; a range: re-chunked edges)."""
+                         range: tuple[int, int] | None = None, checksums: Mapping[str, str] | None = None,
+                         hashers: Mapping[str, object] | None = None,
+                         before_commit: Callable[[WriteResult], Mapping[str, str] | None] | None = None) -> PartInfo:
+        """A part taken from an existing object.
+
+        The whole of a single-part object is bound as it is (metadata only; ``checksums``, if
+        given, are recorded on the part); a range, or a multipart source whose ETag is not an
+        MD5, is streamed through the write path, where ``hashers`` and ``before_commit`` work as
+        in ``upload_part`` (only the cut edges become new blocks).
+        """
         self._check_part_number(number)
         self.upload(upload_id)
         src = self.stat(src_bucket, src_key)
-        if range is None and "-" not in src.etag:
+        if range is None and "-" not in src.etag and hashers is None:
             with self.index.write() as t:
                 raw = t.get_manifest(src.manifest_id)
                 return self._commit_part(t, upload_id, number, Manifest.decode(raw), src.size, src.etag,
-                                         None, self.clock())
+                                         checksums, self.clock())
         reader = self.open(src_bucket, src_key, range=range)
-        return self.upload_part(upload_id, number, iter(reader))
+        try:
+            return self.upload_part(upload_id, number, iter(reader), hashers=hashers, before_commit=before_commit)
+        finally:
+            reader.close()
 
     def list_parts(self, upload_id: str) -> list[PartInfo]:
         with self.index.read() as t:

@@ -2,8 +2,7 @@
 
 Parts become blocks as they arrive (``Store.upload_part``); completing is a metadata
 operation (``Store.complete_upload``). The checksum the client declares when it creates the
-upload (``x-amz-checksum-algorithm`` / ``-type``) is protocol state the Store does not
-model, so it is kept in the Store's key-value space under ``s3.upload``. The object's
+upload (``x-amz-checksum-algorithm`` / ``-type``) is kept on the upload. The object's
 checksum is computed from the parts' checksums: COMPOSITE (checksum of checksums, ``-N``)
 or FULL_OBJECT (CRCs combined with the parts' lengths, no data read again).
 
@@ -13,7 +12,6 @@ most once an hour or once per expiry period if shorter); their blocks become gar
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -29,7 +27,6 @@ from cas.protocols.s3.object import (
 from cas.protocols.s3.payload import Payload, read_small_body
 from cas.protocols.s3.request import Response, S3Request, quote_etag
 
-KV_NAMESPACE = "s3.upload"
 MAX_PARTS = 10_000
 _expiry_lock = threading.Lock()
 _last_expiry = [0.0]
@@ -52,14 +49,6 @@ def _upload_for(req: S3Request, upload_id: str):
     return info
 
 
-def _declared(req: S3Request, upload_id: str) -> tuple[str | None, str | None]:
-    raw = req.store.kv_get(KV_NAMESPACE, upload_id)
-    if raw is None:
-        return None, None
-    state = json.loads(raw)
-    return state.get("algorithm"), state.get("type")
-
-
 def _part_number(req: S3Request) -> int:
     text = req.params.get("partNumber", "")
     try:
@@ -78,13 +67,7 @@ def _expire_old_uploads(req: S3Request) -> None:
         if _last_expiry[0] and now - _last_expiry[0] < min(EXPIRY_EVERY, max_age):
             return
         _last_expiry[0] = now
-    store = req.store
-    store.expire_uploads(max_age)
-    for upload_id, _ in store.kv_scan(KV_NAMESPACE):
-        try:
-            store.upload(upload_id)
-        except UploadNotFound:
-            store.kv_delete(KV_NAMESPACE, upload_id)
+    req.store.expire_uploads(max_age)
 
 
 # -- handlers
@@ -115,10 +98,11 @@ def create_upload(req: S3Request) -> Response:
         content_type=req.headers.get("content-type"),
         metadata=req.metadata(),
         headers=req.stored_headers(),
+        checksum_algorithm=algorithm,
+        checksum_type=kind,
     )
     headers = []
     if algorithm is not None:
-        req.store.kv_put(KV_NAMESPACE, upload_id, json.dumps({"algorithm": algorithm, "type": kind}).encode())
         headers = [("x-amz-checksum-algorithm", algorithm.upper()), ("x-amz-checksum-type", kind)]
     return Response.xml(
         "InitiateMultipartUploadResult",
@@ -134,8 +118,7 @@ def upload_part(req: S3Request) -> Response:
     upload_id = req.params["uploadId"]
     number = _part_number(req)
     req.bucket_for(write=True)
-    _upload_for(req, upload_id)
-    declared, _ = _declared(req, upload_id)
+    declared = _upload_for(req, upload_id).checksum_algorithm
     payload = Payload(req, default_algorithm=declared or "crc64nvme")
     if declared is not None and payload.algorithm != declared:
         raise S3Error(
@@ -167,36 +150,29 @@ def upload_part_copy(req: S3Request) -> Response:
     src_bucket, src_key = parse_copy_source(req)
     req.bucket_for(src_bucket)
     req.bucket_for(write=True)
-    _upload_for(req, upload_id)
+    upload = _upload_for(req, upload_id)
     src = req.store.stat(src_bucket, src_key)
     if check_read_conditions(req.headers, src, "x-amz-copy-source-") is not None:
         raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412)
     byte_range = _copy_range(req.headers.get("x-amz-copy-source-range"), src.size)
-    declared, _ = _declared(req, upload_id)
+    declared = upload.checksum_algorithm
     if byte_range is None and (declared is None or _full_object_value(src, declared) is not None):
         # Whole object: the store binds the source's manifest (no block I/O).
-        part = req.store.upload_part_copy(upload_id, number, src_bucket, src_key)
-        checksums = {}
-        if declared is not None:
-            checksums = {declared: _full_object_value(src, declared)}
-            # The part record has no checksum; remember it with the upload's state.
-            _remember_part_checksum(req, upload_id, number, checksums)
+        checksums = {declared: _full_object_value(src, declared)} if declared is not None else None
+        part = req.store.upload_part_copy(upload_id, number, src_bucket, src_key, checksums=checksums)
     else:
-        # A range (or a checksum the source lacks): stream it through the write path.
+        # A range (or a checksum the source lacks): streamed through the write path.
         algorithm = declared or "crc64nvme"
-        hasher = checksum.new_hasher(algorithm)
-        reader = req.store.open(src_bucket, src_key, range=byte_range)
-        try:
-            part = req.store.upload_part(
-                upload_id,
-                number,
-                iter(reader),
-                hashers={algorithm: hasher},
-                before_commit=lambda result: {algorithm: checksum.b64(result.digests[algorithm])},
-            )
-        finally:
-            reader.close()
-        checksums = part.checksums
+        part = req.store.upload_part_copy(
+            upload_id,
+            number,
+            src_bucket,
+            src_key,
+            range=byte_range,
+            hashers={algorithm: checksum.new_hasher(algorithm)},
+            before_commit=lambda result: {algorithm: checksum.b64(result.digests[algorithm])},
+        )
+    checksums = part.checksums
     children = [("ETag", quote_etag(part.etag)), ("LastModified", xml.iso_time(part.mtime))]
     for algorithm, value in checksums.items():
         children.append(("Checksum" + algorithm.upper(), value))
@@ -206,13 +182,6 @@ def upload_part_copy(req: S3Request) -> Response:
 def _full_object_value(info, algorithm: str) -> str | None:
     value = info.checksums.get(algorithm)
     return value if value is not None and "-" not in value else None
-
-
-def _remember_part_checksum(req: S3Request, upload_id: str, number: int, checksums) -> None:
-    raw = req.store.kv_get(KV_NAMESPACE, upload_id)
-    state = json.loads(raw) if raw else {}
-    state.setdefault("parts", {})[str(number)] = checksums
-    req.store.kv_put(KV_NAMESPACE, upload_id, json.dumps(state).encode())
 
 
 def _copy_range(text: str | None, size: int) -> tuple[int, int] | None:
@@ -240,7 +209,7 @@ def _copy_range(text: str | None, size: int) -> tuple[int, int] | None:
 def complete_upload(req: S3Request) -> Response:
     upload_id = req.params["uploadId"]
     req.bucket_for(write=True)
-    _upload_for(req, upload_id)
+    upload = _upload_for(req, upload_id)
     body = read_small_body(req, 4 << 20)
     root = xml.parse(body, "CompleteMultipartUpload")
     requested = []
@@ -264,16 +233,14 @@ def complete_upload(req: S3Request) -> Response:
     if len(requested) > MAX_PARTS:
         raise S3Error("MalformedXML", f"At most {MAX_PARTS} parts.", 400)
 
-    raw_state = req.store.kv_get(KV_NAMESPACE, upload_id)
-    state = json.loads(raw_state) if raw_state else {}
-    declared, kind = state.get("algorithm"), state.get("type")
+    declared, kind = upload.checksum_algorithm, upload.checksum_type
     stored = {p.number: p for p in req.store.list_parts(upload_id)}
     part_sums = []
     for number, etag, sums in requested:
         part = stored.get(number)
         if part is None:
             continue  # the store reports the missing part as InvalidPart
-        have = dict(part.checksums) or dict(state.get("parts", {}).get(str(number), {}))
+        have = dict(part.checksums)
         for algorithm, value in sums.items():
             if have.get(algorithm) is not None and have[algorithm] != value:
                 raise InvalidPart(f"The {algorithm.upper()} of part {number} does not match the uploaded part.")
@@ -296,7 +263,6 @@ def complete_upload(req: S3Request) -> Response:
         if_match=if_match,
         if_none_match=if_none_match,
     )
-    req.store.kv_delete(KV_NAMESPACE, upload_id)
     children = [
         ("Location", f"/{req.bucket}/{req.key}"),
         ("Bucket", req.bucket),
@@ -338,7 +304,6 @@ def abort_upload(req: S3Request) -> Response:
         req.store.abort_upload(upload_id)
     except UploadNotFound:
         raise S3Error("NoSuchUpload", "The specified upload does not exist.", 404, UploadId=upload_id) from None
-    req.store.kv_delete(KV_NAMESPACE, upload_id)
     return Response(204)
 
 
@@ -347,7 +312,7 @@ def list_parts(req: S3Request) -> Response:
     upload = _upload_for(req, upload_id)
     marker = _int_param(req, "part-number-marker", 0)
     max_parts = min(_int_param(req, "max-parts", 1000), 1000)
-    declared, kind = _declared(req, upload_id)
+    declared, kind = upload.checksum_algorithm, upload.checksum_type
     parts = [p for p in req.store.list_parts(upload_id) if p.number > marker]
     page, truncated = parts[:max_parts], len(parts) > max_parts
     children = [
