@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 from ..store import Store
@@ -20,12 +21,13 @@ def run(args, settings) -> int:
     bucket, key = split_target(args.target)
     with Store.open(settings) as store:
         reader = store.open(bucket, key)
-        if args.out == "-":
-            out = sys.stdout.buffer
-            for part in reader:
-                out.write(part)
-            out.flush()
+        if args.out == "-" or _is_special(args.out):
+            # stdout, /dev/null, a pipe: write in place (renaming over a device would replace it)
+            with (open(args.out, "wb") if args.out != "-" else os.fdopen(os.dup(1), "wb")) as out:
+                for part in reader:
+                    out.write(part)
             return 0
+        # a regular file appears whole or not at all
         tmp = f"{args.out}.cas-partial"
         try:
             with open(tmp, "wb") as f:
@@ -37,3 +39,10 @@ def run(args, settings) -> int:
                 os.unlink(tmp)
             raise
     return 0
+
+
+def _is_special(path: str) -> bool:
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False

@@ -137,3 +137,22 @@ def test_refused_body_of_known_length_is_drained_and_connection_kept(cas_server)
            + body + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     reply = _raw(cas_server.http_url, req, wait=1.0)
     assert reply.startswith(b"HTTP/1.1 401") and b'"status": "ok"' in reply
+
+
+def test_get_to_a_device_or_pipe_writes_in_place(tmp_path):
+    data = str(tmp_path / "d")
+    src = tmp_path / "f.bin"
+    src.write_bytes(bytes_of(300_000, seed=4))
+    cas("mb", "--data", data, "bkt")
+    cas("put", "--data", data, str(src), "bkt/f")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    import threading
+
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    cas("get", "--data", data, "bkt/f", str(fifo))
+    reader.join(timeout=60)
+    assert got == [src.read_bytes()]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the pipe was replaced by a file"
