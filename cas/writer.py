@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 BATCH_CHUNKS = 512
 BATCH_BYTES = 16 << 20
+MAX_INFLIGHT = 64  # block puts queued on the pool at most (with their bytes: bounds memory)
 DELETING_WAIT = 120.0
 HASH_PIECE = 16  # chunks handed to the hashing thread at a time
 HASH_BACKLOG = 8  # pieces queued at most (bounds memory)
@@ -238,10 +239,9 @@ class BlockWriter:
         for bid, data in to_wait:
             self._wait_deleted(bid)
             to_write.append((bid, data))
-        # keep at most about two batches of block puts in flight
-        if len(self._inflight) > BATCH_CHUNKS:
-            self._drain(len(self._inflight) - BATCH_CHUNKS)
         for bid, data in to_write:
+            if len(self._inflight) >= MAX_INFLIGHT:
+                self._drain(len(self._inflight) - MAX_INFLIGHT + 1)
             self._inflight.append(self._pool.submit(self._put_block, bid, data))
 
     def _put_block(self, bid: bytes, data: bytes) -> tuple[bytes, int, int]:
