@@ -382,9 +382,7 @@ class Store:
         return info
 
     def _unbind(self, t, bucket: str, key: str, user: str, op: str = "delete") -> dict:
-        old = t.get_object(bucket, key)
-        if old is None:
-            raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
+        old = self._require_object(t, bucket, key)
         t.delete_object(bucket, key)
         t.add_counter("objects", -1)
         t.add_counter("logical_bytes", -old["size"])
@@ -396,6 +394,15 @@ class Store:
         rec = t.get_bucket(bucket)
         if rec is None:
             raise BucketNotFound(f"bucket {bucket!r} does not exist")
+        return rec
+
+    @classmethod
+    def _require_object(cls, t, bucket: str, key: str) -> dict:
+        """The object's record; ``ObjectNotFound`` (or ``BucketNotFound``) when there is none."""
+        rec = t.get_object(bucket, key)
+        if rec is None:
+            cls._require_bucket(t, bucket)
+            raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
         return rec
 
     @staticmethod
@@ -488,10 +495,7 @@ class Store:
 
     def stat(self, bucket: str, key: str) -> ObjectInfo:
         with self.index.read() as t:
-            rec = t.get_object(bucket, key)
-            if rec is None:
-                self._require_bucket(t, bucket)
-                raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
+            rec = self._require_object(t, bucket, key)
         return ObjectInfo.from_record(bucket, key, rec)
 
     @_class_or_instance(open_store)
@@ -500,10 +504,7 @@ class Store:
 
         Called on the class, ``Store.open(settings)`` opens a store (``open_store``)."""
         with self.index.read() as t:
-            rec = t.get_object(bucket, key)
-            if rec is None:
-                self._require_bucket(t, bucket)
-                raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
+            rec = self._require_object(t, bucket, key)
             raw = t.get_manifest(bytes.fromhex(rec["m"]))
         info = ObjectInfo.from_record(bucket, key, rec)
         if raw is None:
@@ -555,10 +556,7 @@ class Store:
         """Bind the source's manifest to a second name: no block is read or written."""
         check_key(dst_bucket, dst_key)
         with self.index.write() as t:
-            src = t.get_object(src_bucket, src_key)
-            if src is None:
-                self._require_bucket(t, src_bucket)
-                raise ObjectNotFound(f"no object {src_key!r} in bucket {src_bucket!r}")
+            src = self._require_object(t, src_bucket, src_key)
             owner = self._require_bucket(t, dst_bucket)["owner"]
             self._check_conditions(t, dst_bucket, dst_key, if_match, if_none_match)
             info = ObjectInfo.from_record(dst_bucket, dst_key, src)
@@ -578,10 +576,7 @@ class Store:
         """Rename an object (metadata only); keeps its mtime and properties."""
         check_key(dst_bucket, dst_key)
         with self.index.write() as t:
-            src = t.get_object(src_bucket, src_key)
-            if src is None:
-                self._require_bucket(t, src_bucket)
-                raise ObjectNotFound(f"no object {src_key!r} in bucket {src_bucket!r}")
+            src = self._require_object(t, src_bucket, src_key)
             self._require_bucket(t, dst_bucket)
             if (src_bucket, src_key) == (dst_bucket, dst_key):
                 return ObjectInfo.from_record(src_bucket, src_key, src)
@@ -594,16 +589,12 @@ class Store:
 
     def delete(self, bucket: str, key: str, *, user: str = "") -> None:
         with self.index.write() as t:
-            self._require_bucket(t, bucket)
             self._unbind(t, bucket, key, user)
         self._notify()
 
     def _update(self, bucket: str, key: str, op: str, user: str, change: Callable[[ObjectInfo], ObjectInfo]) -> ObjectInfo:
         with self.index.write() as t:
-            rec = t.get_object(bucket, key)
-            if rec is None:
-                self._require_bucket(t, bucket)
-                raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
+            rec = self._require_object(t, bucket, key)
             info = change(ObjectInfo.from_record(bucket, key, rec))
             t.put_object(bucket, key, _record(info))
             self._event(t, t.next_seq(), user, op, bucket, key, info.size, info.etag)
