@@ -58,6 +58,7 @@ from ..ids import short
 from ..index.schema import CONDEMNED, DELETING, LIVE
 from .mark import Marker
 from .progress import ProgressFactory, no_progress
+from .runs import record_run
 from .safety import (
     GcLock,
     counted,
@@ -171,7 +172,10 @@ def collect(store, *, delete: bool = False, min_age: float | None = None,
                progress or no_progress, hook, max(1, batch), stop)
     with GcLock(store.settings.data_dir, wait=lock_wait):
         run.point("after_lock")
-        return run.run()
+        report = run.run()
+        # findings of a GC run: blocks it freed (or, in a dry run, would free)
+        record_run(store, "gc", report.freed_blocks, freed_bytes=report.freed_bytes, delete=delete)
+        return report
 
 
 class _Run:

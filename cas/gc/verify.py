@@ -47,6 +47,7 @@ from ..index.schema import CONDEMNED, DELETING, LIVE, BlockRow
 from ..manifest import VERSION as MANIFEST_VERSION
 from .mark import MarkSet, manifest_ids_of
 from .progress import ProgressFactory, no_progress
+from .runs import record_run
 from .safety import GcLock, counted
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ def verify(store, *, deep: bool = False, repair: bool = False, rate_limit: float
         v.run()
         if repair and v.report.findings:
             v.repair()
+        record_run(store, "verify", len(v.report.findings), deep=deep)
     v.report.seconds = round(time.monotonic() - v.t0, 3)
     log.debug("%s", v.report.summary())
     return v.report

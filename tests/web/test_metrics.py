@@ -103,3 +103,20 @@ def test_the_middleware_measures_any_wsgi_app(tmp_path):
     assert get("cas_sent_bytes_total", protocol="s3") == 33
     assert get("cas_requests_in_flight", protocol="s3") == 0
     assert get("cas_gc_runs_total") == 4 and get("cas_gc_findings") == 2
+
+
+def test_gc_and_verify_runs_show_in_metrics(tmp_path):
+    from cas.gc.sweep import collect
+    from cas.gc.verify import verify
+
+    with Store.open(load_settings(tmp_path / "d", {"gc": {"min_age": 0}}, env={})) as store:
+        store.create_bucket("bkt")
+        store.put("bkt", "gone", b"x" * 100_000)
+        store.delete("bkt", "gone")
+        collect(store, delete=True, min_age=0)
+        verify(store)
+        verify(store)
+        samples = {s.name: s.value for family in text_string_to_metric_families(metrics_for(store).render().decode())
+                   for s in family.samples}
+    assert samples["cas_gc_runs_total"] == 1 and samples["cas_gc_findings"] >= 1
+    assert samples["cas_verify_runs_total"] == 2 and samples["cas_verify_findings"] == 0
