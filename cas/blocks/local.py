@@ -1,6 +1,9 @@
-"""LocalBlockStore: one file per block under a directory, two-level fan-out.
+"""LocalBlockStore: one file per block under a directory, 256-way fan-out.
 
-Layout: ``ROOT/ab/cd/abcd…`` (full hex id); in-flight writes live in
+Layout: ``ROOT/ab/abcd…`` (full hex id; one level of 256 directories, like
+git's objects: two levels cost a directory per block on a young store and
+dominated its disk use; ext4's hashed directories hold 10^5-10^6 entries
+well, i.e. stores of tens of millions of blocks); in-flight writes live in
 ``ROOT/tmp/`` and are renamed into place, so a block is never visible
 half-written. ``put`` does not fsync: ``sync(ids)`` flushes a writer's blocks
 in one go before the index commit that relies on them (one ``syncfs`` for a
@@ -56,7 +59,7 @@ class LocalBlockStore(BlockStore):
 
     def path(self, block_id: bytes) -> Path:
         h = block_id.hex()
-        return self.root / h[:2] / h[2:4] / h
+        return self.root / h[:2] / h
 
     def put(self, block_id: bytes, data: bytes) -> None:
         final = self.path(block_id)
@@ -144,16 +147,13 @@ class LocalBlockStore(BlockStore):
         for top in sorted(os.scandir(self.root), key=lambda e: e.name):
             if len(top.name) != 2 or not top.is_dir():
                 continue
-            for mid in os.scandir(top.path):
-                if len(mid.name) != 2 or not mid.is_dir():
-                    continue
-                for entry in os.scandir(mid.path):
-                    name = entry.name
-                    if len(name) == 2 * ID_LEN and set(name) <= _HEXCHARS:
-                        try:
-                            yield bytes.fromhex(name), entry.stat().st_mtime
-                        except FileNotFoundError:  # deleted while we listed
-                            continue
+            for entry in os.scandir(top.path):
+                name = entry.name
+                if len(name) == 2 * ID_LEN and set(name) <= _HEXCHARS:
+                    try:
+                        yield bytes.fromhex(name), entry.stat().st_mtime
+                    except FileNotFoundError:  # deleted while we listed
+                        continue
 
     def iter_temp(self) -> Iterator[tuple[Path, float]]:
         """Temp files of interrupted writes, with their mtimes (GC removes old ones)."""
