@@ -26,7 +26,11 @@ _FAIL_LIMIT = 10
 
 
 def generate_secret() -> str:
-    return secrets.token_urlsafe(30)[:40]
+    """40 URL-safe characters, never starting with "-" (it would read as an option on a command line)."""
+    while True:
+        secret = secrets.token_urlsafe(30)[:40]
+        if not secret.startswith("-"):
+            return secret
 
 
 class UserRegistry:
