@@ -39,6 +39,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import BenchError, find_cas, import_cas
+
 MiB = 1 << 20
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MAKE = REPO_ROOT.parent / "shared" / "datasets" / "make_datasets.sh"
@@ -49,16 +51,6 @@ ALL_TOOLS = ["cas", "restic", "borg"]
 CLI_MAX_FILES = 200  # --cas-ingest auto: above this many files per step, use the Store API
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-def import_cas() -> None:
-    """Make ``import cas`` work from a checkout even when the package is not installed."""
-    try:
-        import cas  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(REPO_ROOT))
 
 
 # ---------------------------------------------------------------- helpers
@@ -467,16 +459,6 @@ def report(args, datasets, results, ideal_rows, versions, how, load_before, load
 # ---------------------------------------------------------------- main
 
 
-def find_cas(explicit: str | None) -> list[str]:
-    if explicit:
-        return shlex.split(explicit)
-    beside = Path(sys.executable).with_name("cas")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("cas")
-    if found:
-        return [found]
-    raise BenchError("the `cas` command was not found: `pip install -e .` in the venv, or pass --cas")
 
 
 def csv_list(allowed: list[str]):

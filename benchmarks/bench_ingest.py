@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import BenchError, find_cas, import_cas
+
 MiB = 1 << 20
 SEGMENT = 1 * MiB
 # a 64-symbol alphabet: "text" segments carry 6 bits per byte, so zstd saves ~20-25% on them
@@ -54,16 +56,6 @@ TARGETS = {  # issue 2: ratio of cas to its baseline that counts as PASS
 }
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-def import_cas() -> None:
-    """Make ``import cas`` work from a checkout even when the package is not installed."""
-    try:
-        import cas  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 # ---------------------------------------------------------------- helpers
@@ -84,16 +76,6 @@ def input_size(text: str) -> int:
     return n
 
 
-def find_cas(explicit: str | None) -> list[str]:
-    if explicit:
-        return shlex.split(explicit)
-    beside = Path(sys.executable).with_name("cas")  # the venv this script runs in
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("cas")
-    if found:
-        return [found]
-    raise BenchError("the `cas` command was not found: `pip install -e .` in the venv, or pass --cas")
 
 
 def load() -> str:
