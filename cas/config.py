@@ -96,6 +96,8 @@ class AuthSettings:
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
     oidc_user_claim: str = "preferred_username"
+    #: the value of ``oidc_user_claim`` that stands for the root user (unset: no OIDC token is root)
+    oidc_root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ _ENV = {
     "CAS_OIDC_AUDIENCE": ("auth", "oidc_audience"),
     "CAS_OIDC_JWKS_URL": ("auth", "oidc_jwks_url"),
     "CAS_OIDC_USER_CLAIM": ("auth", "oidc_user_claim"),
+    "CAS_OIDC_ROOT": ("auth", "oidc_root"),
     "CAS_BLOCKS": ("blocks", "url"),
     "CAS_BLOCKS_ENDPOINT": ("blocks", "endpoint"),
     "CAS_BLOCKS_ACCESS_KEY": ("blocks", "access_key"),

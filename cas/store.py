@@ -14,6 +14,7 @@ import base64
 import hashlib
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -59,6 +60,23 @@ class BucketInfo:
     name: str
     owner: str
     created: float
+    #: this incarnation of the name: a bucket deleted and created again (by anyone) gets a new id,
+    #: so state that outlives a bucket (events, locks, properties) is never taken for the new one's
+    id: str = ""
+
+    @classmethod
+    def from_record(cls, name: str, rec: dict) -> BucketInfo:
+        return cls(name, rec["owner"], rec["created"], bucket_id(rec))
+
+
+def bucket_id(rec: dict) -> str:
+    """The incarnation id of a bucket record (records from before ids: told apart by creation time)."""
+    return rec.get("id") or f"t{rec['created']!r}"
+
+
+#: kv namespaces keyed by a bucket's name whose entries die with the bucket (WebDAV's properties
+#: of a bucket); deleted in the bucket's delete txn, whichever protocol or command deletes it
+BUCKET_KEYED_KV = ("davprops",)
 
 
 @dataclass(slots=True)  # not frozen: listings build thousands of these, and frozen init is 3x slower
@@ -140,10 +158,13 @@ class Event:
     key: str
     size: int
     etag: str
+    bucket_id: str = ""  # the bucket's incarnation (empty in events from before ids)
+    owner: str = ""  # the bucket's owner when the event happened
 
     def to_dict(self) -> dict:
         return {"seq": self.seq, "time": self.time, "user": self.user, "op": self.op,
-                "bucket": self.bucket, "key": self.key, "size": self.size, "etag": self.etag}
+                "bucket": self.bucket, "key": self.key, "size": self.size, "etag": self.etag,
+                "bucket_id": self.bucket_id}
 
 
 def _norm_etag(etag: str) -> str:
@@ -269,7 +290,7 @@ class Store:
     def open_store(cls, settings: Settings, *, blocks: BlockStore | None = None) -> Store:
         """Open the store under ``settings.data_dir``, creating it on first use."""
         try:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create data directory {settings.data_dir}: {exc}") from exc
         index = LmdbIndex(settings.index_dir, map_size=settings.index.map_size)
@@ -379,8 +400,10 @@ class Store:
 
     # -- commit helpers -------------------------------------------------------------------------
     def _event(self, t, seq: int, user: str, op: str, bucket: str, key: str, size: int = 0, etag: str = "") -> None:
+        rec = t.get_bucket(bucket) if bucket else None
         t.add_event(seq, {"seq": seq, "time": self.clock(), "user": user, "op": op,
-                          "bucket": bucket, "key": key, "size": size, "etag": etag})
+                          "bucket": bucket, "key": key, "size": size, "etag": etag,
+                          "bucket_id": bucket_id(rec) if rec else "", "owner": rec["owner"] if rec else ""})
 
     def _notify(self) -> None:
         with self._changed:
@@ -458,11 +481,11 @@ class Store:
         with self.index.write() as t:
             if t.get_bucket(name) is not None:
                 raise BucketAlreadyExists(f"bucket {name!r} already exists")
-            created = self.clock()
-            t.put_bucket(name, {"owner": owner, "created": created})
+            rec = {"owner": owner, "created": self.clock(), "id": secrets.token_hex(8)}
+            t.put_bucket(name, rec)
             self._event(t, t.next_seq(), owner, "create_bucket", name, "")
         self._notify()
-        return BucketInfo(name, owner, created)
+        return BucketInfo.from_record(name, rec)
 
     def delete_bucket(self, name: str, *, user: str = "") -> None:
         with self.index.write() as t:
@@ -472,18 +495,20 @@ class Store:
             for upload_id, rec in list(t.iter_uploads()):
                 if rec["bucket"] == name:
                     t.delete_upload(upload_id)
-            t.delete_bucket(name)
+            for ns in BUCKET_KEYED_KV:
+                t.kv_delete(ns, name)
             self._event(t, t.next_seq(), user, "delete_bucket", name, "")
+            t.delete_bucket(name)
         self._notify()
 
     def bucket(self, name: str) -> BucketInfo:
         with self.index.read() as t:
             rec = self._require_bucket(t, name)
-        return BucketInfo(name, rec["owner"], rec["created"])
+        return BucketInfo.from_record(name, rec)
 
     def buckets(self, owner: str | None = None) -> list[BucketInfo]:
         with self.index.read() as t:
-            return [BucketInfo(n, r["owner"], r["created"]) for n, r in t.iter_buckets()
+            return [BucketInfo.from_record(n, r) for n, r in t.iter_buckets()
                     if owner is None or r["owner"] == owner]
 
     # -- objects --------------------------------------------------------------------------------

@@ -13,7 +13,12 @@ Two kinds of token are accepted, told apart by the algorithm in their header:
   per ``min_refresh`` seconds), which is how key rotation is picked up. ``aud`` must equal
   ``auth.oidc_audience`` (required: a token minted for another application of the same issuer
   is refused) and ``iss`` must equal ``auth.oidc_issuer`` when set. The cas user is the claim
-  ``auth.oidc_user_claim`` (default ``preferred_username``), and must be a known cas user.
+  ``auth.oidc_user_claim`` (default ``preferred_username``), and must be a known cas user other
+  than root: an OIDC token stands for root only when its claim equals ``auth.oidc_root`` (unset:
+  never), since users of an identity provider may choose their own usernames.
+
+Our own tokens (login and links) carry ``gen``, the user's generation: a token of a removed user
+is refused even after a user of the same name is added again.
 
 Anything else (``alg: none``, a symmetric token signed with the provider's public key, an
 expired token, another audience or issuer, a changed byte) raises ``AccessDenied`` whose message
@@ -196,15 +201,15 @@ class TokenService:
         """A login token for ``user`` and its expiry (epoch seconds)."""
         now = self._store.clock()
         exp = now + (self._auth.jwt_ttl if ttl is None else ttl)
-        claims = {"iss": LOCAL_ISSUER, "aud": LOCAL_AUDIENCE, "sub": user, "iat": int(now),
-                  "exp": int(exp), "jti": secrets.token_hex(8)}
+        claims = {"iss": LOCAL_ISSUER, "aud": LOCAL_AUDIENCE, "sub": user, "gen": self._generation(user),
+                  "iat": int(now), "exp": int(exp), "jti": secrets.token_hex(8)}
         return jwt.encode(claims, self._secret, algorithm=LOCAL_ALG), float(int(exp))
 
     def issue_link(self, user: str, bucket: str, key: str, ttl: float = LINK_TTL) -> str:
         """A token that lets its holder download one object for ``ttl`` seconds (a URL parameter)."""
         now = self._store.clock()
-        claims = {"iss": LOCAL_ISSUER, "aud": LINK_AUDIENCE, "sub": user, "iat": int(now),
-                  "exp": int(now + ttl), "b": bucket, "k": key}
+        claims = {"iss": LOCAL_ISSUER, "aud": LINK_AUDIENCE, "sub": user, "gen": self._generation(user),
+                  "iat": int(now), "exp": int(now + ttl), "b": bucket, "k": key}
         return jwt.encode(claims, self._secret, algorithm=LOCAL_ALG)
 
     def verify_link(self, token: str, bucket: str, key: str) -> str:
@@ -220,7 +225,7 @@ class TokenService:
             raise AccessDenied("link expired")
         if claims.get("b") != bucket or claims.get("k") != key:
             raise AccessDenied("the link is for another object")
-        return self._known_user(claims.get("sub"))
+        return self._same_user(claims)
 
     def verify(self, token: str) -> str:
         """The cas user a token stands for; ``AccessDenied(reason)`` if it is not acceptable."""
@@ -264,7 +269,20 @@ class TokenService:
         # our own token: expiry is exact (no leeway: the clock is ours)
         if self._store.clock() > float(claims["exp"]):
             raise AccessDenied("token expired")
-        return self._known_user(claims.get("sub"))
+        return self._same_user(claims)
+
+    def _generation(self, user: str) -> str:
+        gen = self._store.users.generation(user)
+        if gen is None:
+            raise AccessDenied(f"{user!r} is not a cas user")
+        return gen
+
+    def _same_user(self, claims: dict) -> str:
+        """The subject of one of our tokens, if it is still the same user (not removed and re-added)."""
+        name = self._known_user(claims.get("sub"))
+        if claims.get("gen") != self._store.users.generation(name):
+            raise AccessDenied(f"the token was issued to an earlier user {name!r} (removed since): log in again")
+        return name
 
     def _verify_oidc(self, token: str, alg: str, kid: str | None) -> str:
         if not self._auth.oidc_audience:
@@ -275,8 +293,16 @@ class TokenService:
         if key.key_type != family:
             raise AccessDenied(f"algorithm {alg} does not fit the issuer's {key.key_type} key {kid!r}")
         claims = self._decode(token, key.key, alg, self._auth.oidc_audience, self._auth.oidc_issuer)
-        return self._known_user(claims.get(self._auth.oidc_user_claim),
-                                f"claim {self._auth.oidc_user_claim!r}")
+        subject = claims.get(self._auth.oidc_user_claim)
+        root_name = self._store.users.root()[0]
+        if self._auth.oidc_root and subject == self._auth.oidc_root:
+            return root_name  # the one explicit mapping that grants root
+        name = self._known_user(subject, f"claim {self._auth.oidc_user_claim!r}")
+        if self._store.users.is_root(name):
+            # an identity provider's user may pick its own username: only auth.oidc_root grants root
+            raise AccessDenied(f"the token's claim {self._auth.oidc_user_claim!r} names the root user, "
+                               "which an OIDC token may not be unless auth.oidc_root maps it")
+        return name
 
     def _known_user(self, name, source: str = "subject") -> str:
         if not isinstance(name, str) or not name:

@@ -10,6 +10,7 @@ Comparisons are constant-time; repeated failures for a name are slowed down.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import re
@@ -17,6 +18,7 @@ import secrets
 import threading
 import time
 
+from ..access import RESERVED_NAMES
 from ..errors import InvalidName, UserAlreadyExists, UserNotFound
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=,-]{2,127}$")
@@ -72,6 +74,8 @@ class UserRegistry:
     def add(self, name: str, secret: str | None = None) -> str:
         if not _NAME_RE.match(name):
             raise InvalidName(f"invalid user name {name!r}: 3-128 letters, digits or ._@+=,-")
+        if name.lower() in RESERVED_NAMES:
+            raise InvalidName(f"{name!r} is a reserved name; choose another user name")
         if self.is_root(name):
             raise UserAlreadyExists(f"{name!r} is the root user")
         secret = secret or generate_secret()
@@ -80,7 +84,9 @@ class UserRegistry:
         with self._store.index.write() as t:
             if t.get_user(name) is not None:
                 raise UserAlreadyExists(f"user {name!r} already exists")
-            t.put_user(name, {"secret": secret, "created": time.time()})
+            # gen: this incarnation of the name; tokens carry it, so a token of a removed user
+            # does not come back to life when a user of the same name is added again
+            t.put_user(name, {"secret": secret, "created": time.time(), "gen": secrets.token_hex(8)})
         return secret
 
     def remove(self, name: str) -> None:
@@ -100,6 +106,17 @@ class UserRegistry:
         with self._store.index.read() as t:
             rec = t.get_user(name)
         return None if rec is None else rec["secret"]
+
+    def generation(self, name: str) -> str | None:
+        """This incarnation of user ``name`` (None: no such user). Root's changes with its secret."""
+        root_name, root_secret = self.root()
+        if name == root_name:
+            return hashlib.sha256(f"cas-root-gen\0{root_name}\0{root_secret}".encode()).hexdigest()[:16]
+        with self._store.index.read() as t:
+            rec = t.get_user(name)
+        if rec is None:
+            return None
+        return rec.get("gen") or f"t{rec['created']!r}"  # users added before generations
 
     def authenticate(self, name: str, secret: str) -> bool:
         """Constant-time check of a password; throttles a name after repeated failures."""

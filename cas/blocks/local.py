@@ -52,7 +52,12 @@ class LocalBlockStore(BlockStore):
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         try:
-            self.tmp.mkdir(parents=True, exist_ok=True)
+            # blocks are other users' data: only the server's account may read them (0700; the
+            # directories below inherit nothing, so the root's mode is what guards them)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.root.stat().st_mode & 0o077:
+                os.chmod(self.root, 0o700)  # a store made by an older version
+            self.tmp.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise _mapped(exc, f"cannot create block directory {self.root}") from exc
         self._dirs: set[str] = set()
@@ -66,7 +71,7 @@ class LocalBlockStore(BlockStore):
         try:
             parent = str(final.parent)
             if parent not in self._dirs:
-                os.makedirs(parent, exist_ok=True)
+                os.makedirs(parent, mode=0o700, exist_ok=True)
                 self._dirs.add(parent)
             tmp = self.tmp / f"{final.name}.{uuid.uuid4().hex[:12]}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -29,6 +29,8 @@ def register(sub):
     p.add_argument("--oidc-audience", default=None, help="audience the OpenID tokens must carry")
     p.add_argument("--oidc-jwks-url", default=None, help="JWKS URL (default: from the issuer's discovery document)")
     p.add_argument("--oidc-user-claim", default=None, help="claim naming the cas user (default preferred_username)")
+    p.add_argument("--oidc-root", default=None,
+                   help="the user claim's value that stands for root (default: no OIDC token is root)")
     p.add_argument("--chunk-avg", default=None, help=argparse_hidden())
     p.add_argument("--compression", default=None, help=argparse_hidden())
     return p
@@ -46,7 +48,7 @@ def overrides(args) -> dict:
                    "domain": args.domain, "threads": args.threads},
         "auth": {"allow_anonymous": args.anonymous, "jwt_ttl": args.jwt_ttl, "oidc_issuer": args.oidc_issuer,
                  "oidc_audience": args.oidc_audience, "oidc_jwks_url": args.oidc_jwks_url,
-                 "oidc_user_claim": args.oidc_user_claim},
+                 "oidc_user_claim": args.oidc_user_claim, "oidc_root": args.oidc_root},
         "gc": {"interval": args.gc_interval, "min_age": args.gc_min_age},
     }
 

@@ -21,7 +21,7 @@ from tests.fixtures.web import CAS_COMMAND, ROOT_PASSWORD, ROOT_USER
 pytestmark = pytest.mark.integration
 
 DAVE, DAVE_SECRET = "dave", "dave-secret-0001"
-FIELDS = {"seq", "time", "user", "op", "bucket", "key", "size", "etag"}
+FIELDS = {"seq", "time", "user", "op", "bucket", "key", "size", "etag", "bucket_id"}
 
 
 @pytest.fixture(scope="module")

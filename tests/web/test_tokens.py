@@ -305,3 +305,41 @@ def test_webdav_accepts_bearer_tokens_through_bearer_verifier(tmp_path):
         assert propfind("Bearer " + issue_token(store, USER)).startswith("207")
         assert propfind("Bearer " + tampered(issue_token(store, USER), sub=ROOT_USER)).startswith("401")
         assert propfind("Bearer not-a-token").startswith("401")
+
+
+@pytest.mark.unit
+def test_tokens_of_a_removed_user_stay_dead_when_the_name_is_added_again(tmp_path):
+    with open_store(tmp_path / "d") as store:
+        token = issue_token(store, USER)
+        link = tokens.service_for(store).issue_link(USER, "b", "k")
+        assert verify_token(store, token) == USER
+        store.users.remove(USER)
+        store.users.add(USER, "a-new-carol-secret")  # another person, the same name
+        with pytest.raises(AccessDenied, match="earlier user"):
+            verify_token(store, token)
+        with pytest.raises(AccessDenied, match="earlier user"):
+            tokens.service_for(store).verify_link(link, "b", "k")
+        assert verify_token(store, issue_token(store, USER)) == USER  # the new carol logs in as usual
+
+
+@pytest.mark.unit
+def test_root_tokens_die_with_roots_secret(tmp_path):
+    with open_store(tmp_path / "d") as store:
+        token = issue_token(store, ROOT_USER)
+        assert verify_token(store, token) == ROOT_USER
+    settings = load_settings(tmp_path / "d", {"auth": {"root_user": ROOT_USER, "root_password": "rotated-secret-1"}})
+    with Store.open(settings) as store, pytest.raises(AccessDenied, match="earlier user"):
+        verify_token(store, token)
+
+
+@pytest.mark.integration
+def test_an_oidc_claim_naming_root_is_not_root_without_an_explicit_mapping(tmp_path, idp):
+    with open_store(tmp_path / "d", oidc_issuer=idp.issuer, oidc_audience=AUDIENCE) as store:
+        with pytest.raises(AccessDenied, match="root user"):
+            verify_token(store, idp.token(preferred_username=ROOT_USER))
+        assert verify_token(store, idp.token()) == USER
+    with open_store(tmp_path / "e", oidc_issuer=idp.issuer, oidc_audience=AUDIENCE,
+                    oidc_root="ops-lead@example.com") as store:
+        assert verify_token(store, idp.token(preferred_username="ops-lead@example.com")) == ROOT_USER
+        with pytest.raises(AccessDenied, match="root user"):
+            verify_token(store, idp.token(preferred_username=ROOT_USER))

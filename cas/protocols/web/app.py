@@ -32,7 +32,7 @@ or /dav). It only translates HTTP to ``Store`` calls:
 Every request but the static files and the login is authenticated (``Authorization: Bearer``
 with a token from ``cas.auth.tokens``, or Basic with a cas user and secret) unless
 ``auth.allow_anonymous`` is set, in which case a request without credentials is the read-only
-principal ``anonymous``. Users see only the buckets they own (someone else's bucket is a 404,
+anonymous principal (a flag of ``cas.access.Principal``, never a user name). Users see only the buckets they own (someone else's bucket is a 404,
 not a 403, so names do not leak); root sees all. Store-wide stored bytes and dedup figures are
 root's only: seeing them move would tell a user that content already exists (DESIGN §5).
 
@@ -57,6 +57,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 from ... import errors
+from ...access import Principal
 from ...auth.tokens import service_for
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import metrics_for
@@ -72,7 +73,6 @@ EVENT_LIMIT = 1000
 EVENT_SCAN_CAP = 50_000  # events looked at per request when most belong to other users
 LIST_LIMIT = 1000
 USER_STATS_CAP = 100_000  # objects counted for a non-root user's stats before giving an estimate
-ANONYMOUS = "anonymous"
 
 _STATUS: list[tuple[type[errors.CasError], str]] = [
     (errors.InvalidRange, "416 Range Not Satisfiable"),
@@ -126,6 +126,11 @@ class Request:
         self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(qs, keep_blank_values=True).items()}
         self.user = ""
         self.root = False
+        self.anonymous = False  # the anonymous reader (a flag, never a user name)
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(self.user, root=self.root, anonymous=self.anonymous)
 
     def arg(self, name: str, default: str | None = None) -> str:
         value = self.query.get(name, default)
@@ -358,8 +363,8 @@ class WebApp:
                 raise _unauthorized("wrong user name or secret")
             req.user = creds[0]
         elif not header and self.anonymous:
-            req.user = ANONYMOUS
-            req.environ["cas.user"] = ANONYMOUS
+            req.anonymous = True
+            req.environ["cas.user"] = "-"
             return
         elif not header:
             raise _unauthorized("authentication required (Authorization: Bearer TOKEN from POST /api/login)")
@@ -370,7 +375,7 @@ class WebApp:
 
     @staticmethod
     def _writable(req: Request) -> None:
-        if req.user == ANONYMOUS:
+        if req.anonymous:
             raise HttpError("403 Forbidden", "AccessDenied", "anonymous access is read-only")
 
     def _require_root(self, req: Request) -> None:
@@ -381,12 +386,12 @@ class WebApp:
         """The bucket if the caller may use it; someone else's bucket looks like a missing one."""
         name = req.params["bucket"] if name is None else name
         info = self.store.bucket(name)
-        if req.root or req.user == ANONYMOUS or info.owner == req.user:
+        if req.principal.can_see(info.owner):
             return info
         raise errors.BucketNotFound(f"bucket {name!r} does not exist")
 
     def _visible_buckets(self, req: Request) -> list:
-        owner = None if (req.root or req.user == ANONYMOUS) else req.user
+        owner = None if req.principal.sees_everything else req.user
         return self.store.buckets(owner=owner)
 
     # -- static UI ------------------------------------------------------------------------------
@@ -418,7 +423,7 @@ class WebApp:
 
     def whoami(self, req: Request, start_response):
         return self._json(start_response, {"user": req.user, "root": req.root,
-                                           "anonymous": req.user == ANONYMOUS})
+                                           "anonymous": req.anonymous})
 
     # -- buckets --------------------------------------------------------------------------------
     def list_buckets(self, req: Request, start_response):
@@ -665,19 +670,25 @@ class WebApp:
                 self._pollers.release()
 
     def _events(self, req: Request, start_response, after: int, limit: int, wait: float):
-        everything = req.root or req.user == ANONYMOUS
+        principal = req.principal
         deadline = time.monotonic() + wait
-        owners: dict[str, str | None] = {}
+        buckets: dict[str, object] = {}
 
         def visible(ev) -> bool:
-            if everything or ev.user == req.user:
+            """By the bucket's identity, not its name: a bucket deleted and created again by
+            someone else is another bucket, and its old events are not the new owner's."""
+            if principal.sees_everything:
                 return True
-            if ev.bucket not in owners:
+            if ev.owner:
+                return principal.can_see(ev.owner)
+            # events from before bucket ids: the bucket of that name now, if it existed back then
+            if ev.bucket not in buckets:
                 try:
-                    owners[ev.bucket] = self.store.bucket(ev.bucket).owner
+                    buckets[ev.bucket] = self.store.bucket(ev.bucket)
                 except errors.BucketNotFound:
-                    owners[ev.bucket] = None
-            return owners[ev.bucket] == req.user
+                    buckets[ev.bucket] = None
+            info = buckets[ev.bucket]
+            return info is not None and principal.can_see(info.owner) and info.created <= ev.time
 
         cursor = after
         found: list = []
@@ -714,7 +725,7 @@ class WebApp:
         return self.store.last_seq()
 
     def render_metrics(self, req: Request, start_response):
-        if not (req.root or req.user == ANONYMOUS):
+        if not req.principal.sees_everything:
             raise HttpError("403 Forbidden", "AccessDenied", "metrics are for the root user")
         data = self.metrics.render()
         start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE), ("Content-Length", str(len(data))),

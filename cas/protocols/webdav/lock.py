@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable
 
 from wsgidav.lock_man.lock_manager import (
@@ -38,6 +39,8 @@ from wsgidav.lock_man.lock_manager import (
     normalize_lock_root,
     validate_lock,
 )
+
+from ...errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,28 @@ class StoreLockStorage:
         expire = float(lock["expire"])
         return 0 <= expire < self._clock()
 
+    def _bucket_of(self, root: str):
+        """The BucketInfo a lock root lies in; None for ``/`` or when the bucket is gone."""
+        name = root.lstrip("/").split("/", 1)[0]
+        if not name:
+            return None
+        try:
+            return self._store.bucket(urllib.parse.unquote(name))
+        except NotFound:
+            return None
+
+    def _outlived(self, lock: dict) -> bool:
+        """Whether the lock was taken on an earlier bucket of the same name (deleted since)."""
+        if lock["root"].strip("/") == "":
+            return False
+        bucket = self._bucket_of(lock["root"])
+        taken = float(lock["expire"]) - float(lock["timeout"])
+        if "bucket_id" not in lock:  # a lock from before bucket ids
+            return bucket is None or taken < bucket.created
+        if not lock["bucket_id"]:  # taken on a name whose bucket did not exist yet (lock, then MKCOL)
+            return bucket is not None and bucket.created < taken
+        return bucket is None or lock["bucket_id"] != bucket.id
+
     # --- interface -----------------------------------------------------------
     def get(self, token: str) -> dict | None:
         """The lock of ``token``, or None if unknown or expired (then dropped)."""
@@ -109,8 +134,8 @@ class StoreLockStorage:
         if raw is None:
             return None
         lock = self._decode(raw)
-        if self._expired(lock):
-            log.debug("lock expired: %s on %s", token[-8:], lock["root"])
+        if self._expired(lock) or self._outlived(lock):
+            log.debug("lock expired or outlived its bucket: %s on %s", token[-8:], lock["root"])
             self.delete(token)
             return None
         return lock
@@ -127,6 +152,8 @@ class StoreLockStorage:
         lock["timeout"] = timeout
         lock["expire"] = self._clock() + timeout
         validate_lock(lock)
+        bucket = self._bucket_of(root)
+        lock["bucket_id"] = "" if bucket is None else bucket.id
         token = generate_lock_token()
         lock["token"] = token
         self._store.kv_put(NS_LOCK, token, self._encode(lock))
