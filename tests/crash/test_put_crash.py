@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -72,6 +73,16 @@ def test_sigkill_at_random_moments(tmp_path, big_file):
         proc.wait(timeout=30)
         outcomes.append(_check_store(data, f"k{round_}", expected))
     assert False in outcomes, "no kill landed before the commit: the test did not test anything"
+    _verify_clean(data)
+
+
+def _verify_clean(data) -> None:
+    """`cas verify --deep` finds no damage (orphans of killed writers are garbage, not damage)."""
+    proc = subprocess.run(_cas("verify", "--data", str(data), "--deep", "--json"), capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["clean"] and report["findings"] == [] and report["damaged_objects"] == [], report
 
 
 @pytest.mark.parametrize("point", ["writer.after_pin", "writer.before_commit"])
@@ -83,6 +94,7 @@ def test_kill_at_named_points_leaves_no_name(tmp_path, big_file, point):
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert proc.returncode == -signal.SIGKILL
     assert _check_store(data, "k", hashlib.md5(big_file.read_bytes()).hexdigest()) is False
+    _verify_clean(data)
     with Store.open(load_settings(data, env={})) as s:
         with s.index.read() as t:
             assert list(t.iter_writers()), "the dead writer's lease is left for GC to expire"

@@ -113,11 +113,14 @@ def test_put_and_gc_processes_killed_at_random(tmp_path):
                 entry[3].send_signal(signal.SIGKILL)
         for op, key, body, p in procs:
             try:
-                p.communicate(timeout=120)
+                _, err = p.communicate(timeout=120)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.communicate()
                 raise
+            if op in ("put", "rm") and p.returncode not in (0, -signal.SIGKILL):
+                # only a kill may stop a put or rm: any other failure is a defect
+                raise AssertionError(f"cas {op} {key} failed ({p.returncode}): {err.decode(errors='replace')}")
             if op == "put":
                 if p.returncode == 0:
                     acked[key] = body
@@ -126,12 +129,15 @@ def test_put_and_gc_processes_killed_at_random(tmp_path):
             elif op == "rm":
                 if p.returncode == 0:
                     acked.pop(key, None)
-                elif p.returncode == -signal.SIGKILL:
+                else:
                     maybe[key] = acked.pop(key)
             elif p.returncode not in (0, -signal.SIGKILL, 5):
-                raise AssertionError(p.stderr.read() if p.stderr else p.returncode)
+                raise AssertionError(f"cas gc failed ({p.returncode}): {err.decode(errors='replace')}")
     assert acked, "no put was acknowledged"
-    time.sleep(lease + 1)  # leases of killed writers run out
+    with Store.open(load_settings(data_dir, env={})) as s, s.index.write() as t:
+        # every process has ended: the leases of killed writers run out (as if `lease` seconds passed)
+        for w, _ in list(t.iter_writers()):
+            t.put_writer(w, 0.0, b"")
     for tmp in (data_dir / "blocks" / "tmp").iterdir():  # temp files of killed writes: make them old
         past = time.time() - 3600
         os.utime(tmp, (past, past))

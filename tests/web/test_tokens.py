@@ -4,6 +4,8 @@ served on loopback by a local identity provider; every bad token is refused with
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import stat
 import threading
@@ -93,6 +95,13 @@ class LocalIdP:
 
 def _b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def hs256_forged(claims: dict, key: bytes, **header) -> str:
+    """An HS256 token whose HMAC key is ``key`` verbatim (PyJWT refuses PEM keys as HMAC secrets)."""
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', **header})}.{_b64(claims)}"
+    sig = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
 
 
 def unsigned(claims: dict) -> str:
@@ -237,8 +246,9 @@ def _bad_oidc_tokens(idp) -> list[tuple[str, str]]:
         ("wrong issuer", idp.token(iss="https://evil.example")),
         ("algorithm 'none' is not allowed", unsigned(claims)),
         ("bad signature", tampered(good, preferred_username=ROOT_USER)),
-        # HS256 keyed with the provider's public key (algorithm confusion): checked against our secret
-        ("bad signature", jwt.encode(claims, public_pem.decode().replace("PUBLIC", "X"), algorithm="HS256")),
+        # HS256 keyed with the provider's exact public key (algorithm confusion): a verifier that took
+        # the JWKS key as the HMAC secret would accept it; ours checks HS256 against its own secret
+        ("bad signature", hs256_forged(claims, public_pem, kid="k1")),
         ("no key 'nope'", unknown_kid),
     ]
 
@@ -284,8 +294,8 @@ def test_webdav_accepts_bearer_tokens_through_bearer_verifier(tmp_path):
     import io
     from wsgiref.util import setup_testing_defaults
 
-    dav_app = pytest.importorskip("cas.protocols.webdav.app")
     from cas.protocols.server import HttpApp
+    from cas.protocols.webdav import app as dav_app
 
     with open_store(tmp_path / "d") as store:
         app = HttpApp(store, store.settings, {"/dav": dav_app.make_app(store, store.settings,

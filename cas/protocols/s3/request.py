@@ -215,4 +215,6 @@ def _address(path: str, host: str, domain: str | None) -> tuple[str, str]:
             return hostname[: -len(suffix)], path.removeprefix("/")
     trimmed = path.removeprefix("/")
     bucket, _, key = trimmed.partition("/")
+    if not bucket and trimmed:  # "//", "//key": no bucket, yet more path (not ListBuckets)
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.", 400)
     return bucket, key

@@ -278,4 +278,4 @@ def test_odd_requests_are_client_errors(cas_s3, s3_bucket, method, path, query):
                        secret=cas_s3.secret, payload_hash=EMPTY)
     target = req.path + (f"?{query}" if query else "")
     status, _, body = raw_request(cas_s3.port, method, target, {**req.headers, "content-length": "0"})
-    assert 200 <= status < 500 or (status == 501 and code(body) == "NotImplemented"), (status, body[:300])
+    assert 400 <= status < 500 or (status == 501 and code(body) == "NotImplemented"), (status, body[:300])
