@@ -1,0 +1,192 @@
+"""Settings precedence (TOML file < CAS_* environment < flags, ``--config``), ``/readyz``,
+``--gc-interval`` and SIGTERM while uploads are in flight — against real ``cas serve`` processes."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from cas.config import load_settings
+from cas.errors import ConfigError
+from cas.gc.verify import verify
+from cas.store import Store
+from tests.fixtures.web import ROOT_PASSWORD, ROOT_USER
+
+pytestmark = pytest.mark.integration
+
+
+# -- precedence ------------------------------------------------------------------------------
+
+@pytest.mark.unit
+def test_file_then_environment_then_flags(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cas.toml").write_text('[server]\nthreads = 4\n[gc]\nmin_age = "2h"\npin_lease = "5m"\n'
+                                   '[auth]\nallow_anonymous = false\n')
+    env = {"CAS_GC_MIN_AGE": "30m", "CAS_ALLOW_ANONYMOUS": "1"}
+    s = load_settings(data, env=env)
+    assert (s.server.threads, s.gc.min_age, s.gc.pin_lease, s.auth.allow_anonymous) == (4, 1800.0, 300.0, True)
+    s = load_settings(data, {"gc": {"min_age": "10s"}, "server": {"threads": "12"}}, env=env)
+    assert (s.server.threads, s.gc.min_age, s.auth.allow_anonymous) == (12, 10.0, True)
+    # --config FILE replaces DATA/cas.toml (it is not merged with it)
+    other = tmp_path / "other.toml"
+    other.write_text('[gc]\npin_lease = "1m"\n')
+    s = load_settings(data, env={}, config_file=other)
+    assert (s.server.threads, s.gc.pin_lease, s.gc.min_age) == (16, 60.0, 3600.0)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("text, message", [
+    ("[gc\nmin_age = 1", "cannot read"),
+    ("[nosuch]\nx = 1\n", "unknown settings section"),
+    ("[gc]\nmin_agee = 1\n", "unknown setting gc.min_agee"),
+])
+def test_bad_settings_files_are_config_errors(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path / "data", env={}, config_file=path)
+
+
+def _anonymous_status(server) -> int:
+    return server.request("GET", "/api/buckets")[0]
+
+
+def test_serve_takes_file_then_environment_then_flags(start_web_server, tmp_path):
+    config = tmp_path / "elsewhere.toml"
+    config.write_text("[auth]\nallow_anonymous = true\n")
+    srv = start_web_server(tmp_path / "d1", extra_args=["--config", str(config)])
+    assert _anonymous_status(srv) == 200  # from the file named by --config
+    srv.stop()
+    srv = start_web_server(tmp_path / "d1", extra_args=["--config", str(config)],
+                           env={"CAS_ALLOW_ANONYMOUS": "false"})
+    assert _anonymous_status(srv) == 401  # the environment beats the file
+    srv.stop()
+    srv = start_web_server(tmp_path / "d1", extra_args=["--config", str(config), "--anonymous"],
+                           env={"CAS_ALLOW_ANONYMOUS": "false"})
+    assert _anonymous_status(srv) == 200  # the flag beats both
+    srv.stop()
+
+
+# -- readiness -------------------------------------------------------------------------------
+
+def test_readyz_reports_a_missing_block_directory(start_web_server, tmp_path):
+    srv = start_web_server(tmp_path / "data")
+    status, _, body = srv.request("GET", "/readyz")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    blocks = tmp_path / "data" / "blocks"
+    blocks.rename(tmp_path / "data" / "blocks-away")
+    try:
+        status, _, body = srv.request("GET", "/readyz")
+        health = json.loads(body)
+        assert status == 503 and health["status"] == "degraded" and "not writable" in health["blocks"]
+        assert srv.request("GET", "/healthz")[0] == 200  # alive, just not ready
+    finally:
+        (tmp_path / "data" / "blocks-away").rename(blocks)
+    assert srv.request("GET", "/readyz")[0] == 200
+
+
+# -- GC inside the server --------------------------------------------------------------------
+
+def _metric(srv, token: str, name: str) -> float:
+    _, _, body = srv.request("GET", "/metrics", token=token)
+    for line in body.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_gc_interval_runs_gc_inside_the_server(start_web_server, tmp_path):
+    srv = start_web_server(tmp_path / "data", extra_args=["--gc-interval", "1s", "--gc-min-age", "0"])
+    token = srv.login()
+    srv.json("POST", "/api/buckets", {"name": "gc-inside"}, token=token, expect=201)
+    blob = bytes(range(256)) * 4096  # 1 MiB in several blocks
+    assert srv.request("PUT", "/api/buckets/gc-inside/object?key=doomed", blob, token=token)[0] in (200, 201)
+    assert srv.request("DELETE", "/api/buckets/gc-inside/object?key=doomed", token=token)[0] == 204
+    blocks = tmp_path / "data" / "blocks"
+
+    def stored() -> int:
+        return sum(1 for d in blocks.iterdir() if d.is_dir() and d.name != "tmp" for _ in d.iterdir())
+
+    runs_before = _metric(srv, token, "cas_gc_runs_total")
+    deadline = time.monotonic() + 30  # a 1 s interval: the first runs condemn and delete (min age 0)
+    while stored() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stored() == 0, "GC inside the server did not reclaim the deleted object's blocks"
+    assert _metric(srv, token, "cas_gc_runs_total") > runs_before
+    assert any("gc: freed" in line for line in srv.output), "".join(srv.output[-20:])
+
+
+# -- SIGTERM with uploads in flight ----------------------------------------------------------
+
+def _slow_put(host: str, port: int, path: str, auth: str, size: int, started: threading.Event,
+              outcome: dict) -> None:
+    """PUT ``size`` bytes in 64 KiB pieces, slowly, and record the answer (or the failure)."""
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        conn.putrequest("PUT", path)
+        conn.putheader("Authorization", auth)
+        conn.putheader("Content-Length", str(size))
+        conn.endheaders()
+        sent = 0
+        piece = bytes(range(256)) * 256
+        while sent < size:
+            conn.send(piece[: size - sent])
+            sent += len(piece[: size - sent])
+            if sent >= 4 * len(piece):
+                started.set()
+            time.sleep(0.01)
+        resp = conn.getresponse()
+        outcome["status"] = resp.status
+        resp.read()
+    except (OSError, http.client.HTTPException) as exc:
+        outcome["error"] = repr(exc)
+    finally:
+        started.set()
+        conn.close()
+
+
+def test_sigterm_with_uploads_in_flight_stops_cleanly(start_web_server, tmp_path):
+    import base64
+
+    data = tmp_path / "data"
+    srv = start_web_server(data)
+    token = srv.login()
+    srv.json("POST", "/api/buckets", {"name": "term"}, token=token, expect=201)
+    auth = "Basic " + base64.b64encode(f"{ROOT_USER}:{ROOT_PASSWORD}".encode()).decode()
+    host, port = srv.base.split("//")[1].split(":")
+    outcomes: list[dict] = [{} for _ in range(3)]
+    threads = []
+    for i, outcome in enumerate(outcomes):
+        started = threading.Event()
+        t = threading.Thread(target=_slow_put, args=(host, int(port), f"/dav/term/f{i}", auth, 3 << 20, started,
+                                                     outcome))
+        t.start()
+        assert started.wait(30)
+        threads.append(t)
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(timeout=60) == 0, "".join(srv.output[-30:])  # a clean stop, in bounded time
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    with socket.socket() as s:  # the listener is gone
+        assert s.connect_ex((host, int(port))) != 0
+    # a graceful stop drains requests in flight (cheroot's shutdown timeout is far longer than these)
+    assert [o.get("status") for o in outcomes] == [201, 201, 201], outcomes
+    settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}}, env={})
+    expected = (bytes(range(256)) * 256 * 48)[: 3 << 20]
+    with Store.open(settings) as store:
+        for i, outcome in enumerate(outcomes):
+            names = {e.key for e in store.list("term").entries}
+            if outcome.get("status") in (200, 201, 204):  # acknowledged: complete and readable
+                assert store.get_bytes("term", f"f{i}") == expected
+            else:  # not acknowledged: absent, never partial
+                assert f"f{i}" not in names or store.get_bytes("term", f"f{i}") == expected
+        report = verify(store, deep=True)
+        assert report.clean, [f.to_dict() for f in report.findings]
