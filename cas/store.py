@@ -27,7 +27,7 @@ from .blocks import open_blockstore
 from .blocks.base import BlockStore
 from .chunker import Chunker, ChunkerParams
 from .codec import Codec, CodecParams
-from .config import Settings
+from .config import Settings, testonly_crash_point
 from .errors import (
     BucketAlreadyExists,
     BucketNotEmpty,
@@ -625,6 +625,7 @@ class Store:
             if content_type is not None:
                 changes["content_type"] = content_type
             out = self._bind(t, replace(info, **changes), "copy", user)
+            testonly_crash_point("copy.in_txn")
         self._notify()
         return out
 
@@ -641,6 +642,7 @@ class Store:
                 raise PreconditionFailed(f"{dst_bucket}/{dst_key} exists and overwrite is off")
             self._unbind(t, src_bucket, src_key, user, op="move_from")
             out = self._bind(t, ObjectInfo.from_record(dst_bucket, dst_key, src), "move", user)
+            testonly_crash_point("move.in_txn")
         self._notify()
         return out
 
@@ -809,6 +811,8 @@ class Store:
                               dict(checksums or {}), {}, user or up["owner"], 0, manifest.id, len(wanted))
             t.delete_upload(upload_id)
             out = self._bind(t, info, "put", user)
+            testonly_crash_point("multipart.in_txn")
+        testonly_crash_point("multipart.after_commit")
         self._notify()
         return out
 

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 
 from cheroot import wsgi
 
+from ..config import testonly_crash_point
+
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("cas.access")
 
@@ -119,6 +121,8 @@ def guard(app: WSGIApp, protocol: str) -> WSGIApp:
         target = environ.get("PATH_INFO", "") + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else "")
 
         def start(status, headers, exc_info=None):
+            # decided (and, for a write, committed) but not yet told to the client
+            testonly_crash_point(f"serve.before_response.{environ.get('REQUEST_METHOD')}")
             status_holder[0] = status.split(" ", 1)[0]
             headers = list(headers) + [("x-amz-request-id" if protocol == "s3" else "X-Request-Id", rid)]
             return start_response(status, headers, exc_info)
