@@ -8,12 +8,16 @@ while holding the GC lock so no block disappears under the snapshot):
 - every block a referenced manifest names has an index row, in state ``live``,
   with the raw length the manifest says;
 - every index row's block is in the BlockStore with the stored size the row
-  says (``--deep``: it is read, decoded and re-hashed);
+  says (``--deep``, and always for a row marked ``damaged``: it is read, decoded
+  and re-hashed);
 - the counters (objects, logical bytes, unique blocks, stored and raw bytes)
   agree with the rows.
 
 Findings are data (``Finding``: kind, block, objects, detail), collected rather
-than raised; damaged blocks are traced back to every name that uses them.
+than raised; damaged blocks are traced back to every name that uses them. A
+``live`` or ``condemned`` row whose block was found missing or corrupt is marked
+``damaged`` (``blocklife``), with or without ``repair``: the mark changes nothing
+a reader sees and makes the next upload of those bytes write the block again.
 Orphans (block files without a row: garbage for GC) and unreferenced rows are
 counted, not findings.
 
@@ -23,7 +27,10 @@ block is missing or corrupt is dropped (the corrupt file deleted first, behind
 a ``deleting`` row, as GC does), so the next upload of those bytes writes the
 block again and heals every name that uses it; a row whose stored size is
 wrong but whose block decodes is corrected; a missing row of a block that is
-present and decodes is recreated; counters are set right by adding the
+present and decodes is recreated; a ``damaged`` row whose block reads back
+correctly is ``live`` again; a referenced ``deleting`` row (left by a repair
+that was killed) is finished: back to ``live`` if its block decodes, otherwise
+the file is deleted and the row dropped; counters are set right by adding the
 difference. Names whose bytes are gone are listed in ``damaged_objects``.
 
 Memory: one ``MarkSet`` of referenced manifests and one of referenced blocks
@@ -41,9 +48,11 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
+from .. import blocklife
+from ..config import testonly_crash_point
 from ..errors import BlockNotFound, IntegrityError, StoreError
 from ..ids import block_id, short
-from ..index.schema import CONDEMNED, DELETING, LIVE, BlockRow
+from ..index.schema import CONDEMNED, DAMAGED, DELETING, LIVE, BlockRow
 from ..manifest import VERSION as MANIFEST_VERSION
 from .mark import MarkSet, manifest_ids_of
 from .progress import ProgressFactory, no_progress
@@ -69,6 +78,7 @@ KINDS = {
     "missing_block": "the BlockStore does not have a block the index lists",
     "size_mismatch": "a stored block's size differs from its index row",
     "corrupt_block": "a stored block does not decode or does not hash to its id",
+    "stale_damage_mark": "a block marked damaged reads back correctly",
     "counter_mismatch": "a store counter disagrees with the rows",
 }
 # findings whose block's names cannot be read back
@@ -112,6 +122,8 @@ class VerifyReport:
     blocks_unreferenced: int = 0
     blocks_condemned: int = 0
     blocks_deleting: int = 0
+    blocks_damaged: int = 0
+    marked_damaged: int = 0
     orphans: int = 0
     temp_files: int = 0
     bytes_read: int = 0
@@ -138,7 +150,7 @@ class VerifyReport:
             state += f", {len(self.damaged_objects)} damaged objects"
         return (f"verify{' --deep' if self.deep else ''}: {state}; {self.objects} objects, {self.parts} upload parts, "
                 f"{self.manifests} manifests, {self.blocks} blocks ({self.blocks_unreferenced} unreferenced, "
-                f"{self.blocks_condemned} condemned), {self.orphans} orphans"
+                f"{self.blocks_condemned} condemned, {self.blocks_damaged} damaged), {self.orphans} orphans"
                 + (f", {self.bytes_read} bytes re-hashed" if self.deep else "") + f"; {self.seconds:.1f}s")
 
 
@@ -169,6 +181,7 @@ def verify(store, *, deep: bool = False, repair: bool = False, rate_limit: float
     v = _Verify(store, deep, rate_limit, progress or no_progress, workers)
     with GcLock(store.settings.data_dir, wait=lock_wait, what="verify"):
         v.run()
+        v.mark_damaged()
         if repair and v.report.findings:
             v.repair()
         record_run(store, "verify", len(v.report.findings), deep=deep)
@@ -308,6 +321,8 @@ class _Verify:
                     r.blocks_unreferenced += 1
                 if row.state == CONDEMNED:
                     r.blocks_condemned += 1
+                if row.state == DAMAGED:
+                    r.blocks_damaged += 1
                 if row.state == DELETING:
                     r.blocks_deleting += 1
                     continue  # on its way out: its file may be gone already
@@ -333,7 +348,7 @@ class _Verify:
         out = []
         for bid, row in batch:
             try:
-                if self.deep:
+                if self.deep or row.state == DAMAGED:
                     stored = self.blocks.get(bid)
                     self.limit.take(len(stored))
                     size = len(stored)
@@ -343,6 +358,8 @@ class _Verify:
                             self.codec.decode(bid, stored)
                         except IntegrityError as exc:
                             problem = ("corrupt_block", str(exc))
+                    if problem is None and row.state == DAMAGED:
+                        problem = ("stale_damage_mark", "marked damaged, but it reads back correctly")
                     out.append((bid, row, *(problem or (None, None)), size))
                 else:
                     size = self.blocks.stat(bid).size
@@ -365,7 +382,7 @@ class _Verify:
             self.report.bytes_read += nread
             if kind is None:
                 continue
-            if self.deep and kind == "size_mismatch":
+            if (self.deep or row.state == DAMAGED) and kind == "size_mismatch":
                 kind, detail = "corrupt_block", detail + " (truncated or overwritten)"
             referenced = bid in self.marked
             self._add(Finding(kind, bid.hex(), (), detail + ("" if referenced else " (unreferenced)")), bid)
@@ -429,6 +446,22 @@ class _Verify:
                 lost.update(f.objects)
         self.report.damaged_objects = sorted(lost)
 
+    # -- damage marks ----------------------------------------------------------------------------
+    def mark_damaged(self) -> None:
+        """Mark the rows of blocks found missing or corrupt ``damaged`` (unless changed since)."""
+        for bid, findings in self._by_block.items():
+            if not {"missing_block", "corrupt_block"} & {f.kind for f in findings}:
+                continue
+            row = self._rows.get(bid)
+            if row is None or row.state not in (LIVE, CONDEMNED):
+                continue
+            kind = next(f.kind for f in findings if f.kind in ("missing_block", "corrupt_block"))
+            if blocklife.mark_damaged(self.index, bid, self.store.clock, kind.split("_")[0], seen=row):
+                self.report.marked_damaged += 1
+                self.report.blocks_damaged += 1
+        if self.report.marked_damaged:
+            testonly_crash_point("verify.after_mark")
+
     # -- repair ----------------------------------------------------------------------------------
     def repair(self) -> None:
         """Safe fixes only (see the module docstring); damaged names stay listed."""
@@ -445,6 +478,10 @@ class _Verify:
                 fixed.add("missing_block")
             if "corrupt_block" in kinds and self._drop_corrupt(bid):
                 fixed.add("corrupt_block")
+            if "stale_damage_mark" in kinds and self._undamage(bid):
+                fixed.add("stale_damage_mark")
+            if "referenced_deleting" in kinds and self._finish_deleting(bid):
+                fixed.add("referenced_deleting")
             for f in findings:
                 if f.kind in fixed:
                     f.repaired = True
@@ -521,16 +558,64 @@ class _Verify:
             if row is None or row.state == DELETING or t.is_pinned(bid, self.store.clock()):
                 return False
             t.put_block(bid, replace(row, state=DELETING, state_time=self.store.clock()))
+        testonly_crash_point("verify.repair.after_deleting")
         try:
             self.blocks.delete(bid)
         except StoreError as exc:
             log.warning("cannot delete corrupt block %s: %s (gc will retry)", short(bid), exc)
             return False
+        testonly_crash_point("verify.repair.after_block_delete")
         with self.index.write() as t:
             row = t.get_block(bid)
             if row is not None and row.state == DELETING:
                 self._drop_row(t, bid, row)
         log.info("deleted corrupt block %s and dropped its row", short(bid))
+        return True
+
+    def _undamage(self, bid: bytes) -> bool:
+        """A ``damaged`` row whose block read back correctly (a stale mark) is ``live`` again."""
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None or row != self._rows.get(bid) or row.state != DAMAGED:
+                return row is not None and row.state == LIVE
+            t.put_block(bid, replace(row, state=LIVE, state_time=self.store.clock()))
+        return True
+
+    def _finish_deleting(self, bid: bytes) -> bool:
+        """A referenced ``deleting`` row (a repair or gc killed half-way; no gc runs now, we hold
+        its lock): back to ``live`` if the block decodes, otherwise finish deleting it."""
+        try:
+            stored = self.blocks.get(bid)
+            data = self.codec.decode(bid, stored)
+        except (BlockNotFound, IntegrityError):
+            stored = data = None
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None or row.state != DELETING:
+                return row is None or row.state == LIVE
+            if data is not None:
+                now = self.store.clock()
+                t.put_block(bid, BlockRow(LIVE, len(stored), len(data), row.created, now))
+                if counted(row):
+                    t.add_counter("stored_bytes", len(stored) - row.stored_size)
+                else:  # an orphan guard row: not in the counters yet
+                    t.add_counter("unique_blocks", 1)
+                    t.add_counter("stored_bytes", len(stored))
+                    t.add_counter("raw_bytes", len(data))
+                log.info("block %s was being deleted but is referenced and decodes: live again", short(bid))
+                return True
+        try:
+            self.blocks.delete(bid)
+        except BlockNotFound:
+            pass
+        except StoreError as exc:
+            log.warning("cannot delete block %s: %s (gc will retry)", short(bid), exc)
+            return False
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is not None and row.state == DELETING:
+                self._drop_row(t, bid, row)
+        log.info("finished deleting damaged block %s and dropped its row", short(bid))
         return True
 
     def _fix_counters(self) -> None:
