@@ -14,8 +14,8 @@ from cas.gc.verify import verify
 from cas.index.schema import DAMAGED, LIVE
 from tests.fixtures.gc import (
     BUCKET,
-    Gate,
     Background,
+    Gate,
     assert_whole,
     block_rows,
     cas_env,

@@ -151,7 +151,7 @@ def test_damaged_first_block_is_a_clean_5xx_on_every_front_end(served, how):
                 assert err["error"] == "ObjectDamaged" and "damaged" in err["message"], err
             # the same connection goes on serving (or was closed cleanly, with the whole error sent)
             if hdrs.get("connection", "").lower() != "close":
-                hport, htarget, hheaders = healthy_targets[front]
+                _, htarget, hheaders = healthy_targets[front]
                 status, _, got, complete = _get(conn, htarget, hheaders)
                 assert (status, complete, got) == (200, True, healthy), front
         finally:
