@@ -10,7 +10,8 @@
     │               MalformedXML, InvalidPart, InvalidPartOrder, EntityTooSmall, IncompleteBody,
     │               InvalidDigest, MalformedChunk, MalformedTrailer, MalformedAuthorization,
     │               MalformedPresign, UnsupportedAuthorization, InvalidPayloadHash
-    ├─ IntegrityError          (a block does not hash to its id, or cannot be decoded)
+    ├─ IntegrityError ─ ObjectDamaged   (a block does not hash to its id, cannot be decoded,
+    │                                     or an object's block is missing)
     ├─ StoreError ─ TransientStoreError, PermanentStoreError
     └─ ConfigError
 
@@ -192,6 +193,10 @@ class IntegrityError(CasError):
     """A block does not hash to its id: refusing to return wrong bytes."""
 
     exit_code = 3
+
+
+class ObjectDamaged(IntegrityError):
+    """The object is damaged in the store (a block of it is missing or corrupt): it cannot be read until its bytes are uploaded again."""
 
 
 class StoreError(CasError):

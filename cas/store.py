@@ -4,8 +4,10 @@ Every protocol (S3, WebDAV, the web UI, the CLI) calls these methods and
 nothing below them. Each mutation commits in one short LMDB write txn that
 binds the name, appends to ``refs`` and ``events`` and adjusts the counters;
 block I/O always happens outside transactions (see ``writer``). Reads look the
-name up once and stream blocks, verifying each (``IntegrityError`` rather than
-wrong bytes). Thread-safe; open one Store per process, before starting threads.
+name up once and stream blocks, verifying each (``ObjectDamaged`` rather than
+wrong bytes; the block's row is marked damaged, see ``blocklife``). The first
+block of a read is fetched when the reader is opened, so a front end learns of
+the damage before it starts its response. Thread-safe; open one Store per process, before starting threads.
 """
 
 from __future__ import annotations
@@ -22,26 +24,30 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from . import __version__
+from . import __version__, blocklife
 from .blocks import open_blockstore
 from .blocks.base import BlockStore
 from .chunker import Chunker, ChunkerParams
 from .codec import Codec, CodecParams
 from .config import Settings, testonly_crash_point
 from .errors import (
+    BlockNotFound,
     BucketAlreadyExists,
     BucketNotEmpty,
     BucketNotFound,
     ConfigError,
     EntityTooSmall,
     InvalidPart,
+    IntegrityError,
     InvalidPartOrder,
     InvalidRange,
+    ObjectDamaged,
     ObjectNotFound,
     PreconditionFailed,
     UploadNotFound,
 )
 from .index.lmdb_index import LmdbIndex
+from .ids import short
 from .index.schema import FORMAT_VERSION
 from .manifest import Manifest
 from .names import check_bucket, check_key
@@ -182,16 +188,32 @@ class ObjectReader:
     """A stream of one object's bytes [start, stop); iterate it, then close it.
 
     Blocks are fetched and verified ahead of the consumer on the Store's pool
-    (a few at a time, so memory stays bounded).
+    (a few at a time, so memory stays bounded). A block that is missing or does
+    not verify raises ``ObjectDamaged``: before the first byte when it is the
+    first block (``prefetch``), otherwise in the middle of the stream, where a
+    front end must cut the connection rather than send short or wrong bytes.
     """
 
-    def __init__(self, store: Store, info: ObjectInfo, manifest: Manifest, start: int, stop: int):
+    def __init__(self, store: Store, info: ObjectInfo, manifest: Manifest, start: int, stop: int,
+                 *, prefetch: bool = True):
         self.info = info
         self.start = start
         self.stop = stop
         self._store = store
         self._manifest = manifest
         self._closed = False
+        self._first: bytes | None = None
+        if prefetch:
+            self.prefetch()
+
+    def prefetch(self) -> None:
+        """Read and verify the first block now (``ObjectDamaged`` if it cannot be read)."""
+        if self._first is None and self.stop > self.start:
+            first = self._manifest.span(self.start, self.stop)[0]
+            self._first = self._fetch(self._manifest.ids[first])
+
+    def _fetch(self, block_id: bytes) -> bytes:
+        return self._store.read_object_block(self.info, block_id)
 
     @property
     def length(self) -> int:
@@ -212,7 +234,11 @@ class ObjectReader:
         """Verified blocks first..last-1: read here for a local store (threads would only fight
         over the GIL: measured 4x slower), fetched ahead on the pool for a remote one."""
         ids = self._manifest.ids
-        fetch = self._store.read_block
+        if first < last and self._first is not None:
+            data, self._first = self._first, None
+            yield data
+            first += 1
+        fetch = self._fetch
         ahead = self._store.read_ahead
         if not ahead:
             for i in range(first, last):
@@ -541,10 +567,14 @@ class Store:
         return ObjectInfo.from_record(bucket, key, rec)
 
     @_class_or_instance(open_store)
-    def open(self, bucket: str, key: str, *, range: tuple[int, int] | None = None) -> ObjectReader:
+    def open(self, bucket: str, key: str, *, range: tuple[int, int] | None = None,
+             prefetch: bool = True) -> ObjectReader:
         """A reader of the object, or of bytes [start, stop) of it (stop clipped to the size).
 
-        Called on the class, ``Store.open(settings)`` opens a store (``open_store``)."""
+        With ``prefetch`` (the default) the first block is read now, so a damaged object raises
+        ``ObjectDamaged`` here; without it (HEAD, conditional GETs) call ``reader.prefetch()``
+        before starting a response. Called on the class, ``Store.open(settings)`` opens a store
+        (``open_store``)."""
         with self.index.read() as t:
             rec = self._require_object(t, bucket, key)
             raw = t.get_manifest(bytes.fromhex(rec["m"]))
@@ -559,7 +589,7 @@ class Store:
             start, stop = range[0], min(range[1], info.size)
             if start < 0 or start >= info.size or stop <= start:
                 raise InvalidRange(f"range {range[0]}-{range[1]} is not satisfiable for {info.size} bytes")
-        return ObjectReader(self, info, manifest, start, stop)
+        return ObjectReader(self, info, manifest, start, stop, prefetch=prefetch)
 
     def get_bytes(self, bucket: str, key: str, *, range: tuple[int, int] | None = None) -> bytes:
         return self.open(bucket, key, range=range).read_all()
@@ -582,6 +612,24 @@ class Store:
     def read_block(self, block_id: bytes) -> bytes:
         """One block's verified, uncompressed bytes."""
         return self.codec.decode(block_id, self.blocks.get(block_id))
+
+    def read_object_block(self, info: ObjectInfo, block_id: bytes) -> bytes:
+        """A block of ``info``'s object; ``ObjectDamaged`` (and the row marked) if it cannot be read.
+
+        A failed block is read once more before it is marked: a writer may have just replaced
+        a damaged copy (block puts are atomic)."""
+        try:
+            return self.read_block(block_id)
+        except (BlockNotFound, IntegrityError):
+            pass
+        try:
+            return self.read_block(block_id)
+        except (BlockNotFound, IntegrityError) as exc:
+            why = "missing" if isinstance(exc, BlockNotFound) else "corrupt"
+            blocklife.mark_damaged(self.index, block_id, self.clock, why)
+            raise ObjectDamaged(f"the object {info.bucket}/{info.key} is damaged in the store (block "
+                                f"{short(block_id)} is {why}): it cannot be read until its bytes are "
+                                "uploaded again") from exc
 
     def list(self, bucket: str, *, prefix: str = "", delimiter: str = "", start_after: str = "",
              limit: int = 1000) -> Listing:

@@ -6,11 +6,13 @@ write txn through ``commit_into``. Order of operations:
 
 1. Chunk the body; BLAKE3 each chunk; feed MD5 and the protocol's hashers.
 2. Per batch (bytes still in hand), one write txn pins every chunk and reads its
-   state: live → rely on it; condemned → back to live; absent → write it;
-   deleting → wait until GC drops the row, then write it. Encoding and block
+   state: live → rely on it; condemned → back to live; absent or damaged → write
+   it; deleting → wait until GC drops the row, then write it. Encoding and block
    puts run on a small thread pool outside any txn.
 3. ``finish`` waits for the puts and flushes them (``BlockStore.sync``); the
-   caller's commit txn then calls ``commit_into`` (rows, manifest, unpin).
+   caller's commit txn then calls ``commit_into`` (rows, manifest, unpin; a
+   damaged row it wrote again becomes live, and a block it relied on that was
+   marked damaged meanwhile fails the commit: see ``blocklife``).
 4. ``abort`` drops the pins; blocks already written are garbage for GC.
 
 Memory is bounded by one batch plus the blocks in flight, whatever the size
@@ -31,12 +33,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import blocklife
 from .chunker import Chunker
 from .codec import Codec
 from .config import testonly_crash_point
 from .errors import BadDigest, IncompleteBody, TransientStoreError
 from .ids import block_id, short
-from .index.schema import CONDEMNED, DELETING, LIVE, BlockRow
+from .index.schema import CONDEMNED, DAMAGED, DELETING, LIVE, BlockRow
 from .manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -172,6 +175,7 @@ class BlockWriter:
         self._new: dict[bytes, tuple[int, int]] = {}  # block id -> (stored size, raw length)
         self._inflight: list[Future] = []
         self._registered = False
+        self._damage_marks = 0  # blocklife's counter when this writer first pinned
 
     # -- 1-2: body to pinned blocks -------------------------------------------------------
     def write(self, body, *, expected_size: int | None = None, expected_md5: bytes | None = None) -> WriteResult:
@@ -223,10 +227,11 @@ class BlockWriter:
         with self._index.write(durable=False) as t:  # pins need not survive a crash: their writer won't
             if not self._registered:
                 t.put_writer(self.writer_id, now + self._store.settings.gc.pin_lease, PROCESS_OWNER)
+                self._damage_marks = blocklife.damage_marks(t)
             for bid, data in batch:
                 t.add_pin(bid, self.writer_id)
                 row = t.get_block(bid)
-                if row is None:
+                if row is None or row.state == DAMAGED:
                     to_write.append((bid, data))
                 elif row.state == CONDEMNED:
                     t.put_block(bid, BlockRow(LIVE, row.stored_size, row.raw_len, row.created, now))
@@ -295,8 +300,16 @@ class BlockWriter:
                 t.add_counter("raw_bytes", raw)
             elif row.state == CONDEMNED:
                 t.put_block(bid, BlockRow(LIVE, row.stored_size, row.raw_len, row.created, now))
+            elif row.state == DAMAGED:
+                blocklife.heal(t, bid, row, stored, now)
             elif row.state == DELETING:  # cannot happen while pinned; refuse rather than dangle
                 raise TransientStoreError(f"block {short(bid)} was deleted under a pin; try again")
+        if blocklife.damage_marks(t) != self._damage_marks:
+            # a block we relied on (without its bytes in hand any more) may have been found damaged
+            damaged = blocklife.damaged_since(t, manifest.ids, self._new)
+            if damaged:
+                raise TransientStoreError(f"block {short(damaged[0])} was found damaged during the upload; "
+                                          "try again (the retry writes it)")
         if expired:
             self._revalidate(t, manifest, now)
         t.put_manifest(manifest.id, manifest.encode())

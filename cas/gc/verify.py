@@ -8,12 +8,16 @@ while holding the GC lock so no block disappears under the snapshot):
 - every block a referenced manifest names has an index row, in state ``live``,
   with the raw length the manifest says;
 - every index row's block is in the BlockStore with the stored size the row
-  says (``--deep``: it is read, decoded and re-hashed);
+  says (``--deep``, and always for a row marked ``damaged``: it is read, decoded
+  and re-hashed);
 - the counters (objects, logical bytes, unique blocks, stored and raw bytes)
   agree with the rows.
 
 Findings are data (``Finding``: kind, block, objects, detail), collected rather
-than raised; damaged blocks are traced back to every name that uses them.
+than raised; damaged blocks are traced back to every name that uses them. A
+``live`` or ``condemned`` row whose block was found missing or corrupt is marked
+``damaged`` (``blocklife``), with or without ``repair``: the mark changes nothing
+a reader sees and makes the next upload of those bytes write the block again.
 Orphans (block files without a row: garbage for GC) and unreferenced rows are
 counted, not findings.
 
@@ -23,7 +27,10 @@ block is missing or corrupt is dropped (the corrupt file deleted first, behind
 a ``deleting`` row, as GC does), so the next upload of those bytes writes the
 block again and heals every name that uses it; a row whose stored size is
 wrong but whose block decodes is corrected; a missing row of a block that is
-present and decodes is recreated; counters are set right by adding the
+present and decodes is recreated; a ``damaged`` row whose block reads back
+correctly is ``live`` again; a referenced ``deleting`` row (left by a repair
+that was killed) is finished: back to ``live`` if its block decodes, otherwise
+the file is deleted and the row dropped; counters are set right by adding the
 difference. Names whose bytes are gone are listed in ``damaged_objects``.
 
 Memory: one ``MarkSet`` of referenced manifests and one of referenced blocks
@@ -39,14 +46,15 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
-from ..errors import BlockNotFound, IntegrityError, StoreError
-from ..ids import block_id, short
-from ..index.schema import CONDEMNED, DELETING, LIVE, BlockRow
+from ..errors import BlockNotFound, IntegrityError
+from ..ids import block_id
+from ..index.schema import CONDEMNED, DAMAGED, DELETING, BlockRow
 from ..manifest import VERSION as MANIFEST_VERSION
 from .mark import MarkSet, manifest_ids_of
 from .progress import ProgressFactory, no_progress
+from .repair import Repair
 from .runs import record_run
 from .safety import GcLock, counted
 
@@ -69,6 +77,7 @@ KINDS = {
     "missing_block": "the BlockStore does not have a block the index lists",
     "size_mismatch": "a stored block's size differs from its index row",
     "corrupt_block": "a stored block does not decode or does not hash to its id",
+    "stale_damage_mark": "a block marked damaged reads back correctly",
     "counter_mismatch": "a store counter disagrees with the rows",
 }
 # findings whose block's names cannot be read back
@@ -112,6 +121,8 @@ class VerifyReport:
     blocks_unreferenced: int = 0
     blocks_condemned: int = 0
     blocks_deleting: int = 0
+    blocks_damaged: int = 0
+    marked_damaged: int = 0
     orphans: int = 0
     temp_files: int = 0
     bytes_read: int = 0
@@ -138,7 +149,7 @@ class VerifyReport:
             state += f", {len(self.damaged_objects)} damaged objects"
         return (f"verify{' --deep' if self.deep else ''}: {state}; {self.objects} objects, {self.parts} upload parts, "
                 f"{self.manifests} manifests, {self.blocks} blocks ({self.blocks_unreferenced} unreferenced, "
-                f"{self.blocks_condemned} condemned), {self.orphans} orphans"
+                f"{self.blocks_condemned} condemned, {self.blocks_damaged} damaged), {self.orphans} orphans"
                 + (f", {self.bytes_read} bytes re-hashed" if self.deep else "") + f"; {self.seconds:.1f}s")
 
 
@@ -169,8 +180,10 @@ def verify(store, *, deep: bool = False, repair: bool = False, rate_limit: float
     v = _Verify(store, deep, rate_limit, progress or no_progress, workers)
     with GcLock(store.settings.data_dir, wait=lock_wait, what="verify"):
         v.run()
+        fixer = Repair(store, v.report, v._by_block, v._rows, v._counter_delta)
+        fixer.mark_damaged()
         if repair and v.report.findings:
-            v.repair()
+            fixer.repair()
         record_run(store, "verify", len(v.report.findings), deep=deep)
     v.report.seconds = round(time.monotonic() - v.t0, 3)
     log.debug("%s", v.report.summary())
@@ -308,6 +321,8 @@ class _Verify:
                     r.blocks_unreferenced += 1
                 if row.state == CONDEMNED:
                     r.blocks_condemned += 1
+                if row.state == DAMAGED:
+                    r.blocks_damaged += 1
                 if row.state == DELETING:
                     r.blocks_deleting += 1
                     continue  # on its way out: its file may be gone already
@@ -333,7 +348,7 @@ class _Verify:
         out = []
         for bid, row in batch:
             try:
-                if self.deep:
+                if self.deep or row.state == DAMAGED:
                     stored = self.blocks.get(bid)
                     self.limit.take(len(stored))
                     size = len(stored)
@@ -343,6 +358,8 @@ class _Verify:
                             self.codec.decode(bid, stored)
                         except IntegrityError as exc:
                             problem = ("corrupt_block", str(exc))
+                    if problem is None and row.state == DAMAGED:
+                        problem = ("stale_damage_mark", "marked damaged, but it reads back correctly")
                     out.append((bid, row, *(problem or (None, None)), size))
                 else:
                     size = self.blocks.stat(bid).size
@@ -365,7 +382,7 @@ class _Verify:
             self.report.bytes_read += nread
             if kind is None:
                 continue
-            if self.deep and kind == "size_mismatch":
+            if (self.deep or row.state == DAMAGED) and kind == "size_mismatch":
                 kind, detail = "corrupt_block", detail + " (truncated or overwritten)"
             referenced = bid in self.marked
             self._add(Finding(kind, bid.hex(), (), detail + ("" if referenced else " (unreferenced)")), bid)
@@ -428,118 +445,6 @@ class _Verify:
             if f.kind in _DATA_LOSS:
                 lost.update(f.objects)
         self.report.damaged_objects = sorted(lost)
-
-    # -- repair ----------------------------------------------------------------------------------
-    def repair(self) -> None:
-        """Safe fixes only (see the module docstring); damaged names stay listed."""
-        for bid, findings in self._by_block.items():
-            kinds = {f.kind for f in findings}
-            fixed: set[str] = set()
-            if "referenced_condemned" in kinds and self._resurrect(bid):
-                fixed.add("referenced_condemned")
-            if "missing_block_row" in kinds and self._restore_row(bid):
-                fixed.add("missing_block_row")
-            if "size_mismatch" in kinds:
-                fixed |= self._fix_size(bid)
-            if "missing_block" in kinds and self._drop_missing(bid):
-                fixed.add("missing_block")
-            if "corrupt_block" in kinds and self._drop_corrupt(bid):
-                fixed.add("corrupt_block")
-            for f in findings:
-                if f.kind in fixed:
-                    f.repaired = True
-        if self._counter_delta:
-            self._fix_counters()
-        self.report.repaired = sum(1 for f in self.report.findings if f.repaired)
-
-    def _resurrect(self, bid: bytes) -> bool:
-        with self.index.write() as t:
-            row = t.get_block(bid)
-            if row is None or row.state != CONDEMNED:
-                return row is not None and row.state == LIVE
-            t.put_block(bid, replace(row, state=LIVE, state_time=self.store.clock()))
-        return True
-
-    def _restore_row(self, bid: bytes) -> bool:
-        try:
-            stored = self.blocks.get(bid)
-            data = self.codec.decode(bid, stored)
-        except (BlockNotFound, IntegrityError):
-            return False
-        with self.index.write() as t:
-            if t.get_block(bid) is not None:
-                return True
-            now = self.store.clock()
-            t.put_block(bid, BlockRow(LIVE, len(stored), len(data), now, now))
-            t.add_counter("unique_blocks", 1)
-            t.add_counter("stored_bytes", len(stored))
-            t.add_counter("raw_bytes", len(data))
-        return True
-
-    def _fix_size(self, bid: bytes) -> set[str]:
-        try:
-            stored = self.blocks.get(bid)
-            self.codec.decode(bid, stored)
-        except BlockNotFound:
-            return set()
-        except IntegrityError:
-            return {"size_mismatch"} if self._drop_corrupt(bid) else set()
-        with self.index.write() as t:
-            row = t.get_block(bid)
-            if row is None or row.state == DELETING:
-                return set()
-            t.put_block(bid, replace(row, stored_size=len(stored)))
-            if counted(row):
-                t.add_counter("stored_bytes", len(stored) - row.stored_size)
-        return {"size_mismatch"}
-
-    def _drop_row(self, t, bid: bytes, row: BlockRow) -> None:
-        t.delete_block(bid)
-        if counted(row):
-            t.add_counter("unique_blocks", -1)
-            t.add_counter("stored_bytes", -row.stored_size)
-            t.add_counter("raw_bytes", -row.raw_len)
-
-    def _drop_missing(self, bid: bytes) -> bool:
-        """The block is gone: drop its row so the next upload of these bytes writes it again."""
-        if self.blocks.has(bid):
-            return False  # it came back (a writer rewrote it): nothing to drop
-        with self.index.write() as t:
-            row = t.get_block(bid)
-            if row is None:
-                return True
-            if row.state == DELETING or t.is_pinned(bid, self.store.clock()):
-                return False
-            self._drop_row(t, bid, row)
-        log.info("dropped the index row of missing block %s", short(bid))
-        return True
-
-    def _drop_corrupt(self, bid: bytes) -> bool:
-        """Delete a corrupt block behind a ``deleting`` row, then drop the row (GC's order)."""
-        with self.index.write() as t:
-            row = t.get_block(bid)
-            if row is None or row.state == DELETING or t.is_pinned(bid, self.store.clock()):
-                return False
-            t.put_block(bid, replace(row, state=DELETING, state_time=self.store.clock()))
-        try:
-            self.blocks.delete(bid)
-        except StoreError as exc:
-            log.warning("cannot delete corrupt block %s: %s (gc will retry)", short(bid), exc)
-            return False
-        with self.index.write() as t:
-            row = t.get_block(bid)
-            if row is not None and row.state == DELETING:
-                self._drop_row(t, bid, row)
-        log.info("deleted corrupt block %s and dropped its row", short(bid))
-        return True
-
-    def _fix_counters(self) -> None:
-        with self.index.write() as t:
-            for name, delta in self._counter_delta.items():
-                t.add_counter(name, delta)
-        for f in self.report.findings:
-            if f.kind == "counter_mismatch":
-                f.repaired = True
 
 
 def _decode(raw: bytes) -> list[tuple[bytes, int]] | None:

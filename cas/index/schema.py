@@ -18,9 +18,10 @@ DB_NAMES = (
     "refs", "uploads", "parts", "users", "kv", "events",
 )
 
-# block states
-LIVE, CONDEMNED, DELETING = 1, 2, 3
-STATE_NAMES = {LIVE: "live", CONDEMNED: "condemned", DELETING: "deleting"}
+# block states (DAMAGED: still referenced, but a read or verify found its stored bytes missing or
+# corrupt; the next writer that holds those bytes writes it again: see cas/blocklife.py)
+LIVE, CONDEMNED, DELETING, DAMAGED = 1, 2, 3, 4
+STATE_NAMES = {LIVE: "live", CONDEMNED: "condemned", DELETING: "deleting", DAMAGED: "damaged"}
 
 # counters kept in `meta` and adjusted in the same txn as the change they count
 COUNTERS = ("objects", "logical_bytes", "unique_blocks", "stored_bytes", "raw_bytes", "seq")

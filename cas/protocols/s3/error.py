@@ -38,7 +38,7 @@ TABLE: dict[type[BaseException], tuple[str, int]] = {
     e.InvalidPartOrder: ("InvalidPartOrder", 400),
     e.EntityTooSmall: ("EntityTooSmall", 400),
     e.IncompleteBody: ("IncompleteBody", 400),
-    e.IntegrityError: ("InternalError", 500),
+    e.IntegrityError: ("InternalError", 500),  # ObjectDamaged too: a server-side integrity fault
     e.StoreError: ("InternalError", 500),
     e.TransientStoreError: ("ServiceUnavailable", 503),
     e.ConfigError: ("InternalError", 500),
@@ -89,8 +89,9 @@ def to_s3_error(exc: BaseException) -> S3Error:
         if row is not None:
             code, status = row
             message = str(exc) if isinstance(exc, e.CasError) else "We encountered an internal error. Please try again."
-            if status >= 500 and not isinstance(exc, e.TransientStoreError):
-                # Internal details stay in the log, not on the wire.
+            if status >= 500 and not isinstance(exc, (e.TransientStoreError, e.ObjectDamaged)):
+                # Internal details stay in the log, not on the wire (a damaged object is named:
+                # the client must know its object is damaged, not that it may simply retry).
                 message = "We encountered an internal error. Please try again."
             return S3Error(code, message, status)
     return S3Error("InternalError", "We encountered an internal error. Please try again.", 500)

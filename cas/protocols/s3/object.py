@@ -220,7 +220,7 @@ def _read_object(req: S3Request, *, head: bool) -> Response:
         if part != "1" or info.parts > 1:
             raise not_implemented("GET or HEAD of one part of a multipart object")
     byte_range = _parse_range(range_header, lambda: req.store.stat(req.bucket, req.key).size)
-    reader = req.store.open(req.bucket, req.key, range=byte_range)
+    reader = req.store.open(req.bucket, req.key, range=byte_range, prefetch=False)
     try:
         info = reader.info
         status = check_read_conditions(req.headers, info)
@@ -247,6 +247,7 @@ def _read_object(req: S3Request, *, head: bool) -> Response:
         if head or reader.length == 0:
             reader.close()
             return Response(status, headers, b"")
+        reader.prefetch()  # a damaged first block is an error response, not 200 and no bytes
         return Response(status, headers, _ObjectStream(reader))
     except BaseException:
         reader.close()

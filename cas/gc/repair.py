@@ -1,0 +1,219 @@
+"""Repair: what ``cas verify`` does about its findings (DESIGN §4), after reporting them.
+
+``Repair.mark_damaged`` runs on every verify: rows of blocks found missing or corrupt are
+marked ``damaged`` (``blocklife``), unless the row changed since verify saw it.
+``Repair.repair`` (``--repair``) applies only fixes that need no guessing; the list is in
+``cas.gc.verify``'s docstring. Each fix is its own short write txn, re-checking the row (and
+pins) it acts on; block deletions follow GC's order (``deleting`` row, delete the file, drop
+the row), with crash points between the steps, and a referenced ``deleting`` row left by a
+killed repair is finished by the next one. Runs under the GC lock that verify holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from .. import blocklife
+from ..config import testonly_crash_point
+from ..errors import BlockNotFound, IntegrityError, StoreError
+from ..ids import short
+from ..index.schema import CONDEMNED, DAMAGED, DELETING, LIVE, BlockRow
+from .safety import counted
+
+log = logging.getLogger(__name__)
+
+
+class Repair:
+    """Fixes for one verify run's findings (``by_block``: block id -> its findings; ``rows``: the
+    rows verify saw for those blocks; ``counter_delta``: counter name -> correction)."""
+
+    def __init__(self, store, report, by_block: dict, rows: dict[bytes, BlockRow], counter_delta: dict[str, int]):
+        self.store = store
+        self.index = store.index
+        self.blocks = store.blocks
+        self.codec = store.codec
+        self.report = report
+        self._by_block = by_block
+        self._rows = rows
+        self._counter_delta = counter_delta
+
+    # -- damage marks ----------------------------------------------------------------------------
+    def mark_damaged(self) -> None:
+        """Mark the rows of blocks found missing or corrupt ``damaged`` (unless changed since)."""
+        for bid, findings in self._by_block.items():
+            if not {"missing_block", "corrupt_block"} & {f.kind for f in findings}:
+                continue
+            row = self._rows.get(bid)
+            if row is None or row.state not in (LIVE, CONDEMNED):
+                continue
+            kind = next(f.kind for f in findings if f.kind in ("missing_block", "corrupt_block"))
+            if blocklife.mark_damaged(self.index, bid, self.store.clock, kind.split("_")[0], seen=row):
+                self.report.marked_damaged += 1
+                self.report.blocks_damaged += 1
+        if self.report.marked_damaged:
+            testonly_crash_point("verify.after_mark")
+
+    # -- repair ----------------------------------------------------------------------------------
+    def repair(self) -> None:
+        """Safe fixes only (see the module docstring); damaged names stay listed."""
+        for bid, findings in self._by_block.items():
+            kinds = {f.kind for f in findings}
+            fixed: set[str] = set()
+            if "referenced_condemned" in kinds and self._resurrect(bid):
+                fixed.add("referenced_condemned")
+            if "missing_block_row" in kinds and self._restore_row(bid):
+                fixed.add("missing_block_row")
+            if "size_mismatch" in kinds:
+                fixed |= self._fix_size(bid)
+            if "missing_block" in kinds and self._drop_missing(bid):
+                fixed.add("missing_block")
+            if "corrupt_block" in kinds and self._drop_corrupt(bid):
+                fixed.add("corrupt_block")
+            if "stale_damage_mark" in kinds and self._undamage(bid):
+                fixed.add("stale_damage_mark")
+            if "referenced_deleting" in kinds and self._finish_deleting(bid):
+                fixed.add("referenced_deleting")
+            for f in findings:
+                if f.kind in fixed:
+                    f.repaired = True
+        if self._counter_delta:
+            self._fix_counters()
+        self.report.repaired = sum(1 for f in self.report.findings if f.repaired)
+
+    def _resurrect(self, bid: bytes) -> bool:
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None or row.state != CONDEMNED:
+                return row is not None and row.state == LIVE
+            t.put_block(bid, replace(row, state=LIVE, state_time=self.store.clock()))
+        return True
+
+    def _restore_row(self, bid: bytes) -> bool:
+        try:
+            stored = self.blocks.get(bid)
+            data = self.codec.decode(bid, stored)
+        except (BlockNotFound, IntegrityError):
+            return False
+        with self.index.write() as t:
+            if t.get_block(bid) is not None:
+                return True
+            now = self.store.clock()
+            t.put_block(bid, BlockRow(LIVE, len(stored), len(data), now, now))
+            t.add_counter("unique_blocks", 1)
+            t.add_counter("stored_bytes", len(stored))
+            t.add_counter("raw_bytes", len(data))
+        return True
+
+    def _fix_size(self, bid: bytes) -> set[str]:
+        try:
+            stored = self.blocks.get(bid)
+            self.codec.decode(bid, stored)
+        except BlockNotFound:
+            return set()
+        except IntegrityError:
+            return {"size_mismatch"} if self._drop_corrupt(bid) else set()
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None or row.state == DELETING:
+                return set()
+            t.put_block(bid, replace(row, stored_size=len(stored)))
+            if counted(row):
+                t.add_counter("stored_bytes", len(stored) - row.stored_size)
+        return {"size_mismatch"}
+
+    def _drop_row(self, t, bid: bytes, row: BlockRow) -> None:
+        t.delete_block(bid)
+        if counted(row):
+            t.add_counter("unique_blocks", -1)
+            t.add_counter("stored_bytes", -row.stored_size)
+            t.add_counter("raw_bytes", -row.raw_len)
+
+    def _drop_missing(self, bid: bytes) -> bool:
+        """The block is gone: drop its row so the next upload of these bytes writes it again."""
+        if self.blocks.has(bid):
+            return False  # it came back (a writer rewrote it): nothing to drop
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None:
+                return True
+            if row.state == DELETING or t.is_pinned(bid, self.store.clock()):
+                return False
+            self._drop_row(t, bid, row)
+        log.info("dropped the index row of missing block %s", short(bid))
+        return True
+
+    def _drop_corrupt(self, bid: bytes) -> bool:
+        """Delete a corrupt block behind a ``deleting`` row, then drop the row (GC's order)."""
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None or row.state == DELETING or t.is_pinned(bid, self.store.clock()):
+                return False
+            t.put_block(bid, replace(row, state=DELETING, state_time=self.store.clock()))
+        testonly_crash_point("verify.repair.after_deleting")
+        try:
+            self.blocks.delete(bid)
+        except StoreError as exc:
+            log.warning("cannot delete corrupt block %s: %s (gc will retry)", short(bid), exc)
+            return False
+        testonly_crash_point("verify.repair.after_block_delete")
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is not None and row.state == DELETING:
+                self._drop_row(t, bid, row)
+        log.info("deleted corrupt block %s and dropped its row", short(bid))
+        return True
+
+    def _undamage(self, bid: bytes) -> bool:
+        """A ``damaged`` row whose block read back correctly (a stale mark) is ``live`` again."""
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None or row != self._rows.get(bid) or row.state != DAMAGED:
+                return row is not None and row.state == LIVE
+            t.put_block(bid, replace(row, state=LIVE, state_time=self.store.clock()))
+        return True
+
+    def _finish_deleting(self, bid: bytes) -> bool:
+        """A referenced ``deleting`` row (a repair or gc killed half-way; no gc runs now, we hold
+        its lock): back to ``live`` if the block decodes, otherwise finish deleting it."""
+        try:
+            stored = self.blocks.get(bid)
+            data = self.codec.decode(bid, stored)
+        except (BlockNotFound, IntegrityError):
+            stored = data = None
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is None or row.state != DELETING:
+                return row is None or row.state == LIVE
+            if data is not None:
+                now = self.store.clock()
+                t.put_block(bid, BlockRow(LIVE, len(stored), len(data), row.created, now))
+                if counted(row):
+                    t.add_counter("stored_bytes", len(stored) - row.stored_size)
+                else:  # an orphan guard row: not in the counters yet
+                    t.add_counter("unique_blocks", 1)
+                    t.add_counter("stored_bytes", len(stored))
+                    t.add_counter("raw_bytes", len(data))
+                log.info("block %s was being deleted but is referenced and decodes: live again", short(bid))
+                return True
+        try:
+            self.blocks.delete(bid)
+        except BlockNotFound:
+            pass
+        except StoreError as exc:
+            log.warning("cannot delete block %s: %s (gc will retry)", short(bid), exc)
+            return False
+        with self.index.write() as t:
+            row = t.get_block(bid)
+            if row is not None and row.state == DELETING:
+                self._drop_row(t, bid, row)
+        log.info("finished deleting damaged block %s and dropped its row", short(bid))
+        return True
+
+    def _fix_counters(self) -> None:
+        with self.index.write() as t:
+            for name, delta in self._counter_delta.items():
+                t.add_counter(name, delta)
+        for f in self.report.findings:
+            if f.kind == "counter_mismatch":
+                f.repaired = True
