@@ -110,6 +110,22 @@ def test_web_api_writes_are_journalled_with_their_fields(server):
     assert [e["op"] for e in rest["events"]] == ["move_from", "move", "delete", "delete_bucket"]
 
 
+def metric(server, token: str, name: str) -> float:
+    _, _, body = server.request("GET", "/metrics", token=token)
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def wait_for_waiting_polls(server, token: str, count: int, timeout: float = 20.0) -> None:
+    """Until ``count`` long-polls are waiting (the server's own gauge says so), bounded."""
+    deadline = time.monotonic() + timeout
+    while metric(server, token, "cas_event_polls_waiting") != count:
+        assert time.monotonic() < deadline, f"never {count} waiting polls"
+        time.sleep(0.02)
+
+
 def test_long_poll_returns_as_soon_as_a_write_happens(server):
     token = server.login()
     server.json("POST", "/api/buckets", {"name": "poll"}, token=token, expect=201)
@@ -123,7 +139,7 @@ def test_long_poll_returns_as_soon_as_a_write_happens(server):
 
     t = threading.Thread(target=poll)
     t.start()
-    time.sleep(0.5)  # let the poll reach its wait; the write below must wake it
+    wait_for_waiting_polls(server, token, 1)  # the poll is waiting: the write below must wake it
     assert "resp" not in result
     wrote = time.monotonic()
     server.request("PUT", "/api/buckets/poll/object?key=wake.txt", b"wake up", token=token)
@@ -204,20 +220,22 @@ def test_long_polls_beyond_the_limit_answer_at_once(start_web_server):
     """Each waiting poll holds a worker thread: with 4 threads only one may wait at a time."""
     srv = start_web_server(extra_args=["--threads", "4"])
     token = srv.login()
+    srv.json("POST", "/api/buckets", {"name": "polls"}, token=token, expect=201)
     latest = head(srv, token)
-    results: list[float] = []
+    results: dict[str, list] = {}
 
-    def poll():
-        began = time.monotonic()
-        srv.json("GET", f"/api/events?after={latest}&wait=3", token=token, expect=200)
-        results.append(time.monotonic() - began)
+    def poll(name: str):
+        results[name] = srv.json("GET", f"/api/events?after={latest}&wait=20", token=token, expect=200)[1]["events"]
 
-    threads = [threading.Thread(target=poll) for _ in range(2)]
-    for t in threads:
-        t.start()
-        time.sleep(0.3)
-    for t in threads:
-        t.join(timeout=20)
-    assert len(results) == 2
-    assert min(results) < 1.0 and max(results) >= 2.5  # one waited, the other was answered at once
+    first = threading.Thread(target=poll, args=("first",))
+    first.start()
+    wait_for_waiting_polls(srv, token, 1)
+    second = threading.Thread(target=poll, args=("second",))
+    second.start()
+    second.join(timeout=20)  # answered at once (empty) while the first still waits
+    assert not second.is_alive() and results["second"] == []
+    assert "first" not in results and metric(srv, token, "cas_event_polls_waiting") == 1
+    srv.request("PUT", "/api/buckets/polls/object?key=go", b"go", token=token)  # wakes the first
+    first.join(timeout=20)
+    assert [e["key"] for e in results["first"]] == ["go"]
     assert srv.json("GET", "/api/whoami", token=token)[0] == 200  # the listener still answers

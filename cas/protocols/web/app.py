@@ -717,7 +717,11 @@ class WebApp:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            self.store.wait_events(cursor, left)
+            self.metrics.polls_waiting.inc()
+            try:
+                self.store.wait_events(cursor, left)
+            finally:
+                self.metrics.polls_waiting.dec()
         return self._json(start_response, {"events": found, "next": cursor})
 
     def _head_seq(self) -> int:

@@ -19,6 +19,7 @@ Exposed series (``GET /metrics`` of the web app renders them):
     cas_received_bytes_total{protocol}                counter (request bodies)
     cas_sent_bytes_total{protocol}                    counter (response bodies)
     cas_requests_in_flight{protocol}                  gauge
+    cas_event_polls_waiting                           gauge (``/api/events?wait=`` polls now waiting)
     cas_objects, cas_buckets, cas_logical_bytes, cas_stored_bytes, cas_blocks,
     cas_dedup_ratio, cas_compression_ratio            gauges read from the store at scrape time
     cas_gc_runs_total, cas_gc_findings, cas_verify_runs_total, cas_verify_findings
@@ -163,6 +164,7 @@ class Metrics:
         self.bytes_in = Counter("cas_received_bytes", "Request body bytes read", ["protocol"], registry=r)
         self.bytes_out = Counter("cas_sent_bytes", "Response body bytes sent", ["protocol"], registry=r)
         self.in_flight = Gauge("cas_requests_in_flight", "Requests being handled", ["protocol"], registry=r)
+        self.polls_waiting = Gauge("cas_event_polls_waiting", "Event long-polls waiting for a change", registry=r)
         r.register(StoreCollector(store))
 
     def wrap(self, app, protocol: str):
