@@ -9,7 +9,8 @@
     ├─ BadRequest ─ InvalidName, KeyTooLong, BadDigest (─ PayloadHashMismatch), InvalidRange,
     │               MalformedXML, InvalidPart, InvalidPartOrder, EntityTooSmall, IncompleteBody,
     │               InvalidDigest, MalformedChunk, MalformedTrailer, MalformedAuthorization,
-    │               MalformedPresign, UnsupportedAuthorization, InvalidPayloadHash
+    │               MalformedPresign, UnsupportedAuthorization, InvalidPayloadHash,
+    │               InvalidHeaderValue
     ├─ IntegrityError          (a block does not hash to its id, or cannot be decoded)
     ├─ StoreError ─ TransientStoreError, PermanentStoreError
     └─ ConfigError
@@ -186,6 +187,10 @@ class MalformedChunk(BadRequest):
 
 class MalformedTrailer(BadRequest):
     """The request contained trailing data that was not well-formed or did not conform to our published schema."""
+
+
+class InvalidHeaderValue(BadRequest):
+    """A header value (content type, user metadata, ...) is not one we can store and send back safely."""
 
 
 class IntegrityError(CasError):
