@@ -9,7 +9,8 @@
     ├─ BadRequest ─ InvalidName, KeyTooLong, BadDigest (─ PayloadHashMismatch), InvalidRange,
     │               MalformedXML, InvalidPart, InvalidPartOrder, EntityTooSmall, IncompleteBody,
     │               InvalidDigest, MalformedChunk, MalformedTrailer, MalformedAuthorization,
-    │               MalformedPresign, UnsupportedAuthorization, InvalidPayloadHash
+    │               MalformedPresign, UnsupportedAuthorization, InvalidPayloadHash,
+    │               InvalidHeaderValue
     ├─ IntegrityError ─ ObjectDamaged   (a block does not hash to its id, cannot be decoded,
     │                                     or an object's block is missing)
     ├─ StoreError ─ TransientStoreError, PermanentStoreError
@@ -187,6 +188,10 @@ class MalformedChunk(BadRequest):
 
 class MalformedTrailer(BadRequest):
     """The request contained trailing data that was not well-formed or did not conform to our published schema."""
+
+
+class InvalidHeaderValue(BadRequest):
+    """A header value (content type, user metadata, ...) is not one we can store and send back safely."""
 
 
 class IntegrityError(CasError):

@@ -46,6 +46,7 @@ from .errors import (
     PreconditionFailed,
     UploadNotFound,
 )
+from .headers import check_content_type, check_headers, check_metadata
 from .index.lmdb_index import LmdbIndex
 from .ids import short
 from .index.schema import FORMAT_VERSION
@@ -547,6 +548,9 @@ class Store:
             if_match: str | None = None, if_none_match: str | None = None) -> ObjectInfo:
         """Store ``body`` under bucket/key; the name changes only once everything is durable."""
         check_key(bucket, key)
+        # before the body is read: a value we could not send back safely is refused (cas.headers)
+        content_type = check_content_type(content_type)
+        metadata, headers = check_metadata(metadata), check_headers(headers)
         with self.index.read() as t:  # fail fast, before reading a body we would refuse
             owner = self._require_bucket(t, bucket)["owner"]
             self._check_conditions(t, bucket, key, if_match, if_none_match)
@@ -660,6 +664,12 @@ class Store:
              if_none_match: str | None = None) -> ObjectInfo:
         """Bind the source's manifest to a second name: no block is read or written."""
         check_key(dst_bucket, dst_key)
+        if content_type is not None:
+            content_type = check_content_type(content_type) or ""
+        if metadata is not None:
+            metadata = check_metadata(metadata)
+        if headers is not None:
+            headers = check_headers(headers)
         with self.index.write() as t:
             src = self._require_object(t, src_bucket, src_key)
             owner = self._require_bucket(t, dst_bucket)["owner"]
@@ -729,6 +739,8 @@ class Store:
                       metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
                       checksum_algorithm: str | None = None, checksum_type: str | None = None) -> str:
         check_key(bucket, key)
+        content_type = check_content_type(content_type)
+        metadata, headers = check_metadata(metadata), check_headers(headers)
         upload_id = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
         with self.index.write() as t:
             owner = self._require_bucket(t, bucket)["owner"]

@@ -38,6 +38,7 @@ TABLE: dict[type[BaseException], tuple[str, int]] = {
     e.InvalidPartOrder: ("InvalidPartOrder", 400),
     e.EntityTooSmall: ("EntityTooSmall", 400),
     e.IncompleteBody: ("IncompleteBody", 400),
+    e.InvalidHeaderValue: ("InvalidArgument", 400),
     e.IntegrityError: ("InternalError", 500),  # ObjectDamaged too: a server-side integrity fault
     e.StoreError: ("InternalError", 500),
     e.TransientStoreError: ("ServiceUnavailable", 503),

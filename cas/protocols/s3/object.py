@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
 
-from cas.errors import ObjectNotFound, PreconditionFailed
+from cas.errors import InvalidHeaderValue, ObjectNotFound, PreconditionFailed
+from cas.headers import check_content_type, check_value
+from cas.protocols import headers as safe
 from cas.protocols.s3 import checksum, xml
 from cas.protocols.s3.error import S3Error, invalid_argument, not_implemented, to_s3_error
 from cas.protocols.s3.payload import Payload, read_small_body
@@ -45,17 +47,20 @@ def refuse_unsupported(req: S3Request) -> None:
 
 
 def object_headers(info, *, with_checksums: bool) -> list[tuple[str, str]]:
+    # stored values pass through cas.protocols.headers: a record from an older version may
+    # hold a value that must not reach the wire (CR/LF: a header or response of its own)
     headers = [
         ("ETag", quote_etag(info.etag)),
         ("Last-Modified", xml.http_time(info.mtime)),
-        ("Content-Type", info.content_type),
+        ("Content-Type", safe.content_type(info.content_type)),
         ("Accept-Ranges", "bytes"),
+        *safe.security_headers(ui_origin=False),
     ]
-    for name, value in info.headers.items():
+    for name, value in safe.stored_pairs(info.headers):
         wire = STORED_HEADERS.get(name)
         if wire is not None:
             headers.append((wire, value))
-    for name, value in info.metadata.items():
+    for name, value in safe.stored_pairs(info.metadata):
         headers.append((META_PREFIX + name, value))
     if info.parts:
         headers.append(("x-amz-mp-parts-count", str(info.parts)))
@@ -82,6 +87,16 @@ def _etag_in(condition: str, etag: str) -> bool:
         if item == "*" or item.strip('"') == etag:
             return True
     return False
+
+
+def _response_override(param: str, value: str) -> str:
+    """A ``response-content-*`` query value, refused (400) when it could not be sent as a header."""
+    try:
+        if param == "response-content-type" and value:
+            return check_content_type(value) or value
+        return check_value(_RESPONSE_OVERRIDES[param], value)
+    except InvalidHeaderValue as exc:
+        raise invalid_argument(f"{param}: {exc.message}", param) from None
 
 
 def check_read_conditions(headers, info, prefix: str = "") -> int | None:
@@ -238,7 +253,8 @@ def _read_object(req: S3Request, *, head: bool) -> Response:
             if param in req.params:
                 if not req.user:
                     raise S3Error("InvalidRequest", "Request specific response headers cannot be used for anonymous GET requests.", 400)
-                headers = [(n, v) for n, v in headers if n.lower() != wire.lower()] + [(wire, req.params[param])]
+                value = _response_override(param, req.params[param])
+                headers = [(n, v) for n, v in headers if n.lower() != wire.lower()] + [(wire, safe.value(value))]
         headers.append(("Content-Length", str(reader.length)))
         status = 200
         if byte_range is not None:

@@ -59,6 +59,8 @@ from pathlib import Path
 from ... import errors
 from ...access import Principal
 from ...auth.tokens import service_for
+from ...headers import check_content_type
+from .. import headers as safe
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import metrics_for
 
@@ -212,12 +214,6 @@ def _basic(header: str) -> tuple[str, str] | None:
         return None
     user, sep, password = raw.partition(":")
     return (user, password) if sep and user else None
-
-
-def _content_disposition(key: str) -> str:
-    name = key.rstrip("/").rsplit("/", 1)[-1] or "download"
-    ascii_name = re.sub(r'[^A-Za-z0-9._ -]', "_", name)
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -488,9 +484,11 @@ class WebApp:
         self._bucket(req, bucket)
         info = self.store.stat(bucket, key)
         rng = _parse_range(req.header("Range") or "", info.size) if info.size else None
-        headers = [("Content-Type", info.content_type), ("ETag", f'"{info.etag}"'),
+        # always a download, never a page of the UI's origin (cas.protocols.headers)
+        headers = [("Content-Type", safe.content_type(info.content_type)), ("ETag", f'"{info.etag}"'),
                    ("Last-Modified", formatdate(info.mtime, usegmt=True)), ("Accept-Ranges", "bytes"),
-                   ("Content-Disposition", _content_disposition(key)), ("Cache-Control", "private, no-cache")]
+                   ("Content-Disposition", safe.attachment(key.rstrip("/").rsplit("/", 1)[-1])),
+                   ("Cache-Control", "private, no-cache"), *safe.security_headers(ui_origin=True)]
         if rng is not None and rng[0] >= info.size:
             raise HttpError("416 Range Not Satisfiable", "InvalidRange", "the range is not satisfiable",
                             [("Content-Range", f"bytes */{info.size}")])
@@ -513,7 +511,8 @@ class WebApp:
         self._writable(req)
         info = self._bucket(req)
         key = req.arg("key")
-        ctype = req.header("X-Content-Type") or req.environ.get("CONTENT_TYPE") or None
+        # checked before the body is touched: a refusal can then keep the connection
+        ctype = check_content_type(req.header("X-Content-Type") or req.environ.get("CONTENT_TYPE") or None)
         req.environ["cas.body_consumed"] = True
         obj = self.store.put(info.name, key, req.body(), user=req.user, content_type=ctype,
                              expected_size=req.content_length)

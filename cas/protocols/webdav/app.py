@@ -2,7 +2,8 @@
 
 Stack, outermost first::
 
-    DavFront        mount point, request-body limits for XML methods, X-OC-MTime answer
+    DavFront        mount point, request-body limits for XML methods, X-OC-MTime answer,
+                    safe object response headers (GET/HEAD: see cas.protocols.headers)
     DavAuthenticator  Basic / Bearer against store.users (401 with a challenge)
     WsgiDAVApp      wsgidav: ErrorPrinter -> RequestResolver -> RequestServer
       CasProvider   the namespace over the Store (provider.py)
@@ -24,6 +25,7 @@ from wsgidav.error_printer import ErrorPrinter
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from .. import headers as safe
 from .auth import BearerVerifier, DavAuthenticator
 from .lock import StoreLockStorage
 from .provider import CasProvider
@@ -78,7 +80,43 @@ class DavFront:
                     headers = list(headers) + [("X-OC-MTime", "accepted")]
                 return inner(status, headers, exc_info)
 
+        if method in ("GET", "HEAD"):
+            start_response = _object_response(start_response, path)
+
         return self._app(environ, start_response)  # an unread body is drained by the server's guard
+
+
+def _object_response(inner, path: str):
+    """``start_response`` for GET/HEAD: an object's headers as every front end sends them.
+
+    The provider passes on headers stored with the object (Content-Disposition, ... set over
+    S3), and records of older versions may hold values that must not reach the wire: every
+    value goes through :mod:`cas.protocols.headers`, which drops those. /dav shares the UI's
+    origin, so a stored page must not render there either: nosniff and a sandboxing CSP always,
+    and a type a browser would render or run is a download (a stored ``attachment``
+    disposition is kept; any other is replaced). Drive clients ignore all three.
+    """
+
+    def start_response(status, headers, exc_info=None):
+        if status[:1] != "2":
+            return inner(status, headers, exc_info)
+        out, ctype = [], None
+        for name, value in headers:
+            if name.lower() == "content-type":
+                ctype = value = safe.content_type(value)
+            else:
+                value = safe.value(value)
+            if value is not None:
+                out.append((name, value))
+        out += safe.security_headers(ui_origin=True)
+        stored = [v for n, v in out if n.lower() == "content-disposition"]
+        if safe.renders_actively(ctype) and not (stored and safe.is_attachment(stored[0])):
+            name = path.rstrip("/").rsplit("/", 1)[-1].encode("latin-1").decode("utf-8", "replace")
+            out = [(n, v) for n, v in out if n.lower() != "content-disposition"]
+            out.append(("Content-Disposition", safe.attachment(name)))
+        return inner(status, out, exc_info)
+
+    return start_response
 
 
 def _plain(start_response, status: str, body: bytes, *, close: bool = False) -> list[bytes]:
