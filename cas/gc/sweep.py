@@ -33,7 +33,10 @@ condemned, every manifest committed so far is marked and the block is unpinned
 — and writers never wait behind a write txn that walks the whole index.
 
 Without ``delete`` the run is a dry run: nothing is written, and the report says
-what a run with the same ``min_age`` would condemn and delete now.
+what a run with the same ``min_age`` would condemn and delete now. It counts
+exactly as the real run would: pins of writers the real run would reap first
+(``_DryRunView``) protect nothing, and a block the run would condemn is counted
+as deleted too when ``min_age`` is 0 (the real run condemns and deletes it at once).
 
 Memory: the two mark sets (8 bytes per referenced block and per referenced
 manifest, see ``mark.MarkSet``) plus one batch of rows; everything else streams.
@@ -126,11 +129,15 @@ class GcReport:
         return d
 
     def summary(self) -> str:
-        verb = "freed" if self.delete else "would free"
-        cond = "condemned" if self.delete else "would condemn"
-        return (f"gc: {verb} {self.freed_blocks} blocks ({_human(self.freed_bytes)}: {self.deleted} unreferenced, "
-                f"{self.orphans} orphans, {self.temp_files} temp files); {cond} {self.condemned}, "
-                f"{self.pending} waiting out the {_duration(self.min_age)} grace; "
+        """One line that leads with both phases: what is condemned now and what is deleted now."""
+        would = "" if self.delete else "would "
+        cond, dele, free = ("condemned", "deleted", "freed") if self.delete else ("condemn", "delete", "free")
+        return (f"gc{'' if self.delete else ' (dry run)'}: {would}{cond} {self.condemned} blocks "
+                f"({_human(self.condemned_bytes)}), {would}{dele} {self.deleted} blocks "
+                f"({_human(self.deleted_bytes)}); {self.pending} condemned blocks ({_human(self.pending_bytes)}) "
+                f"{'wait' if self.delete else 'would wait'} out the {_duration(self.min_age)} grace; "
+                f"{would}{free} {self.freed_blocks} blocks ({_human(self.freed_bytes)}: {self.deleted} unreferenced, "
+                f"{self.orphans} orphans, {self.temp_files} temp files); "
                 f"{self.manifests_deleted} manifests, {self.uploads_expired} expired uploads, "
                 f"{self.dead_writers} dead writers; {self.marked_blocks} blocks in use; {self.seconds:.1f}s"
                 + (" (interrupted)" if self.interrupted else ""))
@@ -154,6 +161,30 @@ def _duration(seconds: float) -> str:
 
 class _Stopped(Exception):
     """The caller asked the run to stop (server shutdown)."""
+
+
+class _DryRunView:
+    """A read txn as a real run would see it after reaping: pins of dead writers count for nothing.
+
+    A real run drops dead writers (lease expired, or process gone) and their pins before
+    it sweeps; a dry run writes nothing, so it asks the safety rules through this view.
+    """
+
+    def __init__(self, t, dead: set[bytes]):
+        self._t = t
+        self._dead = dead
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+    def is_pinned(self, block_id: bytes, now: float) -> bool:
+        for writer in self._t.pin_writers(block_id):
+            if writer in self._dead:
+                continue
+            expiry = self._t.writer_expiry(writer)
+            if expiry is not None and expiry > now:
+                return True
+        return False
 
 
 def collect(store, *, delete: bool = False, min_age: float | None = None,
@@ -231,6 +262,7 @@ class _Run:
     def _expire_and_reap(self) -> None:
         expiry = self.store.settings.gc.upload_expiry
         self._skip_uploads: list[str] = []
+        self._dead: set[bytes] = set()
         if self.delete:
             self.report.uploads_expired = self.store.expire_uploads(expiry)
             self._reap_writers()
@@ -240,6 +272,7 @@ class _Run:
             self._skip_uploads = [u for u, r in t.iter_uploads() if r["initiated"] < now - expiry]
             dead = {w for w, exp, owner in t.iter_writer_owners() if not writer_alive(exp, owner, now)}
             self.report.dead_writers = len(dead)
+            self._dead = dead
             self.report.dead_pins = sum(1 for _, w in t.iter_pins()
                                         if w in dead or t.writer_expiry(w) is None)
         self.report.uploads_expired = len(self._skip_uploads)
@@ -333,7 +366,8 @@ class _Run:
         by_id = dict(rows)
         condemn, resurrect, doomed, resume = self._classify(rows)
         now = self.clock()
-        with self.index.read() as t:
+        with self.index.read() as txn:
+            t = _DryRunView(txn, self._dead)
             for bid in condemn:
                 row = by_id[bid]
                 if may_condemn(t, bid, row, False, now):
@@ -359,6 +393,8 @@ class _Run:
             if counted(row):
                 r.deleted += 1
                 r.deleted_bytes += row.stored_size
+            else:
+                r.orphans += 1  # as _drop_rows counts an orphan guard left by a run that crashed
 
     def _blocks_batch(self, rows) -> None:
         r = self.report
@@ -489,7 +525,8 @@ class _Run:
             return
         if not self.delete:
             now = self.clock()
-            with self.index.read() as t:
+            with self.index.read() as txn:
+                t = _DryRunView(txn, self._dead)
                 for bid, created in cands:
                     if may_delete_orphan(t, bid, created, self.marker.is_marked(bid), now, self.min_age):
                         r.orphans += 1
