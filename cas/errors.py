@@ -12,7 +12,7 @@
     │               MalformedPresign, UnsupportedAuthorization, InvalidPayloadHash
     ├─ IntegrityError          (a block does not hash to its id, or cannot be decoded)
     ├─ StoreError ─ TransientStoreError, PermanentStoreError
-    └─ ConfigError
+    └─ ConfigError ─ CannotListen
 
 Each class's docstring is its default message; ``exit_code`` is what the CLI
 exits with when the error reaches it. Foreign exceptions (OSError, lmdb.Error,
@@ -212,3 +212,11 @@ class ConfigError(CasError):
     """The configuration is not valid."""
 
     exit_code = 2
+
+
+class CannotListen(ConfigError):
+    """A listener cannot bind its address (in use, not local, or not permitted)."""
+
+    def __init__(self, message: str | None = None, *, listener: str = ""):
+        super().__init__(message)
+        self.listener = listener
