@@ -35,7 +35,7 @@ condemned, every manifest committed so far is marked and the block is unpinned
 Without ``delete`` the run is a dry run: nothing is written, and the report says
 what a run with the same ``min_age`` would condemn and delete now. It counts
 exactly as the real run would: pins of writers the real run would reap first
-(``_DryRunView``) protect nothing, and a block the run would condemn is counted
+(``safety.ReapedView``) protect nothing, and a block the run would condemn is counted
 as deleted too when ``min_age`` is 0 (the real run condemns and deletes it at once).
 
 Memory: the two mark sets (8 bytes per referenced block and per referenced
@@ -64,6 +64,7 @@ from .progress import ProgressFactory, no_progress
 from .runs import record_run
 from .safety import (
     GcLock,
+    ReapedView,
     counted,
     grace_over,
     may_condemn,
@@ -161,30 +162,6 @@ def _duration(seconds: float) -> str:
 
 class _Stopped(Exception):
     """The caller asked the run to stop (server shutdown)."""
-
-
-class _DryRunView:
-    """A read txn as a real run would see it after reaping: pins of dead writers count for nothing.
-
-    A real run drops dead writers (lease expired, or process gone) and their pins before
-    it sweeps; a dry run writes nothing, so it asks the safety rules through this view.
-    """
-
-    def __init__(self, t, dead: set[bytes]):
-        self._t = t
-        self._dead = dead
-
-    def __getattr__(self, name):
-        return getattr(self._t, name)
-
-    def is_pinned(self, block_id: bytes, now: float) -> bool:
-        for writer in self._t.pin_writers(block_id):
-            if writer in self._dead:
-                continue
-            expiry = self._t.writer_expiry(writer)
-            if expiry is not None and expiry > now:
-                return True
-        return False
 
 
 def collect(store, *, delete: bool = False, min_age: float | None = None,
@@ -339,10 +316,10 @@ class _Run:
                 start = rows[-1][0] + b"\x00"
                 self.report.blocks_seen += len(rows)
                 if self.delete:
-                    self._blocks_batch(rows)
+                    self._blocks_batch(rows, bar)
                 else:
                     self._blocks_batch_dry(rows)
-                bar.update(len(rows))
+                    bar.update(len(rows))
                 if len(rows) < self.batch:
                     return
         finally:
@@ -367,7 +344,7 @@ class _Run:
         condemn, resurrect, doomed, resume = self._classify(rows)
         now = self.clock()
         with self.index.read() as txn:
-            t = _DryRunView(txn, self._dead)
+            t = ReapedView(txn, self._dead)
             for bid in condemn:
                 row = by_id[bid]
                 if may_condemn(t, bid, row, False, now):
@@ -396,7 +373,9 @@ class _Run:
             else:
                 r.orphans += 1  # as _drop_rows counts an orphan guard left by a run that crashed
 
-    def _blocks_batch(self, rows) -> None:
+    def _blocks_batch(self, rows, bar) -> None:
+        """Condemn, then delete what waited out the grace; ``bar`` moves by each row as it is done
+        (a deleted block once its file is gone: deleting files is the slow part)."""
         r = self.report
         condemn, resurrect, doomed, resume = self._classify(rows)
         if condemn or resurrect:
@@ -418,8 +397,9 @@ class _Run:
                         r.resurrected += 1
             self.point("after_condemn")
         victims = self._mark_deleting(doomed) + resume
+        bar.update(len(rows) - len(victims))
         if victims:
-            self._delete_files(victims)
+            self._delete_files(victims, bar.update)
             self.point("after_block_delete")
             self._drop_rows(victims)
 
@@ -442,16 +422,20 @@ class _Run:
             self.point("after_deleting")
         return out
 
-    def _delete_files(self, ids: list[bytes]) -> None:
-        """Delete from the BlockStore (outside any txn); the first failure ends the run."""
+    def _delete_files(self, ids: list[bytes], tick: Callable[[int], object] | None = None) -> None:
+        """Delete from the BlockStore (outside any txn), calling ``tick(1)`` after each; the first
+        failure ends the run."""
         if len(ids) < 8 or self.blocks.kind == "memory":
             for bid in ids:
                 self.blocks.delete(bid)
+                if tick is not None:
+                    tick(1)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=DELETE_WORKERS, thread_name_prefix="cas-gc")
         for _ in self._pool.map(self.blocks.delete, ids):
-            pass
+            if tick is not None:
+                tick(1)
 
     def _drop_rows(self, ids: list[bytes]) -> None:
         r = self.report
@@ -526,7 +510,7 @@ class _Run:
         if not self.delete:
             now = self.clock()
             with self.index.read() as txn:
-                t = _DryRunView(txn, self._dead)
+                t = ReapedView(txn, self._dead)
                 for bid, created in cands:
                     if may_delete_orphan(t, bid, created, self.marker.is_marked(bid), now, self.min_age):
                         r.orphans += 1
