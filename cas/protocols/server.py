@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 from cheroot import wsgi
 
-from ..errors import CannotListen
+from ..errors import CannotListen, ConfigError
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("cas.access")
@@ -252,11 +252,19 @@ class Server:
         for server in self.listeners.values():
             server.gateway = CasGateway
             server.max_request_header_size = MAX_REQUEST_HEADER_SIZE
+        if bool(srv.tls_cert) != bool(srv.tls_key):
+            raise ConfigError("HTTPS needs both --tls-cert and --tls-key")
         if srv.tls_cert and srv.tls_key:
+            import ssl
+
             from cheroot.ssl.builtin import BuiltinSSLAdapter
 
             for server in self.listeners.values():
-                server.ssl_adapter = BuiltinSSLAdapter(srv.tls_cert, srv.tls_key)
+                try:
+                    server.ssl_adapter = BuiltinSSLAdapter(srv.tls_cert, srv.tls_key)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConfigError(f"cannot load the TLS certificate {srv.tls_cert} and key {srv.tls_key}: "
+                                      f"{exc.strerror or exc.reason if isinstance(exc, OSError) else exc}") from exc
         self._threads: list[threading.Thread] = []
 
     @property

@@ -66,6 +66,16 @@ def test_serve_on_a_busy_port_names_address_and_flag_and_makes_no_credentials(tm
     assert b"secret" not in r.stdout and not (data / "root-credentials").exists()
 
 
+def test_serve_with_a_missing_or_half_tls_pair(tmp_path):
+    listen = ("--s3", "127.0.0.1:0", "--http", "127.0.0.1:0")
+    missing = tmp_path / "nope.pem"
+    line = one_line(cas("serve", "--data", tmp_path / "d", *listen, "--tls-cert", missing, "--tls-key", missing),
+                    ConfigError.exit_code)
+    assert line == f"cas serve: cannot load the TLS certificate {missing} and key {missing}: No such file or directory"
+    line = one_line(cas("serve", "--data", tmp_path / "d", *listen, "--tls-cert", missing), ConfigError.exit_code)
+    assert line == "cas serve: HTTPS needs both --tls-cert and --tls-key"
+
+
 # -- cas put / get: directories, folders, local files ------------------------------------------------
 
 def test_put_directory_uploads_recursively_with_relative_keys(store_dir, tmp_path):
@@ -160,6 +170,12 @@ def test_get_to_a_path_that_cannot_be_written(store_dir, tmp_path):
 def test_get_of_a_missing_object_or_bucket(store_dir):
     one_line(cas("get", "--data", store_dir, "bkt/missing"), NotFound.exit_code)
     one_line(cas("get", "--data", store_dir, "nobucket/k"), NotFound.exit_code)
+
+
+def test_mb_for_a_user_that_does_not_exist(store_dir):
+    line = one_line(cas("mb", "--data", store_dir, "--owner", "nosuchuser", "newbucket"), NotFound.exit_code)
+    assert line == "cas mb: user 'nosuchuser' does not exist"
+    assert "newbucket" not in cas("ls", "--data", store_dir).stdout.decode()
 
 
 # -- flags, settings files, environment -------------------------------------------------------------
