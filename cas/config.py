@@ -141,7 +141,10 @@ def _coerce(cls, name: str, value):
     if name in ("map_size",):
         return parse_size(value)
     if name in ("threads", "concurrency", "retries"):
-        return int(value)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: not a whole number: {value!r}") from None
     if name in ("allow_anonymous", "access_log"):
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
     if name == "cors_origins":
@@ -200,6 +203,8 @@ def load_settings(
     settings = Settings(data_dir=data)
     path = Path(config_file) if config_file else data / "cas.toml"
     explicit = False
+    if config_file and not path.is_file():
+        raise ConfigError(f"no settings file {path}")
     if path.is_file():
         try:
             toml = tomllib.loads(path.read_text())

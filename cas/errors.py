@@ -14,7 +14,7 @@
     ├─ IntegrityError ─ ObjectDamaged   (a block does not hash to its id, cannot be decoded,
     │                                     or an object's block is missing)
     ├─ StoreError ─ TransientStoreError, PermanentStoreError
-    └─ ConfigError
+    └─ ConfigError ─ CannotListen
 
 Each class's docstring is its default message; ``exit_code`` is what the CLI
 exits with when the error reaches it. Foreign exceptions (OSError, lmdb.Error,
@@ -222,3 +222,11 @@ class ConfigError(CasError):
     """The configuration is not valid."""
 
     exit_code = 2
+
+
+class CannotListen(ConfigError):
+    """A listener cannot bind its address (in use, not local, or not permitted)."""
+
+    def __init__(self, message: str | None = None, *, listener: str = ""):
+        super().__init__(message)
+        self.listener = listener

@@ -1,7 +1,8 @@
 """The ``cas`` command: one module per sub-command, each with ``register`` and ``run``.
 
 Logging is configured here and only here. A ``CasError`` that reaches ``main``
-is printed as one line and becomes the process's exit code.
+is printed as one line and becomes the process's exit code; so are usage errors
+(exit 2) and Ctrl-C (exit 130). The exit codes are tabled in README.md.
 """
 
 from __future__ import annotations
@@ -11,12 +12,26 @@ import importlib
 import logging
 import os
 import sys
+from logging.handlers import RotatingFileHandler
 
 from .. import __version__
 from ..config import load_settings
-from ..errors import CasError
+from ..errors import CasError, ConfigError
 
 COMMANDS = ("serve", "init", "put", "get", "ls", "rm", "mb", "rb", "stats", "user", "events", "verify", "gc")
+
+
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+LOG_FILE_BYTES = 10 << 20  # rotate --log-file at 10 MiB, keeping LOG_FILE_BACKUPS old files
+LOG_FILE_BACKUPS = 5
+
+
+class CliParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit 2), not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -24,6 +39,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="data directory (default: $CAS_DATA or ./data)")
     p.add_argument("--config", help="TOML settings file (default: DATA/cas.toml when present)")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: INFO)")
+    p.add_argument("--log-file", default=None, metavar="PATH",
+                   help="write logs to PATH instead of stderr (rotated at 10 MiB, 5 old files kept)")
     p.add_argument("--blocks", default=None, help="block backend: local (default) or s3://BUCKET[/PREFIX]")
     p.add_argument("--blocks-endpoint", default=None, help="S3 endpoint URL of the block backend")
     p.add_argument("--blocks-access-key", default=None)
@@ -31,7 +48,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cas", description="content-addressed, deduplicating storage server")
+    parser = CliParser(prog="cas", description="content-addressed, deduplicating storage server")
     parser.add_argument("--version", action="version", version=f"cas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -58,10 +75,19 @@ def settings_from(args: argparse.Namespace, **overrides):
                          compression=getattr(args, "compression", None))
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, log_file: str | None = None) -> None:
     from ..protocols.server import RequestIdFilter
 
-    handler = logging.StreamHandler(sys.stderr)
+    if level.upper() not in logging.getLevelNamesMapping():
+        raise ConfigError(f"not a log level: {level!r} (use DEBUG, INFO, WARNING or ERROR)")
+    if log_file:
+        try:
+            handler: logging.Handler = RotatingFileHandler(log_file, maxBytes=LOG_FILE_BYTES,
+                                                           backupCount=LOG_FILE_BACKUPS)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the log file {log_file}: {(exc.strerror or str(exc)).lower()}") from exc
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -70,19 +96,22 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    command = "cas"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"cas {args.command}"
         settings = settings_from(args, **getattr(args._module, "overrides", lambda a: {})(args))
-        setup_logging(args.log_level or settings.log_level or ("INFO" if args.command == "serve" else "WARNING"))
+        setup_logging(args.log_level or settings.log_level or ("INFO" if args.command == "serve" else "WARNING"),
+                      getattr(args, "log_file", None))
         return args._module.run(args, settings)
     except CasError as exc:
-        print(f"cas {args.command}: {exc}", file=sys.stderr)
+        print(f"{command}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        print(f"{command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return 141
+        return EXIT_BROKEN_PIPE
 
 
 def split_target(target: str) -> tuple[str, str]:

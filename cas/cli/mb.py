@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import UserNotFound
 from ..store import Store
 
 
@@ -15,5 +16,7 @@ def register(sub):
 def run(args, settings) -> int:
     with Store.open(settings) as store:
         owner = args.owner or store.users.root()[0]
+        if store.users.secret(owner) is None:  # a typo would make a bucket nobody but root can use
+            raise UserNotFound(f"user {owner!r} does not exist")
         store.create_bucket(args.bucket.strip("/"), owner=owner)
     return 0

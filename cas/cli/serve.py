@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 
+from ..errors import CannotListen
 from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -53,15 +54,25 @@ def overrides(args) -> dict:
     }
 
 
+# the flag that sets each listener's address, for the message when it cannot be bound
+LISTENER_FLAGS = {"s3": "--s3", "http": "--http"}
+
+
 def run(args, settings) -> int:
     from ..protocols.server import Server
 
     store = Store.open(settings)
-    name, secret, created = store.users.ensure_root()
-    if created:
-        print(f"Generated root credentials (shown once; kept in {settings.data_dir}/root-credentials, mode 0600):\n"
-              f"  access key / user: {name}\n  secret / password: {secret}", flush=True)
-    server = Server(store, store.settings)
+    try:
+        server = Server(store, store.settings)
+        # bind before root credentials exist: a failed start must not leave a secret nobody saw
+        server.bind()
+    except CannotListen as exc:
+        store.close()
+        raise CannotListen(f"{exc}; choose another with {LISTENER_FLAGS.get(exc.listener, '--' + exc.listener)}",
+                           listener=exc.listener) from exc
+    except BaseException:
+        store.close()
+        raise
     stopping = threading.Event()
 
     def on_signal(signum, frame):
@@ -70,6 +81,10 @@ def run(args, settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
+        name, secret, created = store.users.ensure_root()
+        if created:
+            print(f"Generated root credentials (shown once; kept in {settings.data_dir}/root-credentials, mode 0600):\n"
+                  f"  access key / user: {name}\n  secret / password: {secret}", flush=True)
         server.start()
         print(f"cas serving {settings.data_dir} (blocks: {store.settings.blocks.url})", flush=True)
         print(f"  S3 API   {server.url('s3')}", flush=True)

@@ -13,6 +13,7 @@
   a writer that pins the id meanwhile waits and writes it again, exactly as for
   an indexed block. Such rows have ``stored_size == raw_len == 0`` and are not
   counted in the store's counters (``counted``).
+- **Dry runs** judge pins as the real run would after reaping dead writers (``ReapedView``).
 - **One GC at a time.** ``GcLock`` is an exclusive ``flock`` on ``DATA/gc.lock``
   (works across processes and between threads of one process, since each lock
   holds its own open file). Verify takes the same lock so it never sees a
@@ -54,6 +55,25 @@ def writer_alive(expiry: float | None, owner: bytes, now: float) -> bool:
     """A writer counts while its lease runs, unless its process is certainly gone
     (killed: the same boot and pid namespace, and no such pid)."""
     return lease_alive(expiry, now) and not owner_is_dead(owner)
+
+
+class ReapedView:
+    """A read txn as a GC run sees it once it has reaped ``dead`` writers: their pins count for nothing.
+
+    A real run drops dead writers (lease over, or process gone) and their pins before it
+    sweeps; a dry run writes nothing, so it asks the rules below through this view.
+    """
+
+    def __init__(self, t, dead: set[bytes]):
+        self._t = t
+        self._dead = dead
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+    def is_pinned(self, block_id: bytes, now: float) -> bool:
+        return any(lease_alive(self._t.writer_expiry(w), now)
+                   for w in self._t.pin_writers(block_id) if w not in self._dead)
 
 
 def may_condemn(t, block_id: bytes, row: BlockRow | None, marked: bool, now: float) -> bool:

@@ -33,7 +33,10 @@ condemned, every manifest committed so far is marked and the block is unpinned
 — and writers never wait behind a write txn that walks the whole index.
 
 Without ``delete`` the run is a dry run: nothing is written, and the report says
-what a run with the same ``min_age`` would condemn and delete now.
+what a run with the same ``min_age`` would condemn and delete now. It counts
+exactly as the real run would: pins of writers the real run would reap first
+(``safety.ReapedView``) protect nothing, and a block the run would condemn is counted
+as deleted too when ``min_age`` is 0 (the real run condemns and deletes it at once).
 
 Memory: the two mark sets (8 bytes per referenced block and per referenced
 manifest, see ``mark.MarkSet``) plus one batch of rows; everything else streams.
@@ -61,6 +64,7 @@ from .progress import ProgressFactory, no_progress
 from .runs import record_run
 from .safety import (
     GcLock,
+    ReapedView,
     counted,
     grace_over,
     may_condemn,
@@ -126,11 +130,15 @@ class GcReport:
         return d
 
     def summary(self) -> str:
-        verb = "freed" if self.delete else "would free"
-        cond = "condemned" if self.delete else "would condemn"
-        return (f"gc: {verb} {self.freed_blocks} blocks ({_human(self.freed_bytes)}: {self.deleted} unreferenced, "
-                f"{self.orphans} orphans, {self.temp_files} temp files); {cond} {self.condemned}, "
-                f"{self.pending} waiting out the {_duration(self.min_age)} grace; "
+        """One line that leads with both phases: what is condemned now and what is deleted now."""
+        would = "" if self.delete else "would "
+        cond, dele, free = ("condemned", "deleted", "freed") if self.delete else ("condemn", "delete", "free")
+        return (f"gc{'' if self.delete else ' (dry run)'}: {would}{cond} {self.condemned} blocks "
+                f"({_human(self.condemned_bytes)}), {would}{dele} {self.deleted} blocks "
+                f"({_human(self.deleted_bytes)}); {self.pending} condemned blocks ({_human(self.pending_bytes)}) "
+                f"{'wait' if self.delete else 'would wait'} out the {_duration(self.min_age)} grace; "
+                f"{would}{free} {self.freed_blocks} blocks ({_human(self.freed_bytes)}: {self.deleted} unreferenced, "
+                f"{self.orphans} orphans, {self.temp_files} temp files); "
                 f"{self.manifests_deleted} manifests, {self.uploads_expired} expired uploads, "
                 f"{self.dead_writers} dead writers; {self.marked_blocks} blocks in use; {self.seconds:.1f}s"
                 + (" (interrupted)" if self.interrupted else ""))
@@ -231,6 +239,7 @@ class _Run:
     def _expire_and_reap(self) -> None:
         expiry = self.store.settings.gc.upload_expiry
         self._skip_uploads: list[str] = []
+        self._dead: set[bytes] = set()
         if self.delete:
             self.report.uploads_expired = self.store.expire_uploads(expiry)
             self._reap_writers()
@@ -240,6 +249,7 @@ class _Run:
             self._skip_uploads = [u for u, r in t.iter_uploads() if r["initiated"] < now - expiry]
             dead = {w for w, exp, owner in t.iter_writer_owners() if not writer_alive(exp, owner, now)}
             self.report.dead_writers = len(dead)
+            self._dead = dead
             self.report.dead_pins = sum(1 for _, w in t.iter_pins()
                                         if w in dead or t.writer_expiry(w) is None)
         self.report.uploads_expired = len(self._skip_uploads)
@@ -306,10 +316,10 @@ class _Run:
                 start = rows[-1][0] + b"\x00"
                 self.report.blocks_seen += len(rows)
                 if self.delete:
-                    self._blocks_batch(rows)
+                    self._blocks_batch(rows, bar)
                 else:
                     self._blocks_batch_dry(rows)
-                bar.update(len(rows))
+                    bar.update(len(rows))
                 if len(rows) < self.batch:
                     return
         finally:
@@ -333,7 +343,8 @@ class _Run:
         by_id = dict(rows)
         condemn, resurrect, doomed, resume = self._classify(rows)
         now = self.clock()
-        with self.index.read() as t:
+        with self.index.read() as txn:
+            t = ReapedView(txn, self._dead)
             for bid in condemn:
                 row = by_id[bid]
                 if may_condemn(t, bid, row, False, now):
@@ -359,8 +370,12 @@ class _Run:
             if counted(row):
                 r.deleted += 1
                 r.deleted_bytes += row.stored_size
+            else:
+                r.orphans += 1  # as _drop_rows counts an orphan guard left by a run that crashed
 
-    def _blocks_batch(self, rows) -> None:
+    def _blocks_batch(self, rows, bar) -> None:
+        """Condemn, then delete what waited out the grace; ``bar`` moves by each row as it is done
+        (a deleted block once its file is gone: deleting files is the slow part)."""
         r = self.report
         condemn, resurrect, doomed, resume = self._classify(rows)
         if condemn or resurrect:
@@ -382,8 +397,9 @@ class _Run:
                         r.resurrected += 1
             self.point("after_condemn")
         victims = self._mark_deleting(doomed) + resume
+        bar.update(len(rows) - len(victims))
         if victims:
-            self._delete_files(victims)
+            self._delete_files(victims, bar.update)
             self.point("after_block_delete")
             self._drop_rows(victims)
 
@@ -406,16 +422,20 @@ class _Run:
             self.point("after_deleting")
         return out
 
-    def _delete_files(self, ids: list[bytes]) -> None:
-        """Delete from the BlockStore (outside any txn); the first failure ends the run."""
+    def _delete_files(self, ids: list[bytes], tick: Callable[[int], object] | None = None) -> None:
+        """Delete from the BlockStore (outside any txn), calling ``tick(1)`` after each; the first
+        failure ends the run."""
         if len(ids) < 8 or self.blocks.kind == "memory":
             for bid in ids:
                 self.blocks.delete(bid)
+                if tick is not None:
+                    tick(1)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=DELETE_WORKERS, thread_name_prefix="cas-gc")
         for _ in self._pool.map(self.blocks.delete, ids):
-            pass
+            if tick is not None:
+                tick(1)
 
     def _drop_rows(self, ids: list[bytes]) -> None:
         r = self.report
@@ -489,7 +509,8 @@ class _Run:
             return
         if not self.delete:
             now = self.clock()
-            with self.index.read() as t:
+            with self.index.read() as txn:
+                t = ReapedView(txn, self._dead)
                 for bid, created in cands:
                     if may_delete_orphan(t, bid, created, self.marker.is_marked(bid), now, self.min_age):
                         r.orphans += 1

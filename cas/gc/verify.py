@@ -53,7 +53,7 @@ from ..ids import block_id
 from ..index.schema import CONDEMNED, DAMAGED, DELETING, BlockRow
 from ..manifest import VERSION as MANIFEST_VERSION
 from .mark import MarkSet, manifest_ids_of
-from .progress import ProgressFactory, no_progress
+from .progress import NullBar, ProgressFactory, no_progress
 from .repair import Repair
 from .runs import record_run
 from .safety import GcLock, counted
@@ -207,6 +207,7 @@ class _Verify:
         # block id -> findings about it (damage is rare: this stays small)
         self._by_block: dict[bytes, list[Finding]] = {}
         self._rows: dict[bytes, BlockRow] = {}  # rows of damaged blocks, for repair
+        self._tick = NullBar().update
 
     def _add(self, finding: Finding, bid: bytes | None = None) -> Finding:
         self.report.findings.append(finding)
@@ -304,6 +305,7 @@ class _Verify:
         r = self.report
         totals = {"unique_blocks": 0, "stored_bytes": 0, "raw_bytes": 0}
         bar = self.progress("verify: blocks" + (" (deep)" if self.deep else ""), t.counter("unique_blocks"))
+        self._tick = bar.update  # the workers move it block by block
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cas-verify")
         inflight: list[Future] = []
         try:
@@ -368,6 +370,7 @@ class _Verify:
                         out.append((bid, row, *problem, 0))
             except BlockNotFound:
                 out.append((bid, row, "missing_block", "not in the BlockStore", 0))
+            self._tick(1)
         return len(batch), out
 
     @staticmethod
@@ -377,7 +380,7 @@ class _Verify:
         return None
 
     def _collect(self, result: tuple[int, list], bar) -> None:
-        n, problems = result
+        _, problems = result
         for bid, row, kind, detail, nread in problems:
             self.report.bytes_read += nread
             if kind is None:
@@ -387,7 +390,6 @@ class _Verify:
             referenced = bid in self.marked
             self._add(Finding(kind, bid.hex(), (), detail + ("" if referenced else " (unreferenced)")), bid)
             self._rows[bid] = row
-        bar.update(n)
 
     def _counters(self, t, totals: dict[str, int]) -> None:
         actual = dict(totals, objects=self.report.objects, logical_bytes=self._logical)
@@ -404,12 +406,11 @@ class _Verify:
         try:
             for bid, _ in self.blocks.iter_ids():
                 pending.append(bid)
+                bar.update(1)
                 if len(pending) >= BATCH:
                     self._orphan_batch(pending)
-                    bar.update(len(pending))
                     pending = []
             self._orphan_batch(pending)
-            bar.update(len(pending))
         finally:
             bar.close()
         iter_temp = getattr(self.blocks, "iter_temp", None)

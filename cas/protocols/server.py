@@ -14,6 +14,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable
 from cheroot import wsgi
 
 from ..config import testonly_crash_point
+from ..errors import CannotListen, ConfigError
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("cas.access")
@@ -227,6 +229,15 @@ class CasGateway(wsgi.Gateway_10):
 MAX_REQUEST_HEADER_SIZE = 64 * 1024
 
 
+def _bind_reason(exc: OSError) -> str:
+    """'address already in use' from an OSError of a bind, also when cheroot hides the errno
+    in its message ("No socket could be created -- ((host, port): [Errno 98] Address ...)")."""
+    if exc.errno:
+        return os.strerror(exc.errno).lower()
+    found = re.findall(r"\[Errno (\d+)\]", str(exc))
+    return os.strerror(int(found[-1])).lower() if found else str(exc)
+
+
 class Server:
     """Both listeners of ``cas serve``; ``start`` binds, ``stop`` shuts down cleanly."""
 
@@ -244,11 +255,19 @@ class Server:
         for server in self.listeners.values():
             server.gateway = CasGateway
             server.max_request_header_size = MAX_REQUEST_HEADER_SIZE
+        if bool(srv.tls_cert) != bool(srv.tls_key):
+            raise ConfigError("HTTPS needs both --tls-cert and --tls-key")
         if srv.tls_cert and srv.tls_key:
+            import ssl
+
             from cheroot.ssl.builtin import BuiltinSSLAdapter
 
             for server in self.listeners.values():
-                server.ssl_adapter = BuiltinSSLAdapter(srv.tls_cert, srv.tls_key)
+                try:
+                    server.ssl_adapter = BuiltinSSLAdapter(srv.tls_cert, srv.tls_key)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConfigError(f"cannot load the TLS certificate {srv.tls_cert} and key {srv.tls_key}: "
+                                      f"{exc.strerror or exc.reason if isinstance(exc, OSError) else exc}") from exc
         self._threads: list[threading.Thread] = []
 
     @property
@@ -263,9 +282,25 @@ class Server:
         host, port = self.address(name)
         return f"{self.scheme}://{host}:{port}"
 
-    def start(self) -> None:
+    def bind(self) -> None:
+        """Bind and listen on every address, or raise ``CannotListen`` with none left bound.
+
+        Nothing is served until ``start``: connections wait in the listen backlog.
+        """
         for name, server in self.listeners.items():
-            server.prepare()
+            if server.ready:
+                continue
+            try:
+                server.prepare()
+            except OSError as exc:
+                self.stop()
+                host, port = server.bind_addr[:2]
+                raise CannotListen(f"cannot listen on {host}:{port} ({_bind_reason(exc)})",
+                                   listener=name) from exc
+
+    def start(self) -> None:
+        self.bind()
+        for name, server in self.listeners.items():
             t = threading.Thread(target=server.serve, name=f"cas-{name}", daemon=True)
             t.start()
             self._threads.append(t)
