@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 
 from cheroot import wsgi
 
+from .listener import Listener
+
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("cas.access")
 
@@ -231,12 +233,9 @@ class Server:
         self.settings = settings
         s3_app, http_app = build_apps(store, settings)
         srv = settings.server
-        self.listeners = {
-            "s3": wsgi.Server(srv.s3, s3_app, numthreads=srv.threads, request_queue_size=128,
-                              timeout=60, shutdown_timeout=5, server_name="cas"),
-            "http": wsgi.Server(srv.http, http_app, numthreads=srv.threads, request_queue_size=128,
-                                timeout=60, shutdown_timeout=5, server_name="cas"),
-        }
+        limits = {"threads": srv.threads, "head_timeout": srv.head_timeout, "max_per_source": srv.max_conns_per_ip,
+                  "request_queue_size": 128, "timeout": 60, "shutdown_timeout": 5, "server_name": "cas"}
+        self.listeners = {"s3": Listener(srv.s3, s3_app, **limits), "http": Listener(srv.http, http_app, **limits)}
         for server in self.listeners.values():
             server.gateway = CasGateway
             server.max_request_header_size = MAX_REQUEST_HEADER_SIZE
