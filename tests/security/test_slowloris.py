@@ -50,7 +50,7 @@ def _closed_by_server(s: socket.socket, deadline: float) -> bool:
         s.settimeout(max(0.05, deadline - time.monotonic()))
         try:
             data = s.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True
