@@ -16,6 +16,9 @@ the whole pool. ``Listener`` changes three things, by subclassing (no patch):
   ``timeout`` seconds, then has ``head_timeout`` from its first byte. Past it
   the selector closes the connection (with a 408 if part of a head came).
   Bodies and responses keep the longer per-read ``timeout``.
+* **TLS handshakes too.** cheroot's adapter shakes hands in the selector thread,
+  blocking the whole listener while a client dawdles; ``TlsAdapter`` defers the
+  handshake, which then advances without blocking like the head.
 * **Connections per source address are capped** (``max_per_source``, 0: no
   cap), and so is the listener's total (a share of the process's file
   descriptor limit). A connection over a cap gets a 503 and is closed at once.
@@ -39,6 +42,8 @@ import time
 from collections import Counter
 
 from cheroot import connections, makefile, server, wsgi
+from cheroot import errors as cheroot_errors
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,17 @@ def total_connection_cap() -> int:
     listeners, plus files, index and block store), never below 64."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return max(64, soft // 4) if soft != resource.RLIM_INFINITY else 16384
+
+
+class TlsAdapter(BuiltinSSLAdapter):
+    """cheroot's builtin TLS adapter, with the handshake left to ``_Connection.read_ahead``."""
+
+    def wrap(self, sock):
+        try:
+            s = self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
+        except OSError as exc:
+            raise cheroot_errors.FatalSSLAlert(*exc.args) from exc
+        return s, {"wsgi.url_scheme": "https", "HTTPS": "on"}  # the rest once the handshake is done
 
 
 class _HeadBufferedIO(socket.SocketIO):
@@ -104,6 +120,7 @@ class _Connection(server.HTTPConnection):
 
         super().__init__(srv, sock, files)
         self.source: str | None = None  # set once admitted
+        self.handshake_pending = isinstance(srv.ssl_adapter, TlsAdapter)
         self.head_deadline: float | None = None  # None: idle between requests (cheroot's timeout)
         self._closed = False
 
@@ -125,6 +142,15 @@ class _Connection(server.HTTPConnection):
         sock = self.socket
         try:
             sock.settimeout(0)
+            if self.handshake_pending:
+                try:
+                    sock.do_handshake()
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    return False
+                except OSError:  # not TLS, a refused certificate, a reset ...
+                    return None
+                self.handshake_pending = False
+                self.ssl_env = self.server.ssl_adapter.get_environ(sock)
             while len(raw.pending) <= limit:
                 try:
                     piece = sock.recv(_RECV_PIECE)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 
 from cheroot import wsgi
 
-from .listener import Listener
+from .listener import Listener, TlsAdapter
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("cas.access")
@@ -240,10 +240,8 @@ class Server:
             server.gateway = CasGateway
             server.max_request_header_size = MAX_REQUEST_HEADER_SIZE
         if srv.tls_cert and srv.tls_key:
-            from cheroot.ssl.builtin import BuiltinSSLAdapter
-
             for server in self.listeners.values():
-                server.ssl_adapter = BuiltinSSLAdapter(srv.tls_cert, srv.tls_key)
+                server.ssl_adapter = TlsAdapter(srv.tls_cert, srv.tls_key)
         self._threads: list[threading.Thread] = []
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import socket
+import ssl
 import time
 import urllib.parse
 from contextlib import ExitStack
@@ -146,3 +147,24 @@ def test_per_source_cap(server):
             if status != 200:
                 time.sleep(0.05)  # the server notices the close on its next select round
         assert status == 200
+
+
+def test_tls_handshakes_do_not_block_the_listener(cas_s3_tls):
+    """On HTTPS, clients that connect and never finish (or never start) the handshake do not
+    hold the listener: cheroot itself would shake hands in its one selector thread."""
+    ctx = ssl.create_default_context(cafile=cas_s3_tls.ca_bundle)
+    with ExitStack() as stack:
+        for i in range(20):
+            _connect(stack, ("127.0.0.1", cas_s3_tls.port), f"127.0.0.{30 + i % 4}")
+        for i in range(5):  # the first bytes of a ClientHello, then nothing
+            s = _connect(stack, ("127.0.0.1", cas_s3_tls.port), f"127.0.0.{30 + i % 4}")
+            s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        began = time.monotonic()
+        conn = http.client.HTTPSConnection("127.0.0.1", cas_s3_tls.port, timeout=5, context=ctx)
+        try:
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            assert resp.status == 403 and b"<Error>" in resp.read()
+        finally:
+            conn.close()
+        assert time.monotonic() - began < 3.0
