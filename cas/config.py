@@ -70,7 +70,9 @@ class IndexSettings:
 class ServerSettings:
     s3: tuple[str, int] = ("127.0.0.1", 9000)
     http: tuple[str, int] = ("127.0.0.1", 8080)
-    threads: int = 16
+    threads: int = 64  # workers per listener: concurrent requests, not open connections
+    head_timeout: float = 10.0  # to receive a complete request head
+    max_conns_per_ip: int = 64  # open connections per source address and listener (0: no cap)
     tls_cert: str | None = None
     tls_key: str | None = None
     domain: str | None = None
@@ -136,11 +138,11 @@ def _coerce(cls, name: str, value):
     """Turn a TOML/env/flag value into the type the dataclass field wants."""
     if name in ("s3", "http"):
         return parse_addr(value) if isinstance(value, str) else tuple(value)
-    if name in ("min_age", "interval", "pin_lease", "upload_expiry", "jwt_ttl"):
+    if name in ("min_age", "interval", "pin_lease", "upload_expiry", "jwt_ttl", "head_timeout"):
         return parse_duration(value)
     if name in ("map_size",):
         return parse_size(value)
-    if name in ("threads", "concurrency", "retries"):
+    if name in ("threads", "concurrency", "retries", "max_conns_per_ip"):
         try:
             return int(value)
         except (TypeError, ValueError):

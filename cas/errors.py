@@ -6,6 +6,7 @@
     ├─ Conflict ─ BucketNotEmpty
     ├─ PreconditionFailed
     ├─ AccessDenied ─ InvalidAccessKey, SignatureMismatch, RequestTimeSkewed, RequestExpired
+    ├─ TooManyRequests         (failed logins from this address: wait ``retry_after`` seconds)
     ├─ BadRequest ─ InvalidName, KeyTooLong, BadDigest (─ PayloadHashMismatch), InvalidRange,
     │               MalformedXML, InvalidPart, InvalidPartOrder, EntityTooSmall, IncompleteBody,
     │               InvalidDigest, MalformedChunk, MalformedTrailer, MalformedAuthorization,
@@ -114,6 +115,16 @@ class RequestTimeSkewed(AccessDenied):
 
 class RequestExpired(AccessDenied):
     """Request has expired."""
+
+
+class TooManyRequests(CasError):
+    """Too many failed logins from this address; retry later."""
+
+    exit_code = 7
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BadRequest(CasError):

@@ -5,7 +5,9 @@ S3 secret key and its WebDAV / web password (as in MinIO). Secrets must be
 recoverable for SigV4, so they are kept in the index, whose files are 0600.
 The root user comes from CAS_ROOT_USER / CAS_ROOT_PASSWORD, or is generated at
 first start into ``DIR/root-credentials`` (0600); root sees every bucket.
-Comparisons are constant-time; repeated failures for a name are slowed down.
+Comparisons are constant-time; repeated failures are slowed down per source
+address and per (address, name) by ``LoginThrottle`` (never per name alone, so
+a guesser cannot lock the real user out).
 """
 
 from __future__ import annotations
@@ -15,16 +17,14 @@ import hmac
 import os
 import re
 import secrets
-import threading
 import time
 
 from ..access import RESERVED_NAMES
 from ..errors import InvalidName, UserAlreadyExists, UserNotFound
+from .throttle import LoginThrottle
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=,-]{2,127}$")
 ROOT_FILE = "root-credentials"
-_FAIL_WINDOW = 60.0
-_FAIL_LIMIT = 10
 
 
 def generate_secret() -> str:
@@ -36,11 +36,10 @@ def generate_secret() -> str:
 
 
 class UserRegistry:
-    def __init__(self, store):
+    def __init__(self, store, throttle: LoginThrottle | None = None):
         self._store = store
         self._root: tuple[str, str] | None = None
-        self._lock = threading.Lock()
-        self._failures: dict[str, list[float]] = {}
+        self.throttle = throttle or LoginThrottle()
 
     # -- root -------------------------------------------------------------------------------
     def ensure_root(self) -> tuple[str, str, bool]:
@@ -118,23 +117,17 @@ class UserRegistry:
             return None
         return rec.get("gen") or f"t{rec['created']!r}"  # users added before generations
 
-    def authenticate(self, name: str, secret: str) -> bool:
-        """Constant-time check of a password; throttles a name after repeated failures."""
-        if self._throttled(name):
-            return False
+    def authenticate(self, name: str, secret: str, *, source: str | None) -> bool:
+        """Constant-time check of a password from the peer address ``source``.
+
+        Raises ``TooManyRequests`` (without checking the password) while ``source``, or
+        ``source`` for this name, must wait after repeated failures.
+        """
+        self.throttle.check(source, name)
         expected = self.secret(name)
         ok = hmac.compare_digest((expected or "\x00" * 40).encode(), secret.encode()) and expected is not None
-        if not ok:
-            self.record_failure(name)
+        if ok:
+            self.throttle.success(source, name)
+        else:
+            self.throttle.failure(source, name)
         return ok
-
-    def _throttled(self, name: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._failures.get(name, []) if now - t < _FAIL_WINDOW]
-            self._failures[name] = recent
-            return len(recent) >= _FAIL_LIMIT
-
-    def record_failure(self, name: str) -> None:
-        with self._lock:
-            self._failures.setdefault(name, []).append(time.monotonic())

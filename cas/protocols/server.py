@@ -23,6 +23,7 @@ from cheroot import wsgi
 
 from ..config import testonly_crash_point
 from ..errors import CannotListen, ConfigError
+from .listener import Listener, TlsAdapter
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("cas.access")
@@ -246,12 +247,9 @@ class Server:
         self.settings = settings
         s3_app, http_app = build_apps(store, settings)
         srv = settings.server
-        self.listeners = {
-            "s3": wsgi.Server(srv.s3, s3_app, numthreads=srv.threads, request_queue_size=128,
-                              timeout=60, shutdown_timeout=5, server_name="cas"),
-            "http": wsgi.Server(srv.http, http_app, numthreads=srv.threads, request_queue_size=128,
-                                timeout=60, shutdown_timeout=5, server_name="cas"),
-        }
+        limits = {"threads": srv.threads, "head_timeout": srv.head_timeout, "max_per_source": srv.max_conns_per_ip,
+                  "request_queue_size": 128, "timeout": 60, "shutdown_timeout": 5, "server_name": "cas"}
+        self.listeners = {"s3": Listener(srv.s3, s3_app, **limits), "http": Listener(srv.http, http_app, **limits)}
         for server in self.listeners.values():
             server.gateway = CasGateway
             server.max_request_header_size = MAX_REQUEST_HEADER_SIZE
@@ -260,11 +258,9 @@ class Server:
         if srv.tls_cert and srv.tls_key:
             import ssl
 
-            from cheroot.ssl.builtin import BuiltinSSLAdapter
-
             for server in self.listeners.values():
                 try:
-                    server.ssl_adapter = BuiltinSSLAdapter(srv.tls_cert, srv.tls_key)
+                    server.ssl_adapter = TlsAdapter(srv.tls_cert, srv.tls_key)
                 except (OSError, ssl.SSLError) as exc:
                     raise ConfigError(f"cannot load the TLS certificate {srv.tls_cert} and key {srv.tls_key}: "
                                       f"{exc.strerror or exc.reason if isinstance(exc, OSError) else exc}") from exc

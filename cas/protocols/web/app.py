@@ -83,6 +83,7 @@ _STATUS: list[tuple[type[errors.CasError], str]] = [
     (errors.Conflict, "409 Conflict"),
     (errors.PreconditionFailed, "412 Precondition Failed"),
     (errors.AccessDenied, "403 Forbidden"),
+    (errors.TooManyRequests, "429 Too Many Requests"),
     (errors.BadRequest, "400 Bad Request"),
     (errors.TransientStoreError, "503 Service Unavailable"),
     (errors.CasError, "500 Internal Server Error"),
@@ -105,6 +106,11 @@ class HttpError(Exception):
         self.status = status
         self.code = code
         self.headers = headers or []
+
+
+def _peer(req: Request) -> str | None:
+    """Whom failed logins are counted against: the connection's peer (X-Forwarded-For is not trusted)."""
+    return req.environ.get("REMOTE_ADDR")
 
 
 def _unauthorized(reason: str) -> HttpError:
@@ -311,7 +317,8 @@ class WebApp:
             status = next(s for cls, s in _STATUS if isinstance(exc, cls))
             if status.startswith("5"):
                 log.error("%s %s: %s", method, path, exc)
-            return self._error(environ, start_response, status, type(exc).__name__, str(exc))
+            extra = [("Retry-After", str(exc.retry_after))] if isinstance(exc, errors.TooManyRequests) else None
+            return self._error(environ, start_response, status, type(exc).__name__, str(exc), extra)
 
     @staticmethod
     def _error(environ, start_response, status: str, code: str, message: str,
@@ -354,7 +361,7 @@ class WebApp:
             creds = _basic(header)
             if creds is None:
                 raise _unauthorized("malformed Basic credentials")
-            if not self.store.users.authenticate(*creds):
+            if not self.store.users.authenticate(*creds, source=_peer(req)):
                 log.info("web: failed login for %r from %s", creds[0][:64], req.environ.get("REMOTE_ADDR", "-"))
                 raise _unauthorized("wrong user name or secret")
             req.user = creds[0]
@@ -409,7 +416,7 @@ class WebApp:
     def login(self, req: Request, start_response):
         body = req.json()
         user, password = _str(body, "user"), _str(body, "password")
-        if not self.store.users.authenticate(user, password):
+        if not self.store.users.authenticate(user, password, source=_peer(req)):
             log.info("web: failed login for %r from %s", user[:64], req.environ.get("REMOTE_ADDR", "-"))
             raise _unauthorized("wrong user name or password")
         token, expires = self.tokens.issue(user)

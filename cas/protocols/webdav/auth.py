@@ -10,8 +10,9 @@ uses it for tenancy (who sees which bucket) and wsgidav for lock ownership.
 With ``auth.allow_anonymous`` a request without credentials passes as the
 read-only principal ``anonymous`` (``cas.dav.anonymous``).
 
-Failed logins are throttled by ``UserRegistry.authenticate`` (per name); this
-middleware only answers them. Stateless and thread-safe.
+Failed logins are throttled by ``UserRegistry.authenticate`` (per peer address
+and per address and name); this middleware only answers them: 429 with
+``Retry-After``. Stateless and thread-safe.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable
+
+from ...errors import TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,8 @@ class DavAuthenticator:
             if creds is None:
                 return None
             user, password = creds
-            if self._users.authenticate(user, password):
+            # the connection's peer: X-Forwarded-For is not trusted
+            if self._users.authenticate(user, password, source=environ.get("REMOTE_ADDR")):
                 return user
             log.info("webdav: failed login for %r from %s", user[:64], environ.get("REMOTE_ADDR", "-"))
             return None
@@ -78,7 +82,10 @@ class DavAuthenticator:
         return None
 
     def __call__(self, environ, start_response):
-        user = self._identify(environ)
+        try:
+            user = self._identify(environ)
+        except TooManyRequests as exc:
+            return self.throttled(environ, start_response, exc.retry_after)
         if user is not None:
             environ["wsgidav.auth.user_name"] = user
             environ["wsgidav.auth.realm"] = REALM
@@ -88,6 +95,16 @@ class DavAuthenticator:
             environ["cas.dav.anonymous"] = True
             return self._app(environ, start_response)
         return self.challenge(environ, start_response)
+
+    @staticmethod
+    def throttled(environ, start_response, retry_after: int):
+        body = f"429 Too Many Requests: too many failed logins from your address; retry in {retry_after} s\n".encode()
+        headers = [("Retry-After", str(retry_after)), ("Content-Type", "text/plain; charset=utf-8"),
+                   ("Content-Length", str(len(body)))]
+        if environ.get("CONTENT_LENGTH") not in (None, "", "0") or environ.get("HTTP_TRANSFER_ENCODING"):
+            headers.append(("Connection", "close"))  # the body was not read
+        start_response("429 Too Many Requests", headers)
+        return [body]
 
     @staticmethod
     def challenge(environ, start_response):
