@@ -161,7 +161,8 @@ class ChunkSignatureChain:
 
     def _check(self, signature: str, string_to_sign: str) -> None:
         expected = _hmac_hex(self._key, string_to_sign)
-        if not hmac.compare_digest(expected, signature.strip().lower()):
+        # as bytes: compare_digest refuses str with non-ASCII characters (TypeError, a 500)
+        if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode("utf-8", "replace")):
             raise SignatureMismatch()
         self._previous = expected
 
