@@ -14,7 +14,7 @@ from tests.fuzz.harness import regression_inputs
 
 pytestmark = pytest.mark.unit
 
-TARGETS = ["sigv4", "chunked", "range", "s3_xml"]
+TARGETS = ["sigv4", "chunked", "range", "s3_xml", "dav_xml"]
 
 
 def _cases():
