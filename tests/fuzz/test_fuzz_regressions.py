@@ -30,3 +30,24 @@ def _cases():
 @pytest.mark.parametrize(("target", "data"), list(_cases()))
 def test_input_is_accepted_or_refused_cleanly(target, data):
     importlib.import_module(f"tests.fuzz.fuzz_{target}").one_input(data)
+
+
+_BOMB = b'<!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+
+
+def test_untrusted_xml_is_parsed_by_defusedxml():
+    """Request XML of both protocols refuses DTDs and entities (no bomb, no external fetch)."""
+    from wsgidav import xml_tools
+
+    from cas.errors import MalformedXML
+    from cas.protocols.s3 import xml
+    from tests.fuzz import fuzz_dav_xml
+
+    with pytest.raises(MalformedXML):
+        xml.parse(_BOMB + b"<Delete><Object><Key>&b;</Key></Object></Delete>", "Delete")
+    assert not xml_tools.use_lxml  # wsgidav would parse WebDAV bodies with lxml instead
+    store, app = fuzz_dav_xml._app()
+    store.put(fuzz_dav_xml.BUCKET, "bomb", [b"x"])
+    body = _BOMB + b'<propertyupdate xmlns="DAV:"><set><prop><x xmlns="urn:x">&b;</x></prop></set></propertyupdate>'
+    status, _, _ = fuzz_dav_xml._call(app, "PROPPATCH", f"/dav/{fuzz_dav_xml.BUCKET}/bomb", body)
+    assert status == 400
