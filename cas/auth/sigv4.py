@@ -64,6 +64,7 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_SKEW_SECONDS = 15 * 60
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_LAST_AMZ_SECOND = 253402300799  # 9999-12-31T23:59:59Z, the last time _AMZ_DATE_FORMAT can spell
 _HEX = frozenset("0123456789abcdef")
 #: query parameters that are part of a V2 signature's resource (as botocore's HmacV1Auth)
 _V2_SUBRESOURCES = frozenset(
@@ -160,7 +161,8 @@ class ChunkSignatureChain:
 
     def _check(self, signature: str, string_to_sign: str) -> None:
         expected = _hmac_hex(self._key, string_to_sign)
-        if not hmac.compare_digest(expected, signature.strip().lower()):
+        # as bytes: compare_digest refuses str with non-ASCII characters (TypeError, a 500)
+        if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode("utf-8", "replace")):
             raise SignatureMismatch()
         self._previous = expected
 
@@ -341,7 +343,8 @@ class SigV4Verifier:
         amz = {n: v for n, v in request.headers.items() if n.startswith("x-amz-")}
         amz.update({n.lower(): v for n, v in request.query if n.lower().startswith("x-amz-")})
         self._match_v2(request, secret, expires_text, amz, signature)
-        amz_date = time.strftime(_AMZ_DATE_FORMAT, time.gmtime(expires))
+        # An expiry past year 9999 is accepted as "never", but has no yyyymmdd form
+        amz_date = time.strftime(_AMZ_DATE_FORMAT, time.gmtime(min(expires, _LAST_AMZ_SECOND)))
         return Authorization(access_key, amz_date, "", "us-east-1", signature, b"", UNSIGNED_PAYLOAD, True)
 
     def _match_v2(self, request: HttpRequestView, secret: str, date_line: str, amz: Mapping[str, str], signature: str) -> None:
@@ -458,7 +461,15 @@ def _parse_http_date(text: str | None) -> float | None:
             return _parse_amz_date(text, ValueError, "")
         except ValueError:
             return None
-    return float(mktime_tz(parsed))
+    return _http_date_seconds(parsed)
+
+
+def _http_date_seconds(parsed) -> float | None:
+    """Unix time of a parsed HTTP date, or None when the year is out of range (``20222``)."""
+    try:
+        return float(mktime_tz(parsed))
+    except (ValueError, OverflowError):
+        return None
 
 
 def _parse_amz_date(text: str | None, error: type, message: str) -> float:
@@ -474,9 +485,13 @@ def _http_date_to_amz(text: str | None) -> str | None:
     if not text:
         return None
     parsed = parsedate_tz(text)
-    if parsed is None:
+    when = None if parsed is None else _http_date_seconds(parsed)
+    if when is None:
         return None
-    return time.strftime(_AMZ_DATE_FORMAT, time.gmtime(mktime_tz(parsed)))
+    try:
+        return time.strftime(_AMZ_DATE_FORMAT, time.gmtime(when))
+    except (ValueError, OverflowError, OSError):  # beyond what gmtime handles
+        return None
 
 
 def _is_sha256_hex(text: str) -> bool:

@@ -206,11 +206,11 @@ def _copy_range(text: str | None, size: int) -> tuple[int, int] | None:
     return (start, stop)
 
 
-def complete_upload(req: S3Request) -> Response:
-    upload_id = req.params["uploadId"]
-    req.bucket_for(write=True)
-    upload = _upload_for(req, upload_id)
-    body = read_small_body(req, 4 << 20)
+def parse_complete_request(body: bytes) -> list[tuple[int, str, dict[str, str]]]:
+    """A CompleteMultipartUpload body as [(part number, ETag, {algorithm: checksum})].
+
+    Raises S3Error or MalformedXML if the body is not a valid list of parts.
+    """
     root = xml.parse(body, "CompleteMultipartUpload")
     requested = []
     for element in xml.children(root, "Part"):
@@ -232,7 +232,15 @@ def complete_upload(req: S3Request) -> Response:
         raise S3Error("MalformedXML", "You must specify at least one part.", 400)
     if len(requested) > MAX_PARTS:
         raise S3Error("MalformedXML", f"At most {MAX_PARTS} parts.", 400)
+    return requested
 
+
+def complete_upload(req: S3Request) -> Response:
+    upload_id = req.params["uploadId"]
+    req.bucket_for(write=True)
+    upload = _upload_for(req, upload_id)
+    body = read_small_body(req, 4 << 20)
+    requested = parse_complete_request(body)
     declared, kind = upload.checksum_algorithm, upload.checksum_type
     stored = {p.number: p for p in req.store.list_parts(upload_id)}
     part_sums = []

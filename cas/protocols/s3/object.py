@@ -283,17 +283,9 @@ def delete_object(req: S3Request) -> Response:
 def delete_objects(req: S3Request) -> Response:
     req.bucket_for(write=True)
     body = read_small_body(req, 2 << 20, require_integrity=True)
-    root = xml.parse(body, "Delete")
-    quiet = (xml.child_text(root, "Quiet", "false") or "").strip().lower() == "true"
-    objects = xml.children(root, "Object")
-    if len(objects) > MAX_DELETE_KEYS:
-        raise S3Error("MalformedXML", f"A DeleteObjects request may name at most {MAX_DELETE_KEYS} keys.", 400)
+    quiet, objects = parse_delete_request(body)
     results = []
-    for element in objects:
-        key = xml.child_text(element, "Key")
-        if key is None:
-            raise S3Error("MalformedXML", "Every Object must have a Key.", 400)
-        version = xml.child_text(element, "VersionId")
+    for key, version in objects:
         try:
             if version not in (None, "null"):
                 raise S3Error("NoSuchVersion", "The specified version does not exist.", 404)
@@ -309,6 +301,22 @@ def delete_objects(req: S3Request) -> Response:
                 raise
             results.append(("Error", [("Key", key), ("Code", error.code), ("Message", error.message)]))
     return Response.xml("DeleteResult", results)
+
+
+def parse_delete_request(body: bytes) -> tuple[bool, list[tuple[str, str | None]]]:
+    """A DeleteObjects body as (quiet, [(key, version id or None)]); S3Error or MalformedXML if invalid."""
+    root = xml.parse(body, "Delete")
+    quiet = (xml.child_text(root, "Quiet", "false") or "").strip().lower() == "true"
+    elements = xml.children(root, "Object")
+    if len(elements) > MAX_DELETE_KEYS:
+        raise S3Error("MalformedXML", f"A DeleteObjects request may name at most {MAX_DELETE_KEYS} keys.", 400)
+    objects = []
+    for element in elements:
+        key = xml.child_text(element, "Key")
+        if key is None:
+            raise S3Error("MalformedXML", "Every Object must have a Key.", 400)
+        objects.append((key, xml.child_text(element, "VersionId")))
+    return quiet, objects
 
 
 def copy_object(req: S3Request) -> Response:

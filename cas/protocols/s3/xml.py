@@ -79,7 +79,7 @@ def parse(body: bytes, root: str) -> ET.Element:
         raise MalformedXML("The XML you provided was not well-formed or did not validate against our published schema.")
     try:
         element = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except (ET.ParseError, DefusedXmlException, ValueError) as exc:
+    except (ET.ParseError, DefusedXmlException, ValueError, LookupError) as exc:  # LookupError: unknown encoding="..."
         raise MalformedXML(
             "The XML you provided was not well-formed or did not validate against our published schema."
         ) from exc
