@@ -16,7 +16,7 @@ from .. import __version__
 from ..config import load_settings
 from ..errors import CasError
 
-COMMANDS = ("serve", "init", "put", "get", "ls", "rm", "mb", "rb", "stats", "user", "events", "verify", "gc")
+COMMANDS = ("serve", "init", "put", "get", "ls", "rm", "mb", "rb", "stats", "user", "locks", "events", "verify", "gc")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

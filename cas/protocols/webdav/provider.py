@@ -325,6 +325,10 @@ class CasProvider(DAVProvider):
         if parts and not (method == "MKCOL" and len(parts) == 1) and self._hidden_bucket(parts[0], environ):
             # another user's bucket: not found, whatever the method (MKCOL of the name itself: 403)
             raise DAVError(HTTP_NOT_FOUND)
+        if method == "LOCK" and not parts and not self.is_root(environ):
+            # a depth-infinity lock on / would block every write of every user: a user
+            # locks only what it may write (its own buckets, which the check above ensures)
+            raise forbidden("only the root user may lock the root collection")
         if method in ("GET", "HEAD") and "HTTP_RANGE" in environ:
             self._canonical_range(environ)
         if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").strip().lower() == "infinity":
