@@ -1,7 +1,9 @@
 """Validation of bucket names and object keys (S3 naming rules, plus our limits).
 
 Both protocols map names through here, so a name that is refused is refused
-the same way everywhere, and nothing like ``..`` or NUL ever reaches a path.
+the same way everywhere, and nothing like ``..``, ``//`` or NUL ever reaches a path.
+Only names being written are checked: an object stored under a name refused
+today (by an older cas) can still be read, copied away and deleted.
 """
 
 from __future__ import annotations
@@ -45,8 +47,13 @@ def check_key(bucket: str, key: str) -> str:
         raise InvalidName("the object key is not valid UTF-8") from None
     if key.startswith("/"):
         raise InvalidName(f"invalid key {key!r}: it must not start with '/'")
-    if any(seg in (".", "..") for seg in key.split("/")):
+    segments = key.split("/")
+    if any(seg in (".", "..") for seg in segments):
         raise InvalidName(f"invalid key {key!r}: '.' and '..' are not allowed as path segments")
+    if "" in segments[:-1]:
+        # as MinIO does: 'a//b' could never be reached as a WebDAV path (nor a file system one);
+        # one trailing '/' stays allowed, it marks a folder ('dir/')
+        raise InvalidName(f"invalid key {key!r}: empty path segments ('//') are not allowed")
     limit = max_key_bytes(bucket)
     if len(raw) > limit:
         raise KeyTooLong(f"the key is {len(raw)} bytes; at most {limit} are allowed in bucket {bucket!r}")

@@ -13,6 +13,7 @@ from email.utils import parsedate_to_datetime
 from cas.errors import InvalidHeaderValue, ObjectNotFound, PreconditionFailed
 from cas.headers import check_content_type, check_value
 from cas.protocols import headers as safe
+from cas.protocols.http import parse_range
 from cas.protocols.s3 import checksum, xml
 from cas.protocols.s3.error import S3Error, invalid_argument, not_implemented, to_s3_error
 from cas.protocols.s3.payload import Payload, read_small_body
@@ -123,38 +124,6 @@ def check_read_conditions(headers, info, prefix: str = "") -> int | None:
     return None
 
 
-def _parse_range(text: str | None, size_of) -> tuple[int, int] | None:
-    """A single ``bytes=`` range as (start, stop), or None for "the whole object".
-
-    ``size_of()`` gives the size (looked up only for suffix ranges). A syntactically invalid
-    or multi-range header is ignored, as S3 does.
-    """
-    if not text:
-        return None
-    unit, _, spec = text.strip().partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        return None
-    try:
-        if first == "":
-            suffix = int(last)
-            if suffix < 0:
-                return None
-            size = size_of()
-            if suffix == 0 or size == 0:
-                return (size, size + 1)  # unsatisfiable: the store says InvalidRange
-            return (max(0, size - suffix), size)
-        start = int(first)
-        stop = int(last) + 1 if last != "" else 1 << 62
-    except ValueError:
-        return None
-    if start < 0 or stop <= start:
-        return None
-    return (start, stop)
-
-
 class _ObjectStream:
     """The response body of a GET: the reader's bytes; closing it stops the read-ahead."""
 
@@ -234,8 +203,12 @@ def _read_object(req: S3Request, *, head: bool) -> Response:
         info = req.store.stat(req.bucket, req.key)
         if part != "1" or info.parts > 1:
             raise not_implemented("GET or HEAD of one part of a multipart object")
-    byte_range = _parse_range(range_header, lambda: req.store.stat(req.bucket, req.key).size)
-    reader = req.store.open(req.bucket, req.key, range=byte_range, prefetch=False)
+    # the size is looked up only for a ranged GET; if the object changes before ``open``,
+    # ``open`` clips the range or refuses it (InvalidRange), so no wrong bytes go out
+    byte_range = parse_range(range_header, req.store.stat(req.bucket, req.key).size) if range_header else None
+    reader = req.store.open(req.bucket, req.key,
+                            range=None if byte_range is None else (byte_range.start, byte_range.stop),
+                            prefetch=False)
     try:
         info = reader.info
         status = check_read_conditions(req.headers, info)

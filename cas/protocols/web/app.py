@@ -61,6 +61,7 @@ from ...access import Principal
 from ...auth.tokens import service_for
 from ...headers import check_content_type
 from .. import headers as safe
+from ..http import parse_range, unsatisfied_content_range
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import metrics_for
 
@@ -222,17 +223,6 @@ def _basic(header: str) -> tuple[str, str] | None:
     return (user, password) if sep and user else None
 
 
-def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """One ``bytes=a-b`` range as (start, stop) half-open; None if absent or not a single range."""
-    m = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header or "")
-    if not m or (not m.group(1) and not m.group(2)):
-        return None
-    if m.group(1):
-        start = int(m.group(1))
-        stop = int(m.group(2)) + 1 if m.group(2) else size
-    else:
-        start, stop = max(0, size - int(m.group(2))), size
-    return start, min(stop, size)
 
 
 Handler = Callable[[Request, Callable], Iterable[bytes]]
@@ -490,22 +480,23 @@ class WebApp:
             self._authenticate(req)
         self._bucket(req, bucket)
         info = self.store.stat(bucket, key)
-        rng = _parse_range(req.header("Range") or "", info.size) if info.size else None
+        try:
+            rng = parse_range(req.header("Range"), info.size) if info.size else None
+        except errors.InvalidRange as exc:
+            raise HttpError("416 Range Not Satisfiable", "InvalidRange", str(exc),
+                            [("Content-Range", unsatisfied_content_range(info.size))]) from None
         # always a download, never a page of the UI's origin (cas.protocols.headers)
         headers = [("Content-Type", safe.content_type(info.content_type)), ("ETag", f'"{info.etag}"'),
                    ("Last-Modified", formatdate(info.mtime, usegmt=True)), ("Accept-Ranges", "bytes"),
                    ("Content-Disposition", safe.attachment(key.rstrip("/").rsplit("/", 1)[-1])),
                    ("Cache-Control", "private, no-cache"), *safe.security_headers(ui_origin=True)]
-        if rng is not None and rng[0] >= info.size:
-            raise HttpError("416 Range Not Satisfiable", "InvalidRange", "the range is not satisfiable",
-                            [("Content-Range", f"bytes */{info.size}")])
         if req.method == "HEAD":
             start_response("200 OK", headers + [("Content-Length", str(info.size))])
             return []
         if info.size == 0:
             start_response("200 OK", headers + [("Content-Length", "0")])
             return []
-        reader = self.store.open(bucket, key, range=rng)
+        reader = self.store.open(bucket, key, range=None if rng is None else (rng.start, rng.stop))
         if rng is not None:
             headers += [("Content-Range", f"bytes {reader.start}-{reader.stop - 1}/{info.size}"),
                         ("Content-Length", str(reader.length))]

@@ -2,7 +2,8 @@
 
 Stack, outermost first::
 
-    DavFront        mount point, request-body limits for XML methods, X-OC-MTime answer,
+    DavFront        mount point, '..' refusal, request-body limits for XML methods,
+                    X-OC-MTime answer, framing of error and HEAD answers (``_framed``),
                     safe object response headers (GET/HEAD: see cas.protocols.headers)
     DavAuthenticator  Basic / Bearer against store.users (401 with a challenge)
     WsgiDAVApp      wsgidav: ErrorPrinter -> RequestResolver -> RequestServer
@@ -20,7 +21,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from wsgidav import util as wsgidav_util
 from wsgidav import xml_tools
+from wsgidav.dav_error import DAVError
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
@@ -37,6 +40,8 @@ MOUNT = "/dav"
 MAX_XML_BODY = 1 << 20
 #: bytes per read of a PUT body and per write of a GET body
 BLOCK_SIZE = 256 << 10
+#: error pages are short; one longer than this is cut (and logged)
+MAX_ERROR_BODY = 1 << 20
 
 if xml_tools.use_lxml:  # pragma: no cover - depends on the environment
     log.warning("lxml is installed: wsgidav will parse WebDAV bodies with lxml instead of defusedxml")
@@ -49,6 +54,10 @@ class DavFront:
         self._app = app
 
     def __call__(self, environ, start_response):
+        # an unread request body is drained by the server's guard
+        return _framed(self._route, environ, start_response, head=environ.get("REQUEST_METHOD") == "HEAD")
+
+    def _route(self, environ, start_response):
         script = environ.get("SCRIPT_NAME", "")
         path = environ.get("PATH_INFO", "")
         if not script.endswith(MOUNT):
@@ -59,6 +68,13 @@ class DavFront:
                 return _plain(start_response, "404 Not Found", b"not below /dav\n")
         environ["SCRIPT_NAME"] = script
         environ["PATH_INFO"] = path or "/"
+        if ".." in path.split("/"):
+            try:
+                wsgidav_util.normalize_path(path)
+            except DAVError:
+                # wsgidav refuses this too, but from inside a generator that then sends
+                # the headers of its error page without the page: answer it here
+                return _plain(start_response, "400 Bad Request", b"the path leaves /dav\n")
 
         method = environ.get("REQUEST_METHOD", "GET")
         if method != "PUT":
@@ -83,7 +99,61 @@ class DavFront:
         if method in ("GET", "HEAD"):
             start_response = _object_response(start_response, path)
 
-        return self._app(environ, start_response)  # an unread body is drained by the server's guard
+        return self._app(environ, start_response)
+
+
+def _framed(app, environ, start_response, *, head: bool):
+    """Run ``app`` so that error answers and HEAD answers carry exactly the body they announce.
+
+    wsgidav sometimes announces a body it does not send (an error page started from a
+    generator that then returns) or sends one for HEAD (a 416 page); a client then hangs
+    until its timeout or reads the stray bytes as the next answer. Answers of status 4xx
+    and 5xx are small pages: they are held until the app is done, then sent with the
+    Content-Length of what was produced. HEAD answers are sent without any body. Other
+    answers (2xx bodies of any size, 207 listings) stream through untouched.
+    """
+    held: list = []
+
+    def start(status, headers, exc_info=None):
+        if head or status[:1] in ("4", "5"):
+            held[:] = [status, list(headers), exc_info]
+            return _refuse_write
+        return start_response(status, headers, exc_info)
+
+    body = app(environ, start)
+    pieces: list[bytes] = []
+    size = 0
+    try:
+        for piece in body:
+            if not held:
+                yield piece
+            elif not head and piece:
+                size += len(piece)
+                if size > MAX_ERROR_BODY:
+                    log.warning("webdav: %s error page over %d bytes, cut", held[0], MAX_ERROR_BODY)
+                    break
+                pieces.append(piece)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    if held:
+        status, headers, exc_info = held
+        if head:
+            start_response(status, headers, exc_info)
+            return
+        data = b"".join(pieces)[:MAX_ERROR_BODY]
+        announced = [v for k, v in headers if k.lower() == "content-length"]
+        if announced != [str(len(data))]:
+            log.debug("webdav: %s announced %s body bytes, produced %d", status, announced, len(data))
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, headers + [("Content-Length", str(len(data)))], exc_info)
+        if data:
+            yield data
+
+
+def _refuse_write(data: bytes) -> None:  # pragma: no cover - wsgidav never uses write()
+    raise RuntimeError("write() is not supported for held answers")
 
 
 def _object_response(inner, path: str):

@@ -15,7 +15,19 @@ Lock roots are wsgidav "ref URLs": the quoted path below ``/dav`` without a
 trailing slash (``/bucket/dir/file``). Bucket names are global, so a URL names
 one resource whoever asks.
 
-Expired locks are dropped lazily when read, as in wsgidav's own storages.
+Lifetime: a lock lives at most :data:`LOCK_TIMEOUT_MAX` (one hour) from its
+creation or last refresh, whatever ``Timeout`` the client asks for
+(``Infinite`` and no header included). wsgidav has no setting for this (its
+own storages allow four weeks); clients that hold locks longer (Windows,
+Office, davfs2) refresh them well within an hour. A record written with a
+longer lifetime (by an older cas) is cut to the cap when first read.
+Expired locks are dropped lazily when read, as in wsgidav's own storages,
+and stop blocking at once.
+
+Nothing is cached in memory: every decision reads the index, so a lock broken
+by another process (``cas locks break``, the LMDB index is shared) stops
+blocking the running server's next request. :func:`list_locks` and
+:func:`break_locks` are the administration behind that command.
 Every method is one or a few short kv calls; the LockManager serialises
 lock decisions with its own lock, and each kv call is atomic, so this class is
 safe to call from several request threads.
@@ -33,6 +45,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable
+from urllib.parse import quote, unquote
 
 from wsgidav.lock_man.lock_manager import (
     generate_lock_token,
@@ -59,11 +72,15 @@ def _long_id(root: str) -> str:
     return hashlib.sha256(root.encode()).hexdigest()
 
 
+#: the longest a lock lives without a refresh (seconds); also the default
+LOCK_TIMEOUT_MAX = 3600
+
+
 class StoreLockStorage:
     """wsgidav lock storage persisted through ``store.kv_*``."""
 
-    LOCK_TIME_OUT_DEFAULT = 604800  # 1 week, as wsgidav
-    LOCK_TIME_OUT_MAX = 4 * 604800
+    LOCK_TIME_OUT_DEFAULT = LOCK_TIMEOUT_MAX
+    LOCK_TIME_OUT_MAX = LOCK_TIMEOUT_MAX
 
     def __init__(self, store, *, clock: Callable[[], float] = time.time):
         self._store = store
@@ -138,6 +155,12 @@ class StoreLockStorage:
             log.debug("lock expired or outlived its bucket: %s on %s", token[-8:], lock["root"])
             self.delete(token)
             return None
+        latest = self._clock() + self.LOCK_TIME_OUT_MAX
+        if float(lock["expire"]) < 0 or float(lock["expire"]) > latest:
+            # written under an older, longer cap: cut it to this one
+            lock["expire"] = latest
+            lock["timeout"] = self.LOCK_TIME_OUT_MAX
+            self._store.kv_put(NS_LOCK, token, self._encode(lock))
         return lock
 
     def create(self, path: str, lock: dict) -> dict:
@@ -224,3 +247,63 @@ class StoreLockStorage:
                 continue
             found.append(token if token_only else lock)
         return found
+
+
+# ---------------------------------------------------------------------------------------
+# administration (``cas locks``): works on the index directly, while the server runs
+# ---------------------------------------------------------------------------------------
+
+
+def lock_path(path: str) -> str:
+    """The lock root (a quoted WebDAV path below /dav) of a path typed by an administrator:
+    ``/bucket/dir``, ``bucket/dir/`` or ``/bucket/a%20b`` all name their resource."""
+    return normalize_lock_root(quote(unquote(path or "/")))
+
+
+def list_locks(store) -> list[dict]:
+    """Every live lock, sorted by root, as JSON-able records (expired ones are dropped)."""
+    storage = StoreLockStorage(store)
+    locks = storage.get_lock_list("/", include_root=True, include_children=True, token_only=False)
+    return sorted((_public(lock) for lock in locks), key=lambda r: (r["path"], r["token"]))
+
+
+def break_locks(store, *, tokens: list[str] | None = None, path: str | None = None,
+                everything: bool = False) -> tuple[list[dict], list[str]]:
+    """Remove locks: the given ``tokens``, those on ``path`` or below it, or all of them.
+
+    Returns (the locks removed, the tokens that named no live lock). A removed lock stops
+    blocking the server's next request (nothing is cached).
+    """
+    storage = StoreLockStorage(store)
+    if everything:
+        path = "/"
+    chosen: list[dict] = []
+    missing: list[str] = []
+    for token in tokens or []:
+        token = token.strip().strip("<>")
+        lock = storage.get(token)
+        if lock is None:
+            missing.append(token)
+        else:
+            chosen.append(lock)
+    if path is not None:
+        chosen += storage.get_lock_list(lock_path(path), include_root=True, include_children=True,
+                                        token_only=False)
+    removed = []
+    for lock in chosen:
+        if storage.delete(lock["token"]):
+            log.info("broke lock %s on %s held by %s", lock["token"][-8:], lock["root"], lock["principal"])
+            removed.append(_public(lock))
+    return removed, missing
+
+
+def _public(lock: dict) -> dict:
+    return {
+        "token": lock["token"],
+        "path": unquote(lock["root"]),
+        "principal": lock["principal"],
+        "scope": lock["scope"],
+        "depth": lock["depth"],
+        "owner": lock["owner"].decode("utf-8", "replace"),
+        "expire": float(lock["expire"]),
+    }

@@ -51,6 +51,7 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.util import etree
 
 from cas import errors
+from cas.protocols.http import parse_range
 
 from .error import dav_errors, forbidden, to_dav_error
 
@@ -324,6 +325,12 @@ class CasProvider(DAVProvider):
         if parts and not (method == "MKCOL" and len(parts) == 1) and self._hidden_bucket(parts[0], environ):
             # another user's bucket: not found, whatever the method (MKCOL of the name itself: 403)
             raise DAVError(HTTP_NOT_FOUND)
+        if method == "LOCK" and not parts and not self.is_root(environ):
+            # a depth-infinity lock on / would block every write of every user: a user
+            # locks only what it may write (its own buckets, which the check above ensures)
+            raise forbidden("only the root user may lock the root collection")
+        if method in ("GET", "HEAD") and "HTTP_RANGE" in environ:
+            self._canonical_range(environ)
         if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").strip().lower() == "infinity":
             # RFC 4918 §9.1: a server may refuse Depth: infinity; a bucket can hold millions of keys
             raise DAVError(HTTP_FORBIDDEN, err_condition="{DAV:}propfind-finite-depth")
@@ -336,6 +343,30 @@ class CasProvider(DAVProvider):
 
             return default_handler(environ, created_start_response)
         return default_handler(environ, start_response)
+
+    def _canonical_range(self, environ: dict) -> None:
+        """Interpret ``Range`` with the one parser (``cas.protocols.http``), not wsgidav's.
+
+        wsgidav's own parser searches the header for anything range-like (``items=0-1``,
+        the ``-2`` of ``bytes=5-2``) and serves the last of several ranges. Here the
+        header is replaced by what ``parse_range`` decided: removed (200, whole body),
+        one canonical ``bytes=first-last`` (206), or a start at the end of the object,
+        which wsgidav answers with 416 and ``Content-Range: bytes */SIZE`` after the
+        If-* conditions, as RFC 9110 orders them.
+        """
+        res = self.get_resource_inst(environ.get("PATH_INFO", "/"), environ)
+        if res is None or res.is_collection:
+            return  # 404 / 403 follow from wsgidav; the header does not matter
+        size = res.get_content_length()
+        try:
+            rng = parse_range(environ["HTTP_RANGE"], size)
+        except errors.InvalidRange:
+            environ["HTTP_RANGE"] = f"bytes={size}-"
+            return
+        if rng is None:
+            del environ["HTTP_RANGE"]
+        else:
+            environ["HTTP_RANGE"] = f"bytes={rng.start}-{rng.stop - 1}"
 
     # -- helpers shared by resources ------------------------------------------------------
     def iter_keys(self, bucket: str, prefix: str) -> Iterator:
