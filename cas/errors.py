@@ -5,7 +5,8 @@
     ├─ AlreadyExists ─ BucketAlreadyExists, UserAlreadyExists
     ├─ Conflict ─ BucketNotEmpty
     ├─ PreconditionFailed
-    ├─ AccessDenied ─ InvalidAccessKey, SignatureMismatch, RequestTimeSkewed, RequestExpired
+    ├─ AccessDenied ─ InvalidAccessKey, SignatureMismatch, RequestTimeSkewed, RequestExpired,
+    │                HeadersNotSigned
     ├─ BadRequest ─ InvalidName, KeyTooLong, BadDigest (─ PayloadHashMismatch), InvalidRange,
     │               MalformedXML, InvalidPart, InvalidPartOrder, EntityTooSmall, IncompleteBody,
     │               InvalidDigest, MalformedChunk, MalformedTrailer, MalformedAuthorization,
@@ -112,6 +113,15 @@ class RequestTimeSkewed(AccessDenied):
 
 class RequestExpired(AccessDenied):
     """Request has expired."""
+
+
+class HeadersNotSigned(AccessDenied):
+    """There were headers present in the request which were not signed"""
+
+    def __init__(self, headers=(), message: str | None = None):
+        super().__init__(message)
+        #: the lower-case names of the unsigned headers, in request order
+        self.headers = tuple(headers)
 
 
 class BadRequest(CasError):

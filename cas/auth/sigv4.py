@@ -41,6 +41,7 @@ from cas.errors import (  # noqa: F401 - re-exported where callers expect them
     AccessDenied,
     BadDigest,
     BadRequest,
+    HeadersNotSigned,
     InvalidAccessKey,
     InvalidPayloadHash,
     MalformedAuthorization,
@@ -63,6 +64,13 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 MAX_SKEW_SECONDS = 15 * 60
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+#: x-amz-* headers a SigV4 signature need not list. x-amz-content-sha256 and x-amz-date are
+#: bound anyway (the payload line of the canonical request, the date of the string to sign;
+#: under query auth the URL's own values win and the headers change nothing), and
+#: x-amz-user-agent is only informational. Every other x-amz-* header can change what a
+#: request does or stores (x-amz-copy-source, x-amz-meta-*, x-amz-metadata-directive,
+#: x-amz-decoded-content-length, ...), so an unsigned one is refused, as S3 does.
+UNSIGNED_AMZ_ALLOWED = frozenset({"x-amz-content-sha256", "x-amz-date", "x-amz-user-agent"})
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _HEX = frozenset("0123456789abcdef")
 #: query parameters that are part of a V2 signature's resource (as botocore's HmacV1Auth)
@@ -234,6 +242,7 @@ class SigV4Verifier:
         names = _signed_header_names(signed_headers, MalformedAuthorization)
         if "host" not in names:
             raise MalformedAuthorization("The authorization header is malformed; SignedHeaders must include host.")
+        _refuse_unsigned_amz_headers(request.headers, names)
 
         payload_hash = request.headers.get("x-amz-content-sha256")
         if payload_hash is None:
@@ -283,6 +292,7 @@ class SigV4Verifier:
         names = _signed_header_names(signed_headers, MalformedPresign)
         if "host" not in names:
             raise MalformedPresign("X-Amz-SignedHeaders must include host.")
+        _refuse_unsigned_amz_headers(request.headers, names)
 
         now = self._clock()
         if now > when + expires:
@@ -447,6 +457,22 @@ def _signed_header_names(text: str, error: type[BadRequest]) -> list[str]:
     if not names or any(not n for n in names):
         raise error("SignedHeaders is malformed.")
     return names
+
+
+def unsigned_amz_headers(headers: Mapping[str, str], signed_names: Sequence[str]) -> list[str]:
+    """The request's x-amz-* headers that a SigV4 signature must cover but does not."""
+    signed = set(signed_names)
+    return [
+        name
+        for name in headers
+        if name.startswith("x-amz-") and name not in signed and name not in UNSIGNED_AMZ_ALLOWED
+    ]
+
+
+def _refuse_unsigned_amz_headers(headers: Mapping[str, str], signed_names: Sequence[str]) -> None:
+    unsigned = unsigned_amz_headers(headers, signed_names)
+    if unsigned:
+        raise HeadersNotSigned(unsigned)
 
 
 def _parse_http_date(text: str | None) -> float | None:
