@@ -281,14 +281,7 @@ class SigV4Verifier:
         when = _parse_amz_date(amz_date, MalformedPresign, "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
         if not amz_date.startswith(date):
             raise MalformedPresign("Invalid credential date. Date is not the same as X-Amz-Date.")
-        try:
-            expires = int(expires_text)
-        except ValueError:
-            raise MalformedPresign("X-Amz-Expires should be a number.") from None
-        if expires < 0:
-            raise MalformedPresign("X-Amz-Expires must be non-negative.")
-        if expires > MAX_PRESIGN_SECONDS:
-            raise MalformedPresign("X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less than 604800 seconds.")
+        expires = _presign_lifetime(expires_text)
         names = _signed_header_names(signed_headers, MalformedPresign)
         if "host" not in names:
             raise MalformedPresign("X-Amz-SignedHeaders must include host.")
@@ -341,12 +334,18 @@ class SigV4Verifier:
             expires_text = params["Expires"]
         except KeyError as exc:
             raise MalformedPresign(f"Query-string authentication requires the {exc.args[0]} parameter.") from None
-        try:
-            expires = int(expires_text)
-        except ValueError:
-            raise MalformedPresign("Expires should be a number of seconds since the epoch.") from None
-        if self._clock() > expires:
+        if expires_text.startswith("-") and _is_ascii_digits(expires_text[1:]):
+            raise RequestExpired()  # a time before 1970
+        if not _is_ascii_digits(expires_text):
+            raise MalformedPresign("Expires should be a number of seconds since the epoch.")
+        expires = int(expires_text) if len(expires_text.lstrip("0")) <= 20 else 1 << 64
+        now = self._clock()
+        if now > expires:
             raise RequestExpired()
+        # V2 URLs name an absolute expiry; hold them to the same week as V4's X-Amz-Expires
+        # (with the clock skew a signer may have), so no URL stays valid for years.
+        if expires > now + MAX_PRESIGN_SECONDS + self._max_skew:
+            raise MalformedPresign("Expires must be less than a week (604800 seconds) from now.")
         secret = self._secret(access_key)
         amz = {n: v for n, v in request.headers.items() if n.startswith("x-amz-")}
         amz.update({n.lower(): v for n, v in request.query if n.lower().startswith("x-amz-")})
@@ -450,6 +449,21 @@ def _canonical_uri_candidates(path: str) -> list[str]:
 
 def _uri_encode(text: str) -> str:
     return quote(text.encode("utf-8"), safe="-_.~")
+
+
+def _presign_lifetime(text: str) -> int:
+    """X-Amz-Expires: whole seconds, 0 to a week (S3's messages for each way it can be wrong)."""
+    if text.startswith("-") and _is_ascii_digits(text[1:]):
+        raise MalformedPresign("X-Amz-Expires must be non-negative.")
+    if not _is_ascii_digits(text):
+        raise MalformedPresign("X-Amz-Expires should be a number.")
+    if len(text.lstrip("0")) > 6 or int(text) > MAX_PRESIGN_SECONDS:
+        raise MalformedPresign("X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less than 604800 seconds.")
+    return int(text)
+
+
+def _is_ascii_digits(text: str) -> bool:
+    return bool(text) and text.isascii() and text.isdigit()
 
 
 def _signed_header_names(text: str, error: type[BadRequest]) -> list[str]:
