@@ -21,6 +21,9 @@ def register(sub):
     p.add_argument("--tls-key", default=None, help="PEM private key for --tls-cert")
     p.add_argument("--domain", default=None, help="base domain for virtual-host-style S3 requests")
     p.add_argument("--threads", default=None, help="worker threads per listener (default 16)")
+    p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
+                   help="browser origin allowed to call the S3 API (repeatable; '*' any, 'none' none; "
+                        "default: loopback origins only)")
     p.add_argument("--anonymous", action="store_true", default=None, help="allow unauthenticated requests")
     p.add_argument("--gc-interval", default=None, help="run GC inside the server this often (e.g. 6h)")
     p.add_argument("--gc-min-age", default=None, help="GC grace period (default 1h)")
@@ -43,7 +46,7 @@ def argparse_hidden():
 def overrides(args) -> dict:
     return {
         "server": {"s3": args.s3, "http": args.http, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
-                   "domain": args.domain, "threads": args.threads},
+                   "domain": args.domain, "threads": args.threads, "cors_origins": args.cors_origin},
         "auth": {"allow_anonymous": args.anonymous, "jwt_ttl": args.jwt_ttl, "oidc_issuer": args.oidc_issuer,
                  "oidc_audience": args.oidc_audience, "oidc_jwks_url": args.oidc_jwks_url,
                  "oidc_user_claim": args.oidc_user_claim},
