@@ -17,6 +17,8 @@ and s3cmd's ``signurl`` does as well. V2 never signs the payload (Content-MD5 at
 the wire) into an :class:`Authorization` (who signed, and what they said about the
 payload) or raises one of the errors below. It never reads the body: the payload hash
 (``x-amz-content-sha256``) is returned for the protocol layer to check while it streams.
+A V4 signature must cover every ``x-amz-*`` header but those in :data:`UNSIGNED_AMZ_ALLOWED`
+(``HeadersNotSigned`` otherwise); a presigned URL, V4 or V2, lives at most a week.
 
 S3 does not normalise paths, and clients differ in how they percent-encode them, so the
 canonical URI is tried in the AWS encoding of the decoded path first and, failing that, as
