@@ -66,6 +66,13 @@ class IndexSettings:
     map_size: int = 1 << 40  # sparse; LMDB grows the file as needed
 
 
+#: the default of ``server.cors_origins``: browser pages served from this machine only
+LOOPBACK_ORIGINS = (
+    "http://localhost:*", "https://localhost:*", "http://127.0.0.1:*", "https://127.0.0.1:*",
+    "http://[::1]:*", "https://[::1]:*",
+)
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     s3: tuple[str, int] = ("127.0.0.1", 9000)
@@ -76,7 +83,7 @@ class ServerSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     domain: str | None = None
-    cors_origins: tuple[str, ...] = ("*",)
+    cors_origins: tuple[str, ...] = LOOPBACK_ORIGINS  # S3 CORS; "*" any, "none" none
     access_log: bool = True
 
 
@@ -150,7 +157,8 @@ def _coerce(cls, name: str, value):
     if name in ("allow_anonymous", "access_log"):
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
     if name == "cors_origins":
-        return tuple(value) if not isinstance(value, str) else tuple(v.strip() for v in value.split(",") if v.strip())
+        items = value.split(",") if isinstance(value, str) else value
+        return tuple(v.strip() for v in items if v.strip() and v.strip().lower() != "none")
     return value
 
 
@@ -177,6 +185,7 @@ _ENV = {
     "CAS_S3_ADDR": ("server", "s3"),
     "CAS_HTTP_ADDR": ("server", "http"),
     "CAS_DOMAIN": ("server", "domain"),
+    "CAS_CORS_ORIGINS": ("server", "cors_origins"),
     "CAS_GC_MIN_AGE": ("gc", "min_age"),
     "CAS_OIDC_ISSUER": ("auth", "oidc_issuer"),
     "CAS_OIDC_AUDIENCE": ("auth", "oidc_audience"),

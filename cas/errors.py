@@ -5,7 +5,8 @@
     ├─ AlreadyExists ─ BucketAlreadyExists, UserAlreadyExists
     ├─ Conflict ─ BucketNotEmpty
     ├─ PreconditionFailed
-    ├─ AccessDenied ─ InvalidAccessKey, SignatureMismatch, RequestTimeSkewed, RequestExpired
+    ├─ AccessDenied ─ InvalidAccessKey, SignatureMismatch, RequestTimeSkewed, RequestExpired,
+    │                HeadersNotSigned
     ├─ TooManyRequests         (failed logins from this address: wait ``retry_after`` seconds)
     ├─ BadRequest ─ InvalidName, KeyTooLong, BadDigest (─ PayloadHashMismatch), InvalidRange,
     │               MalformedXML, InvalidPart, InvalidPartOrder, EntityTooSmall, IncompleteBody,
@@ -125,6 +126,15 @@ class TooManyRequests(CasError):
     def __init__(self, message: str | None = None, *, retry_after: int = 1):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class HeadersNotSigned(AccessDenied):
+    """There were headers present in the request which were not signed"""
+
+    def __init__(self, headers=(), message: str | None = None):
+        super().__init__(message)
+        #: the lower-case names of the unsigned headers, in request order
+        self.headers = tuple(headers)
 
 
 class BadRequest(CasError):

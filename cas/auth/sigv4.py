@@ -17,6 +17,8 @@ and s3cmd's ``signurl`` does as well. V2 never signs the payload (Content-MD5 at
 the wire) into an :class:`Authorization` (who signed, and what they said about the
 payload) or raises one of the errors below. It never reads the body: the payload hash
 (``x-amz-content-sha256``) is returned for the protocol layer to check while it streams.
+A V4 signature must cover every ``x-amz-*`` header but those in :data:`UNSIGNED_AMZ_ALLOWED`
+(``HeadersNotSigned`` otherwise); a presigned URL, V4 or V2, lives at most a week.
 
 S3 does not normalise paths, and clients differ in how they percent-encode them, so the
 canonical URI is tried in the AWS encoding of the decoded path first and, failing that, as
@@ -41,6 +43,7 @@ from cas.errors import (  # noqa: F401 - re-exported where callers expect them
     AccessDenied,
     BadDigest,
     BadRequest,
+    HeadersNotSigned,
     InvalidAccessKey,
     InvalidPayloadHash,
     MalformedAuthorization,
@@ -63,6 +66,13 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 MAX_SKEW_SECONDS = 15 * 60
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+#: x-amz-* headers a SigV4 signature need not list. x-amz-content-sha256 and x-amz-date are
+#: bound anyway (the payload line of the canonical request, the date of the string to sign;
+#: under query auth the URL's own values win and the headers change nothing), and
+#: x-amz-user-agent is only informational. Every other x-amz-* header can change what a
+#: request does or stores (x-amz-copy-source, x-amz-meta-*, x-amz-metadata-directive,
+#: x-amz-decoded-content-length, ...), so an unsigned one is refused, as S3 does.
+UNSIGNED_AMZ_ALLOWED = frozenset({"x-amz-content-sha256", "x-amz-date", "x-amz-user-agent"})
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _LAST_AMZ_SECOND = 253402300799  # 9999-12-31T23:59:59Z, the last time _AMZ_DATE_FORMAT can spell
 _HEX = frozenset("0123456789abcdef")
@@ -236,6 +246,7 @@ class SigV4Verifier:
         names = _signed_header_names(signed_headers, MalformedAuthorization)
         if "host" not in names:
             raise MalformedAuthorization("The authorization header is malformed; SignedHeaders must include host.")
+        _refuse_unsigned_amz_headers(request.headers, names)
 
         payload_hash = request.headers.get("x-amz-content-sha256")
         if payload_hash is None:
@@ -274,17 +285,11 @@ class SigV4Verifier:
         when = _parse_amz_date(amz_date, MalformedPresign, "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
         if not amz_date.startswith(date):
             raise MalformedPresign("Invalid credential date. Date is not the same as X-Amz-Date.")
-        try:
-            expires = int(expires_text)
-        except ValueError:
-            raise MalformedPresign("X-Amz-Expires should be a number.") from None
-        if expires < 0:
-            raise MalformedPresign("X-Amz-Expires must be non-negative.")
-        if expires > MAX_PRESIGN_SECONDS:
-            raise MalformedPresign("X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less than 604800 seconds.")
+        expires = _presign_lifetime(expires_text)
         names = _signed_header_names(signed_headers, MalformedPresign)
         if "host" not in names:
             raise MalformedPresign("X-Amz-SignedHeaders must include host.")
+        _refuse_unsigned_amz_headers(request.headers, names)
 
         now = self._clock()
         if now > when + expires:
@@ -333,12 +338,18 @@ class SigV4Verifier:
             expires_text = params["Expires"]
         except KeyError as exc:
             raise MalformedPresign(f"Query-string authentication requires the {exc.args[0]} parameter.") from None
-        try:
-            expires = int(expires_text)
-        except ValueError:
-            raise MalformedPresign("Expires should be a number of seconds since the epoch.") from None
-        if self._clock() > expires:
+        if expires_text.startswith("-") and _is_ascii_digits(expires_text[1:]):
+            raise RequestExpired()  # a time before 1970
+        if not _is_ascii_digits(expires_text):
+            raise MalformedPresign("Expires should be a number of seconds since the epoch.")
+        expires = int(expires_text) if len(expires_text.lstrip("0")) <= 20 else 1 << 64
+        now = self._clock()
+        if now > expires:
             raise RequestExpired()
+        # V2 URLs name an absolute expiry; hold them to the same week as V4's X-Amz-Expires
+        # (with the clock skew a signer may have), so no URL stays valid for years.
+        if expires > now + MAX_PRESIGN_SECONDS + self._max_skew:
+            raise MalformedPresign("Expires must be less than a week (604800 seconds) from now.")
         secret = self._secret(access_key)
         amz = {n: v for n, v in request.headers.items() if n.startswith("x-amz-")}
         amz.update({n.lower(): v for n, v in request.query if n.lower().startswith("x-amz-")})
@@ -445,11 +456,42 @@ def _uri_encode(text: str) -> str:
     return quote(text.encode("utf-8"), safe="-_.~")
 
 
+def _presign_lifetime(text: str) -> int:
+    """X-Amz-Expires: whole seconds, 0 to a week (S3's messages for each way it can be wrong)."""
+    if text.startswith("-") and _is_ascii_digits(text[1:]):
+        raise MalformedPresign("X-Amz-Expires must be non-negative.")
+    if not _is_ascii_digits(text):
+        raise MalformedPresign("X-Amz-Expires should be a number.")
+    if len(text.lstrip("0")) > 6 or int(text) > MAX_PRESIGN_SECONDS:
+        raise MalformedPresign("X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less than 604800 seconds.")
+    return int(text)
+
+
+def _is_ascii_digits(text: str) -> bool:
+    return bool(text) and text.isascii() and text.isdigit()
+
+
 def _signed_header_names(text: str, error: type[BadRequest]) -> list[str]:
     names = [n.strip().lower() for n in text.split(";")]
     if not names or any(not n for n in names):
         raise error("SignedHeaders is malformed.")
     return names
+
+
+def unsigned_amz_headers(headers: Mapping[str, str], signed_names: Sequence[str]) -> list[str]:
+    """The request's x-amz-* headers that a SigV4 signature must cover but does not."""
+    signed = set(signed_names)
+    return [
+        name
+        for name in headers
+        if name.startswith("x-amz-") and name not in signed and name not in UNSIGNED_AMZ_ALLOWED
+    ]
+
+
+def _refuse_unsigned_amz_headers(headers: Mapping[str, str], signed_names: Sequence[str]) -> None:
+    unsigned = unsigned_amz_headers(headers, signed_names)
+    if unsigned:
+        raise HeadersNotSigned(unsigned)
 
 
 def _parse_http_date(text: str | None) -> float | None:

@@ -25,6 +25,9 @@ def register(sub):
     p.add_argument("--head-timeout", default=None, help="time a client has to send a request head (default 10s)")
     p.add_argument("--max-conns-per-ip", default=None,
                    help="open connections per client address and listener (default 64, 0: no cap)")
+    p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
+                   help="browser origin allowed to call the S3 API (repeatable; '*' any, 'none' none; "
+                        "default: loopback origins only)")
     p.add_argument("--anonymous", action="store_true", default=None, help="allow unauthenticated requests")
     p.add_argument("--gc-interval", default=None, help="run GC inside the server this often (e.g. 6h)")
     p.add_argument("--gc-min-age", default=None, help="GC grace period (default 1h)")
@@ -50,7 +53,7 @@ def overrides(args) -> dict:
     return {
         "server": {"s3": args.s3, "http": args.http, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
                    "domain": args.domain, "threads": args.threads, "head_timeout": args.head_timeout,
-                   "max_conns_per_ip": args.max_conns_per_ip},
+                   "max_conns_per_ip": args.max_conns_per_ip, "cors_origins": args.cors_origin},
         "auth": {"allow_anonymous": args.anonymous, "jwt_ttl": args.jwt_ttl, "oidc_issuer": args.oidc_issuer,
                  "oidc_audience": args.oidc_audience, "oidc_jwks_url": args.oidc_jwks_url,
                  "oidc_user_claim": args.oidc_user_claim, "oidc_root": args.oidc_root},

@@ -29,7 +29,11 @@ def _owner(name: str) -> list:
 
 
 def list_buckets(req: S3Request) -> Response:
-    buckets = req.store.buckets(owner=None if req.root or not req.user else req.user)
+    if not req.user:
+        # Anonymous reads reach objects whose address is known; listing would name every
+        # user's buckets. Public buckets arrive with ACLs.
+        raise S3Error("AccessDenied", "Anonymous users cannot list buckets.", 403)
+    buckets = req.store.buckets(owner=None if req.root else req.user)
     prefix = req.params.get("prefix", "")
     entries = [
         ("Bucket", [("Name", b.name), ("CreationDate", iso_time(b.created)), ("BucketRegion", REGION)])

@@ -47,6 +47,7 @@ TABLE: dict[type[BaseException], tuple[str, int]] = {
     sigv4.SignatureMismatch: ("SignatureDoesNotMatch", 403),
     sigv4.RequestTimeSkewed: ("RequestTimeTooSkewed", 403),
     sigv4.RequestExpired: ("AccessDenied", 403),
+    sigv4.HeadersNotSigned: ("AccessDenied", 403),
     sigv4.MalformedAuthorization: ("AuthorizationHeaderMalformed", 400),
     sigv4.MalformedPresign: ("AuthorizationQueryParametersError", 400),
     sigv4.UnsupportedAuthorization: ("InvalidRequest", 400),
@@ -94,5 +95,8 @@ def to_s3_error(exc: BaseException) -> S3Error:
                 # Internal details stay in the log, not on the wire (a damaged object is named:
                 # the client must know its object is damaged, not that it may simply retry).
                 message = "We encountered an internal error. Please try again."
-            return S3Error(code, message, status)
+            error = S3Error(code, message, status)
+            if isinstance(exc, e.HeadersNotSigned):
+                error.fields["HeadersNotSigned"] = ", ".join(exc.headers)
+            return error
     return S3Error("InternalError", "We encountered an internal error. Please try again.", 500)
