@@ -14,14 +14,17 @@ if __name__ == "__main__":  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cas.errors import CasError
-from cas.protocols.s3.object import _parse_range
+from cas.protocols.http import parse_range as _parse_range
 
 MAX_SIZE = 1 << 63
 
 
 def parse_range(header: str, size: int):
-    """The parser under test; point this at ``cas.protocols.http.parse_range`` once it exists."""
-    return _parse_range(header, lambda: size)
+    """The parser under test: the one Range parser all front ends share, as (start, stop)."""
+    r = _parse_range(header, size)
+    if r is not None:
+        assert r.stop <= size and r.length == r.stop - r.start, r
+    return None if r is None else (r.start, r.stop)
 
 
 SEEDS = [
