@@ -181,8 +181,9 @@ def _norm_etag(etag: str) -> str:
     return etag.strip('"')
 
 
-def _etag_matches(condition: str, etag: str) -> bool:
-    return any(c == "*" or _norm_etag(c) == etag for c in condition.split(","))
+def etag_matches(condition: str, etag: str) -> bool:
+    """Whether an If-Match / If-None-Match list (``"a", W/"b"`` or ``*``) names ``etag``."""
+    return any(c.strip() == "*" or _norm_etag(c) == etag for c in condition.split(","))
 
 
 class ObjectReader:
@@ -477,9 +478,9 @@ class Store:
         if if_match is None and if_none_match is None:
             return
         cur = t.get_object(bucket, key)
-        if if_match is not None and (cur is None or not _etag_matches(if_match, cur["etag"])):
+        if if_match is not None and (cur is None or not etag_matches(if_match, cur["etag"])):
             raise PreconditionFailed(f"If-Match {if_match} does not hold for {bucket}/{key}")
-        if if_none_match is not None and cur is not None and _etag_matches(if_none_match, cur["etag"]):
+        if if_none_match is not None and cur is not None and etag_matches(if_none_match, cur["etag"]):
             raise PreconditionFailed(f"If-None-Match {if_none_match} does not hold for {bucket}/{key}")
 
     def _write(self, body, hashers, expected_size, expected_md5, before_commit,

@@ -1,5 +1,9 @@
 """HTTP helpers shared by every front end (S3, WebDAV, web API): one parser per header.
 
+Range, Basic credentials and ETag conditions each have exactly one interpretation here
+(``etag_matches`` is the Store's own rule for If-Match / If-None-Match on a stored ETag,
+re-exported so that front ends and conditional writes can never disagree).
+
 Range (RFC 9110 §14): :func:`parse_range` is the one interpretation of a
 ``Range`` header in cas. Its policy, the same for all front ends:
 
@@ -20,10 +24,15 @@ Pure functions only: no I/O, no state, safe from any thread.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import NamedTuple
 
 from ..errors import InvalidRange
+from ..store import etag_matches
+
+__all__ = ["ByteRange", "etag_matches", "parse_basic", "parse_range", "unsatisfied_content_range"]
 
 _DIGITS = re.compile(r"[0-9]+")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -109,3 +118,26 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         raise InvalidRange(f"the range starts at {first_pos}, beyond the {size} bytes of the object")
     stop = size if last_pos is None else min(last_pos + 1, size)
     return ByteRange(first_pos, stop, size)
+
+
+def parse_basic(header: str) -> tuple[str, str] | None:
+    """(user, password) of a ``Basic`` Authorization header, or None if it is malformed.
+
+    The credentials are UTF-8 (RFC 7617's ``charset="UTF-8"``); bytes that are not UTF-8 are
+    read as latin-1, which is what older clients send.
+    """
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        return None
+    return user, password

@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from cas.errors import InvalidHeaderValue, ObjectNotFound, PreconditionFailed
 from cas.headers import check_content_type, check_value
 from cas.protocols import headers as safe
-from cas.protocols.http import parse_range
+from cas.protocols.http import etag_matches, parse_range
 from cas.protocols.s3 import checksum, xml
 from cas.protocols.s3.error import S3Error, invalid_argument, not_implemented, to_s3_error
 from cas.protocols.s3.payload import Payload, read_small_body
@@ -81,15 +81,6 @@ def _http_date(text: str | None) -> float | None:
         return None  # an unparsable date is ignored, as HTTP says
 
 
-def _etag_in(condition: str, etag: str) -> bool:
-    for item in condition.split(","):
-        item = item.strip()
-        item = item.removeprefix("W/")
-        if item == "*" or item.strip('"') == etag:
-            return True
-    return False
-
-
 def _response_override(param: str, value: str) -> str:
     """A ``response-content-*`` query value, refused (400) when it could not be sent as a header."""
     try:
@@ -112,12 +103,12 @@ def check_read_conditions(headers, info, prefix: str = "") -> int | None:
     if_unmodified = _http_date(headers.get(prefix + "if-unmodified-since"))
     mtime = int(info.mtime)  # HTTP dates have whole seconds
     if if_match is not None:
-        if not _etag_in(if_match, info.etag):
+        if not etag_matches(if_match, info.etag):
             return 412
     elif if_unmodified is not None and mtime > if_unmodified:
         return 412
     if if_none_match is not None:
-        if _etag_in(if_none_match, info.etag):
+        if etag_matches(if_none_match, info.etag):
             return 304
     elif if_modified is not None and mtime <= if_modified:
         return 304

@@ -42,8 +42,6 @@ Stateless apart from the Store; thread-safe.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import math
@@ -61,7 +59,7 @@ from ...access import Principal
 from ...auth.tokens import service_for
 from ...headers import check_content_type
 from .. import headers as safe
-from ..http import parse_range, unsatisfied_content_range
+from ..http import parse_basic, parse_range, unsatisfied_content_range
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import metrics_for
 
@@ -214,15 +212,6 @@ def _object_json(info) -> dict:
             "folder": info.key.endswith("/")}
 
 
-def _basic(header: str) -> tuple[str, str] | None:
-    try:
-        raw = base64.b64decode(header.split(" ", 1)[1].strip(), validate=True).decode("utf-8")
-    except (IndexError, binascii.Error, ValueError):
-        return None
-    user, sep, password = raw.partition(":")
-    return (user, password) if sep and user else None
-
-
 
 
 Handler = Callable[[Request, Callable], Iterable[bytes]]
@@ -348,7 +337,7 @@ class WebApp:
             except errors.AccessDenied as exc:
                 raise _unauthorized(str(exc)) from None
         elif scheme == "basic":
-            creds = _basic(header)
+            creds = parse_basic(header)
             if creds is None:
                 raise _unauthorized("malformed Basic credentials")
             if not self.store.users.authenticate(*creds, source=_peer(req)):

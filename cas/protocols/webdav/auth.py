@@ -17,12 +17,11 @@ and per address and name); this middleware only answers them: 429 with
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Callable
 
 from ...errors import TooManyRequests
+from ..http import parse_basic
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +30,6 @@ _BODY = b"401 Unauthorized: log in with your cas user name and secret\n"
 
 #: Optional verifier of bearer tokens: token -> user name, or None if invalid.
 BearerVerifier = Callable[[str], "str | None"]
-
-
-def parse_basic(header: str) -> tuple[str, str] | None:
-    """(user, password) of a ``Basic`` Authorization header, or None if it is malformed."""
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic" or not value.strip():
-        return None
-    try:
-        raw = base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    user, sep, password = text.partition(":")
-    if not sep or not user:
-        return None
-    return user, password
 
 
 class DavAuthenticator:

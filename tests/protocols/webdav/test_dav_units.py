@@ -10,7 +10,7 @@ from wsgidav.lock_man.lock_manager import LockManager
 
 from cas import errors
 from cas.config import load_settings
-from cas.protocols.webdav.auth import parse_basic
+from cas.protocols.http import parse_basic
 from cas.protocols.webdav.error import status_of
 from cas.protocols.webdav.lock import StoreLockStorage
 from cas.store import Store
