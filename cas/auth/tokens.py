@@ -25,13 +25,15 @@ expired token, another audience or issuer, a changed byte) raises ``AccessDenied
 is the reason, which the HTTP fronts return with their 401. Expiry is checked against
 ``store.clock`` (injectable in tests), with ``LEEWAY`` seconds of clock skew.
 
-Use from a protocol::
+Use from a protocol: the server makes one ``TokenService`` (``build_apps``) and hands it to the
+web API and, as ``tokens.bearer_verifier()``, to WebDAV::
 
-    from cas.auth.tokens import issue_token, verify_token, bearer_verifier
-    user = verify_token(store, token)          # or AccessDenied(reason)
-    check = bearer_verifier(store)             # token -> user name | None, for WebDAV
+    tokens = TokenService(store)
+    user = tokens.verify(token)                # or AccessDenied(reason)
+    check = tokens.bearer_verifier()           # token -> user name | None, for WebDAV
 
-Thread-safe: one ``TokenService`` per Store (``service_for``), its JWKS cache behind a lock.
+``issue_token`` / ``verify_token`` are one-shot helpers (a fresh service each call: no JWKS cache).
+Thread-safe: the JWKS cache of a ``TokenService`` is behind a lock.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from pathlib import Path
 
 import jwt
@@ -227,6 +228,18 @@ class TokenService:
             raise AccessDenied("the link is for another object")
         return self._same_user(claims)
 
+    def bearer_verifier(self):
+        """``token -> user | None`` for middleware that only needs a yes/no (WebDAV's DavAuthenticator)."""
+
+        def check(token: str) -> str | None:
+            try:
+                return self.verify(token)
+            except AccessDenied as exc:
+                log.info("bearer token refused: %s", exc)
+                return None
+
+        return check
+
     def verify(self, token: str) -> str:
         """The cas user a token stands for; ``AccessDenied(reason)`` if it is not acceptable."""
         token = token.strip()
@@ -312,38 +325,18 @@ class TokenService:
         return name
 
 
-_services: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_services_lock = threading.Lock()
-
-
-def service_for(store) -> TokenService:
-    """The one TokenService of ``store`` (created on first use)."""
-    with _services_lock:
-        svc = _services.get(store)
-        if svc is None:
-            svc = _services[store] = TokenService(store)
-        return svc
 
 
 def issue_token(store, user: str, ttl: float | None = None) -> str:
     """A short-lived HS256 login token for ``user`` (the caller has checked the password)."""
-    return service_for(store).issue(user, ttl)[0]
+    return TokenService(store).issue(user, ttl)[0]
 
 
 def verify_token(store, token: str) -> str:
     """The cas user name ``token`` stands for; raises ``AccessDenied`` with the reason."""
-    return service_for(store).verify(token)
+    return TokenService(store).verify(token)
 
 
 def bearer_verifier(store):
     """``token -> user | None`` for middleware that only needs a yes/no (WebDAV's DavAuthenticator)."""
-    svc = service_for(store)
-
-    def check(token: str) -> str | None:
-        try:
-            return svc.verify(token)
-        except AccessDenied as exc:
-            log.info("bearer token refused: %s", exc)
-            return None
-
-    return check
+    return TokenService(store).bearer_verifier()

@@ -177,37 +177,25 @@ class HttpApp:
         return json_response(start_response, "404 Not Found", {"error": "not found", "path": path})
 
 
-def _not_implemented_s3(environ, start_response):
-    body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code>'
-            b"<Message>The S3 API is not available in this build.</Message></Error>")
-    start_response("501 Not Implemented", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
-    return [body]
-
-
 def build_apps(store, settings) -> tuple[WSGIApp, WSGIApp]:
-    """The S3 app and the HTTP app, with every protocol that this build has mounted.
+    """The S3 app and the HTTP app (WebDAV at /dav, the web UI and API at /).
 
-    Every listener is measured by the store's one metrics registry (``/metrics``).
+    One ``Metrics`` measures every listener (``/metrics``); one ``TokenService`` verifies the
+    bearer tokens of the web API and WebDAV. Both are made here and handed over explicitly.
     """
-    from .web.metrics import metrics_for
-
-    metrics = metrics_for(store)
-    try:
-        from .s3.app import make_app as make_s3
-    except ImportError:
-        s3_app: WSGIApp = _not_implemented_s3
-    else:
-        s3_app = metrics.wrap(make_s3(store, settings), "s3")
-    mounts: dict[str, WSGIApp] = {}
-    try:
-        from .webdav.app import make_app as make_dav
-    except ImportError:
-        pass
-    else:
-        mounts["/dav"] = metrics.wrap(make_dav(store, settings), "webdav")
+    from ..auth.tokens import TokenService
+    from .metrics import Metrics
+    from .s3.app import make_app as make_s3
     from .web.app import make_app as make_web
+    from .webdav.app import make_app as make_dav
 
-    mounts[""] = make_web(store, settings)  # measures itself under protocol "web"
+    metrics = Metrics(store)
+    tokens = TokenService(store)
+    s3_app = metrics.wrap(make_s3(store, settings), "s3")
+    mounts: dict[str, WSGIApp] = {
+        "/dav": metrics.wrap(make_dav(store, settings, bearer=tokens.bearer_verifier()), "webdav"),
+        "": make_web(store, settings, tokens=tokens, metrics=metrics),  # measures itself under "web"
+    }
     return guard(s3_app, "s3"), guard(HttpApp(store, settings, mounts), "http")
 
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cas.config import load_settings
-from cas.protocols.web.metrics import REPORTS_NS, metrics_for
+from cas.protocols.metrics import REPORTS_NS, Metrics
 from cas.store import Store
 
 pytestmark = pytest.mark.integration
@@ -65,8 +65,7 @@ def test_metrics_parse_and_move_with_requests(web_server):
 
 def test_the_middleware_measures_any_wsgi_app(tmp_path):
     with Store.open(load_settings(tmp_path / "d")) as store:
-        metrics = metrics_for(store)
-        assert metrics_for(store) is metrics
+        metrics = Metrics(store)
 
         def app(environ, start_response):
             environ["wsgi.input"].read()
@@ -116,7 +115,7 @@ def test_gc_and_verify_runs_show_in_metrics(tmp_path):
         collect(store, delete=True, min_age=0)
         verify(store)
         verify(store)
-        samples = {s.name: s.value for family in text_string_to_metric_families(metrics_for(store).render().decode())
+        samples = {s.name: s.value for family in text_string_to_metric_families(Metrics(store).render().decode())
                    for s in family.samples}
     assert samples["cas_gc_runs_total"] == 1 and samples["cas_gc_findings"] >= 1
     assert samples["cas_verify_runs_total"] == 2 and samples["cas_verify_findings"] == 0

@@ -321,14 +321,14 @@ def test_webdav_accepts_bearer_tokens_through_bearer_verifier(tmp_path):
 def test_tokens_of_a_removed_user_stay_dead_when_the_name_is_added_again(tmp_path):
     with open_store(tmp_path / "d") as store:
         token = issue_token(store, USER)
-        link = tokens.service_for(store).issue_link(USER, "b", "k")
+        link = TokenService(store).issue_link(USER, "b", "k")
         assert verify_token(store, token) == USER
         store.users.remove(USER)
         store.users.add(USER, "a-new-carol-secret")  # another person, the same name
         with pytest.raises(AccessDenied, match="earlier user"):
             verify_token(store, token)
         with pytest.raises(AccessDenied, match="earlier user"):
-            tokens.service_for(store).verify_link(link, "b", "k")
+            TokenService(store).verify_link(link, "b", "k")
         assert verify_token(store, issue_token(store, USER)) == USER  # the new carol logs in as usual
 
 

@@ -56,12 +56,12 @@ from pathlib import Path
 
 from ... import errors
 from ...access import Principal
-from ...auth.tokens import service_for
+from ...auth.tokens import TokenService
 from ...headers import check_content_type
 from .. import headers as safe
 from ..http import parse_basic, parse_range, unsatisfied_content_range
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import metrics_for
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -220,11 +220,11 @@ Handler = Callable[[Request, Callable], Iterable[bytes]]
 class WebApp:
     """The WSGI app (see the module docstring for the routes)."""
 
-    def __init__(self, store, settings):
+    def __init__(self, store, settings, *, tokens: TokenService, metrics: Metrics):
         self.store = store
         self.settings = settings
-        self.tokens = service_for(store)
-        self.metrics = metrics_for(store)
+        self.tokens = tokens
+        self.metrics = metrics
         self.anonymous = bool(settings.auth.allow_anonymous)
         # long-polls hold a worker thread each: past this many at once, a poll answers at once
         self._pollers = threading.BoundedSemaphore(max(1, settings.server.threads // 4))
@@ -736,6 +736,6 @@ class _Stream:
         self._reader.close()
 
 
-def make_app(store, settings):
+def make_app(store, settings, *, tokens: TokenService, metrics: Metrics):
     """The WSGI app for the web UI, the JSON API and /metrics (mounted at "" by the server)."""
-    return WebApp(store, settings)
+    return WebApp(store, settings, tokens=tokens, metrics=metrics)

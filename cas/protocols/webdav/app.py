@@ -201,8 +201,8 @@ def _plain(start_response, status: str, body: bytes, *, close: bool = False) -> 
 def make_app(store, settings, *, bearer: BearerVerifier | None = None):
     """The WSGI app serving ``/dav/`` over ``store`` (mount it at /dav).
 
-    ``bearer`` verifies ``Authorization: Bearer`` tokens (default: the store's
-    login JWTs and OIDC tokens, ``cas.auth.tokens.bearer_verifier``).
+    ``bearer`` verifies ``Authorization: Bearer`` tokens (the server passes
+    ``TokenService.bearer_verifier()``: login JWTs and OIDC tokens); None: Basic only.
     """
     data_dir = Path(settings.data_dir) if settings.blocks.url == "local" else None
     provider = CasProvider(store, data_dir=data_dir)
@@ -221,9 +221,5 @@ def make_app(store, settings, *, bearer: BearerVerifier | None = None):
         "dir_browser": {"enable": False},
     }
     dav = WsgiDAVApp(config)
-    if bearer is None:
-        from cas.auth.tokens import bearer_verifier
-
-        bearer = bearer_verifier(store)
     app = DavAuthenticator(dav, store.users, allow_anonymous=settings.auth.allow_anonymous, bearer=bearer)
     return DavFront(app)

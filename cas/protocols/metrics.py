@@ -1,9 +1,10 @@
 """Prometheus metrics of one store: request counters and latencies for every listener, store figures.
 
-One ``Metrics`` per Store (``metrics_for(store)``), with its own ``CollectorRegistry`` so that
-several stores in one process (tests) do not clash. Any WSGI app can be measured by wrapping it::
+One ``Metrics`` per server, made by ``build_apps`` and handed to every listener, with its own
+``CollectorRegistry`` so that several servers in one process (tests) do not clash. Any WSGI app
+can be measured by wrapping it::
 
-    metrics = metrics_for(store)
+    metrics = Metrics(store)
     s3_app = metrics.wrap(s3_app, "s3")          # protocol label
     dav_app = metrics.wrap(dav_app, "webdav")
 
@@ -34,9 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -203,16 +202,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-_metrics: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
-
-
-def metrics_for(store) -> Metrics:
-    """The one Metrics of ``store`` (created on first use); every listener should share it."""
-    with _lock:
-        m = _metrics.get(store)
-        if m is None:
-            m = _metrics[store] = Metrics(store)
-        return m
