@@ -90,8 +90,3 @@ class Codec:
         if len(data) != raw_len or block_id(data) != bid:
             raise IntegrityError(f"block {short(bid)} does not match its id")
         return data
-
-
-def raw_length(stored: bytes) -> int:
-    """The uncompressed length recorded in an encoded block's header."""
-    return _HEADER.unpack_from(stored)[3]

@@ -15,19 +15,6 @@ def block_id(data: bytes | memoryview) -> bytes:
     return blake3.blake3(data).digest()
 
 
-def hexid(block_id_: bytes) -> str:
-    """Full lower-case hex form of an id (used in file and object names)."""
-    return block_id_.hex()
-
-
 def short(block_id_: bytes) -> str:
     """The 12 hex digits logs show of an id."""
     return block_id_.hex()[:12]
-
-
-def from_hex(text: str) -> bytes:
-    """Parse a full hex id; ``ValueError`` when it is not 64 hex digits."""
-    raw = bytes.fromhex(text)
-    if len(raw) != ID_LEN:
-        raise ValueError(f"not a block id: {text!r}")
-    return raw

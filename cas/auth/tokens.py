@@ -194,10 +194,6 @@ class TokenService:
             self._jwks = JwksCache(self._auth.oidc_jwks_url, issuer=self._auth.oidc_issuer,
                                    min_refresh=jwks_min_refresh)
 
-    @property
-    def oidc_enabled(self) -> bool:
-        return self._jwks is not None
-
     def issue(self, user: str, ttl: float | None = None) -> tuple[str, float]:
         """A login token for ``user`` and its expiry (epoch seconds)."""
         now = self._store.clock()
