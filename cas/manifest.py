@@ -36,6 +36,11 @@ class Manifest:
             total += n
             ends.append(total)
 
+    @classmethod
+    def of(cls, entries: Iterable[tuple[bytes, int]]) -> Manifest:
+        pairs = list(entries)
+        return cls(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+
     @property
     def size(self) -> int:
         return self._ends[-1] if self._ends else 0
