@@ -47,7 +47,7 @@ from .errors import (
     UploadNotFound,
 )
 from .headers import check_content_type, check_headers, check_metadata
-from .index.lmdb_index import LmdbIndex
+from .index import Index, open_index
 from .ids import short
 from .index.schema import FORMAT_VERSION
 from .manifest import Manifest
@@ -289,7 +289,7 @@ class _class_or_instance:
 class Store:
     """Buckets, objects, multipart uploads, users and the journal over one index and BlockStore."""
 
-    def __init__(self, settings: Settings, index: LmdbIndex, blocks: BlockStore,
+    def __init__(self, settings: Settings, index: Index, blocks: BlockStore,
                  clock: Callable[[], float] = time.time):
         self.settings = settings
         self.index = index
@@ -321,7 +321,7 @@ class Store:
             settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create data directory {settings.data_dir}: {exc}") from exc
-        index = LmdbIndex(settings.index_dir, map_size=settings.index.map_size)
+        index = open_index(settings)
         try:
             settings, created = cls._check_format(index, settings)
             blockstore = blocks or open_blockstore(settings)
@@ -335,7 +335,7 @@ class Store:
         return cls(settings, index, blockstore)
 
     @staticmethod
-    def _check_format(index: LmdbIndex, settings: Settings) -> tuple[Settings, bool]:
+    def _check_format(index: Index, settings: Settings) -> tuple[Settings, bool]:
         """Record chunker/codec/backend at creation; afterwards the record wins (or clashes)."""
         with index.write() as t:
             fmt = t.get_meta("format")

@@ -1,0 +1,16 @@
+"""Metadata indexes behind one protocol (``base.Index``) and their factory."""
+
+from __future__ import annotations
+
+from .base import Index, IndexTxn
+from .schema import BlockRow
+
+
+def open_index(settings) -> Index:
+    """The index of the store in ``settings`` (the embedded default: LMDB in ``DATA/index``)."""
+    from .lmdb_index import LmdbIndex
+
+    return LmdbIndex(settings.index_dir, map_size=settings.index.map_size)
+
+
+__all__ = ["BlockRow", "Index", "IndexTxn", "open_index"]

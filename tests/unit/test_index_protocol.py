@@ -1,0 +1,50 @@
+"""LmdbIndex implements the typed Index protocol exactly (cas/index/base.py), and nothing above
+the index names the LMDB implementation: the Store, GC and the front ends see only ``Index``."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from cas.config import load_settings
+from cas.index import Index, IndexTxn, open_index
+from cas.index import lmdb_index
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2] / "cas"
+
+
+def _public_methods(cls) -> dict[str, inspect.Signature]:
+    return {name: inspect.signature(fn) for name, fn in vars(cls).items()
+            if callable(fn) and not name.startswith("_")}
+
+
+@pytest.mark.parametrize(("protocol", "impl"), [(IndexTxn, lmdb_index.IndexTxn), (Index, lmdb_index.LmdbIndex)])
+def test_the_lmdb_index_implements_exactly_the_protocol(protocol, impl):
+    wanted, given = _public_methods(protocol), _public_methods(impl)
+    assert sorted(set(given) - set(wanted)) == [], "public methods missing from cas/index/base.py"
+    assert sorted(set(wanted) - set(given)) == [], "protocol methods the LMDB index lacks"
+    for name, sig in wanted.items():
+        params = [(p.name, p.kind, p.default) for p in sig.parameters.values()]
+        got = [(p.name, p.kind, p.default) for p in given[name].parameters.values()]
+        assert got == params, name
+
+
+def test_an_opened_index_is_an_index(tmp_path):
+    index = open_index(load_settings(tmp_path / "d", env={}))
+    try:
+        assert isinstance(index, Index)
+        with index.read() as t:
+            assert isinstance(t, IndexTxn) and t.last_seq() == 0
+    finally:
+        index.close()
+
+
+def test_only_the_index_package_names_the_lmdb_implementation():
+    offenders = [p for p in ROOT.rglob("*.py")
+                 if "index" not in p.relative_to(ROOT).parts
+                 and ("LmdbIndex" in p.read_text() or "lmdb_index" in p.read_text())]
+    assert offenders == []
