@@ -6,13 +6,13 @@
     ├─ Conflict ─ BucketNotEmpty
     ├─ PreconditionFailed
     ├─ AccessDenied ─ InvalidAccessKey, SignatureMismatch, RequestTimeSkewed, RequestExpired,
-    │                HeadersNotSigned
+    │                HeadersNotSigned, BucketNotVisible
     ├─ TooManyRequests         (failed logins from this address: wait ``retry_after`` seconds)
     ├─ BadRequest ─ InvalidName, KeyTooLong, BadDigest (─ PayloadHashMismatch), InvalidRange,
     │               MalformedXML, InvalidPart, InvalidPartOrder, EntityTooSmall, IncompleteBody,
     │               InvalidDigest, MalformedChunk, MalformedTrailer, MalformedAuthorization,
     │               MalformedPresign, UnsupportedAuthorization, InvalidPayloadHash,
-    │               InvalidHeaderValue
+    │               InvalidHeaderValue, MoveIntoItself
     ├─ IntegrityError ─ ObjectDamaged   (a block does not hash to its id, cannot be decoded,
     │                                     or an object's block is missing)
     ├─ StoreError ─ TransientStoreError, PermanentStoreError
@@ -118,6 +118,13 @@ class RequestExpired(AccessDenied):
     """Request has expired."""
 
 
+class BucketNotVisible(AccessDenied):
+    """Access denied."""
+
+    # the bucket exists but belongs to someone else (cas.access): S3 answers 403 AccessDenied,
+    # as AWS does; WebDAV and the web API answer 404, as if it did not exist
+
+
 class TooManyRequests(CasError):
     """Too many failed logins from this address; retry later."""
 
@@ -213,6 +220,10 @@ class MalformedTrailer(BadRequest):
 
 class InvalidHeaderValue(BadRequest):
     """A header value (content type, user metadata, ...) is not one we can store and send back safely."""
+
+
+class MoveIntoItself(BadRequest):
+    """A folder cannot be moved or copied into itself."""
 
 
 class IntegrityError(CasError):

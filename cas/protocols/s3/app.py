@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from cas.access import Principal
 from cas.auth.sigv4 import SigV4Verifier
 from cas.errors import AccessDenied
 from cas.protocols.s3.chunked import BodyReader
@@ -73,7 +74,7 @@ class S3App:
             return
         req.auth = auth
         req.user = auth.access_key
-        req.root = self.store.users.is_root(auth.access_key)
+        req.principal = Principal.of_user(self.store, auth.access_key)
 
     def _error(self, req: S3Request | None, environ: dict, exc: Exception) -> Response:
         error = to_s3_error(exc)

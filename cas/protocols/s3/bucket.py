@@ -12,6 +12,7 @@ import binascii
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
+from cas import access
 from cas.errors import BucketAlreadyExists, InvalidName
 from cas.names import check_bucket
 from cas.protocols.s3 import xml
@@ -29,11 +30,11 @@ def _owner(name: str) -> list:
 
 
 def list_buckets(req: S3Request) -> Response:
-    if not req.user:
+    if req.principal.anonymous:
         # Anonymous reads reach objects whose address is known; listing would name every
         # user's buckets. Public buckets arrive with ACLs.
         raise S3Error("AccessDenied", "Anonymous users cannot list buckets.", 403)
-    buckets = req.store.buckets(owner=None if req.root else req.user)
+    buckets = access.visible_buckets(req.store, req.principal)
     prefix = req.params.get("prefix", "")
     entries = [
         ("Bucket", [("Name", b.name), ("CreationDate", iso_time(b.created)), ("BucketRegion", REGION)])
@@ -47,7 +48,7 @@ def list_buckets(req: S3Request) -> Response:
 
 
 def create_bucket(req: S3Request) -> Response:
-    if not req.user:
+    if req.principal.anonymous:
         raise S3Error("AccessDenied", "Anonymous users cannot create buckets.", 403)
     try:
         check_bucket(req.bucket)
@@ -57,8 +58,7 @@ def create_bucket(req: S3Request) -> Response:
     try:
         req.store.create_bucket(req.bucket, owner=req.user)
     except BucketAlreadyExists:
-        owner = req.store.bucket(req.bucket).owner
-        if owner == req.user:
+        if req.principal.owns(req.store.bucket(req.bucket).owner):
             raise S3Error(
                 "BucketAlreadyOwnedByYou",
                 "Your previous request to create the named bucket succeeded and you already own it.",

@@ -215,7 +215,7 @@ def _read_object(req: S3Request, *, head: bool) -> Response:
         headers = object_headers(info, with_checksums=with_checksums)
         for param, wire in _RESPONSE_OVERRIDES.items():
             if param in req.params:
-                if not req.user:
+                if req.principal.anonymous:
                     raise S3Error("InvalidRequest", "Request specific response headers cannot be used for anonymous GET requests.", 400)
                 value = _response_override(param, req.params[param])
                 headers = [(n, v) for n, v in headers if n.lower() != wire.lower()] + [(wire, safe.value(value))]

@@ -3,8 +3,8 @@
 :class:`S3Request` is parsed once from the WSGI environ: method, the path as sent and
 decoded, bucket and key (path-style, or virtual-host style under ``server.domain``), query
 pairs, lower-case headers, and, after authentication, the user. It also carries the Store
-and the access rule every handler applies: a user reaches only the buckets it owns, root
-reaches all (:meth:`S3Request.bucket_for`).
+and, after authentication, the caller as a :class:`cas.access.Principal`, whose bucket checks
+every handler applies through :meth:`S3Request.bucket_for` (the rules live in ``cas.access``).
 
 :class:`Response` is status, headers and a body (bytes, or an iterable that streams and is
 closed by the server). Not thread-safe; one per request.
@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote_plus, unquote_to_bytes
 
+from cas import access
+from cas.access import Principal
 from cas.auth.sigv4 import Authorization, HttpRequestView
-from cas.errors import AccessDenied
 from cas.protocols.s3 import xml
 from cas.protocols.s3.error import S3Error
 
@@ -57,7 +58,8 @@ class S3Request:
         self.path = path
         self.bucket, self.key = _address(path, self.headers.get("host", ""), settings.server.domain)
         self.user = ""
-        self.root = False
+        #: who is asking; set by authentication (the anonymous reader until then)
+        self.principal = Principal.anonymous_reader()
         self.auth: Authorization | None = None
         self.body_reader = None  # set when a handler starts reading the body
 
@@ -76,21 +78,13 @@ class S3Request:
     # -- access
 
     def bucket_for(self, name: str | None = None, *, write: bool = False):
-        """The BucketInfo of ``name`` (default: this request's bucket) if this user may use it.
+        """The BucketInfo of ``name`` (default: this request's bucket) if this caller may use it.
 
-        NoSuchBucket when it does not exist, AccessDenied when it belongs to someone else
-        (or, for an anonymous caller, when ``write``).
+        NoSuchBucket when it does not exist; AccessDenied (403, as AWS answers) when it belongs
+        to someone else or, for an anonymous caller, when ``write`` (``cas.access``).
         """
-        info = self.store.bucket(name if name is not None else self.bucket)
-        if self.root:
-            return info
-        if not self.user:
-            if write:
-                raise AccessDenied("Anonymous users may only read.")
-            return info
-        if info.owner != self.user:
-            raise AccessDenied()
-        return info
+        return access.visible_bucket(self.store, self.principal,
+                                     name if name is not None else self.bucket, write=write)
 
     def metadata(self) -> dict[str, str]:
         """User metadata from ``x-amz-meta-*`` headers (names lower-case, prefix dropped)."""

@@ -10,12 +10,14 @@ or /dav). It only translates HTTP to ``Store`` calls:
     POST /api/buckets            {"name"} -> 201
     DELETE /api/buckets/B        only when empty
     GET  /api/buckets/B/objects?prefix=&delimiter=/&after=&limit=
-    POST /api/buckets/B/folder   {"path"}: a zero-byte "path/" marker
+    POST /api/buckets/B/folder   {"path"}: a zero-byte "path/" marker (cas.namespace: folder rules)
     GET|HEAD /api/buckets/B/object?key=K     streamed download (Range; ?link=TOKEN instead of a header)
     PUT  /api/buckets/B/object?key=K         upload of the raw body (small files)
     DELETE /api/buckets/B/object?key=K[&recursive=1]   (a "dir/" key with recursive: everything under it)
     POST /api/buckets/B/link?key=K           -> {"url"}: a download link valid for a few minutes
-    POST /api/buckets/B/move     {"from", "to", "to_bucket"?}: rename/move (a "dir/" moves the folder)
+    POST /api/buckets/B/move     {"from", "to", "to_bucket"?, "overwrite"?}: rename/move (a "dir/" moves
+                                 the folder); an existing destination is replaced only with
+                                 "overwrite": true (else 412)
     POST /api/buckets/B/uploads  {"key", "size"?, "content_type"?} -> {"upload_id", "part_size"}
     GET  /api/uploads/U          parts received so far (to resume)
     PUT  /api/uploads/U/parts/N  one part (raw body)
@@ -32,9 +34,11 @@ or /dav). It only translates HTTP to ``Store`` calls:
 Every request but the static files and the login is authenticated (``Authorization: Bearer``
 with a token from ``cas.auth.tokens``, or Basic with a cas user and secret) unless
 ``auth.allow_anonymous`` is set, in which case a request without credentials is the read-only
-anonymous principal (a flag of ``cas.access.Principal``, never a user name). Users see only the buckets they own (someone else's bucket is a 404,
-not a 403, so names do not leak); root sees all. Store-wide stored bytes and dedup figures are
-root's only: seeing them move would tell a user that content already exists (DESIGN §5).
+anonymous principal (a flag of ``cas.access.Principal``, never a user name). Who sees which
+bucket is ``cas.access``'s rule; someone else's bucket is answered 404 here, not 403, so names
+do not leak. Folders (markers, moves, recursive deletes) are ``cas.namespace``'s. Store-wide
+stored bytes and dedup figures are root's only: seeing them move would tell a user that content
+already exists (DESIGN §5).
 
 Errors are JSON ``{"error": code, "message": ...}`` with the status from ``_STATUS``.
 Stateless apart from the Store; thread-safe.
@@ -54,10 +58,11 @@ from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from pathlib import Path
 
-from ... import errors
+from ... import access, errors
 from ...access import Principal
 from ...auth.tokens import TokenService
 from ...headers import check_content_type
+from ...namespace import Namespace
 from .. import headers as safe
 from ..http import parse_basic, parse_range, unsatisfied_content_range
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -222,6 +227,7 @@ class WebApp:
 
     def __init__(self, store, settings, *, tokens: TokenService, metrics: Metrics):
         self.store = store
+        self.ns = Namespace(store)
         self.settings = settings
         self.tokens = tokens
         self.metrics = metrics
@@ -357,24 +363,21 @@ class WebApp:
 
     @staticmethod
     def _writable(req: Request) -> None:
-        if req.anonymous:
-            raise HttpError("403 Forbidden", "AccessDenied", "anonymous access is read-only")
+        req.principal.require_writer()
 
     def _require_root(self, req: Request) -> None:
-        if not req.root:
-            raise HttpError("403 Forbidden", "AccessDenied", "only the root user may do this")
+        req.principal.require_root()
 
     def _bucket(self, req: Request, name: str | None = None):
         """The bucket if the caller may use it; someone else's bucket looks like a missing one."""
         name = req.params["bucket"] if name is None else name
-        info = self.store.bucket(name)
-        if req.principal.can_see(info.owner):
-            return info
-        raise errors.BucketNotFound(f"bucket {name!r} does not exist")
+        try:
+            return access.visible_bucket(self.store, req.principal, name)
+        except errors.BucketNotVisible:
+            raise errors.BucketNotFound(f"bucket {name!r} does not exist") from None
 
     def _visible_buckets(self, req: Request) -> list:
-        owner = None if req.principal.sees_everything else req.user
-        return self.store.buckets(owner=owner)
+        return access.visible_buckets(self.store, req.principal)
 
     # -- static UI ------------------------------------------------------------------------------
     def _static(self, path: str, method: str, start_response):
@@ -422,14 +425,7 @@ class WebApp:
     def delete_bucket(self, req: Request, start_response):
         self._writable(req)
         info = self._bucket(req)
-        # folder markers do not count as content for the UI: an "empty" bucket may still hold
-        # "dir/" markers only; those go with it
-        listing = self.store.list(info.name, limit=LIST_LIMIT)
-        if listing.entries and all(e.key.endswith("/") and e.size == 0 for e in listing.entries) \
-                and not listing.truncated:
-            for e in listing.entries:
-                self.store.delete(info.name, e.key, user=req.user)
-        self.store.delete_bucket(info.name, user=req.user)
+        self.ns.delete_bucket(info.name, user=req.user)  # folder markers alone do not count as content
         return self._empty(start_response)
 
     # -- objects --------------------------------------------------------------------------------
@@ -437,10 +433,9 @@ class WebApp:
         info = self._bucket(req)
         prefix = req.arg("prefix", "")
         delimiter = req.arg("delimiter", "/")
-        listing = self.store.list(info.name, prefix=prefix, delimiter=delimiter,
-                                  start_after=req.arg("after", ""),
-                                  limit=req.int_arg("limit", LIST_LIMIT, 1, LIST_LIMIT))
-        entries = [_object_json(e) for e in listing.entries if e.key != prefix]  # hide the folder's marker
+        listing = self.ns.list_dir(info.name, prefix, delimiter=delimiter, start_after=req.arg("after", ""),
+                                   limit=req.int_arg("limit", LIST_LIMIT, 1, LIST_LIMIT))
+        entries = [_object_json(e) for e in listing.entries]
         return self._json(start_response, {
             "bucket": info.name, "prefix": prefix, "entries": entries,
             "prefixes": listing.common_prefixes, "truncated": listing.truncated,
@@ -452,8 +447,7 @@ class WebApp:
         path = _str(req.json(), "path").strip("/")
         if not path:
             raise HttpError("400 Bad Request", "InvalidParameter", "the folder needs a name")
-        obj = self.store.put(info.name, path + "/", b"", user=req.user, content_type="application/x-directory",
-                             if_none_match="*")
+        obj = self.ns.make_folder(info.name, path, user=req.user, exclusive=True)
         return self._json(start_response, _object_json(obj), "201 Created")
 
     def get_object(self, req: Request, start_response):
@@ -510,17 +504,13 @@ class WebApp:
         info = self._bucket(req)
         key = req.arg("key")
         if key.endswith("/") and req.query.get("recursive") in ("1", "true"):
-            deleted = 0
-            for obj in list(self.store.iter_keys(info.name, prefix=key)):
-                try:
-                    self.store.delete(info.name, obj.key, user=req.user)
-                    deleted += 1
-                except errors.ObjectNotFound:
-                    pass  # deleted by someone else meanwhile: the outcome is the same
-            if not deleted:
+            result = self.ns.delete_tree(info.name, key, user=req.user)
+            if result.errors:
+                raise result.errors[0][1]
+            if not result.done:
                 raise errors.ObjectNotFound(f"no objects under {key!r}")
-            return self._json(start_response, {"deleted": deleted})
-        self.store.delete(info.name, key, user=req.user)
+            return self._json(start_response, {"deleted": result.done})
+        self.ns.delete(info.name, key, user=req.user)  # its folder stays, as a marker if need be
         return self._empty(start_response)
 
     def make_link(self, req: Request, start_response):
@@ -537,21 +527,24 @@ class WebApp:
         src = self._bucket(req)
         body = req.json()
         old, new = _str(body, "from"), _str(body, "to")
+        overwrite = body.get("overwrite", False)
+        if not isinstance(overwrite, bool):
+            raise HttpError("400 Bad Request", "InvalidParameter", "'overwrite' must be true or false")
         dst = self._bucket(req, body.get("to_bucket") or src.name)
         if old.endswith("/"):
-            new = new.rstrip("/") + "/"
-            if new.startswith(old) and dst.name == src.name:
-                raise HttpError("400 Bad Request", "InvalidParameter", "cannot move a folder into itself")
-            moved = 0
-            for obj in list(self.store.iter_keys(src.name, prefix=old)):
-                self.store.move(src.name, obj.key, dst.name, new + obj.key[len(old):], user=req.user,
-                                overwrite=False)
-                moved += 1
-            if not moved:
+            entry = self.ns.folder(src.name, old) if old.strip("/") else None
+            if entry is None:
                 raise errors.ObjectNotFound(f"no objects under {old!r}")
-            return self._json(start_response, {"moved": moved, "to": new, "bucket": dst.name})
-        obj = self.store.move(src.name, old, dst.name, new, user=req.user, overwrite=False)
-        return self._json(start_response, _object_json(obj))
+            result = self.ns.move(entry, dst.name, new, user=req.user, overwrite=overwrite)
+            if result.errors:
+                raise result.errors[0][1]
+            return self._json(start_response, {"moved": result.done, "to": new.strip("/") + "/",
+                                               "bucket": dst.name})
+        entry = self.ns.file(src.name, old)
+        if entry is None:
+            raise errors.ObjectNotFound(f"{src.name}/{old} does not exist")
+        self.ns.move(entry, dst.name, new, user=req.user, overwrite=overwrite)
+        return self._json(start_response, _object_json(self.store.stat(dst.name, new)))
 
     # -- multipart uploads (the browser sends large files in parts; resumable) ------------------
     def create_upload(self, req: Request, start_response):
@@ -571,7 +564,7 @@ class WebApp:
     def _upload(self, req: Request):
         up = self.store.upload(req.params["upload"])
         self._bucket(req, up.bucket)
-        if not req.root and up.owner != req.user:
+        if not req.principal.may_use(up.owner):
             raise errors.UploadNotFound(f"upload {up.upload_id!r} does not exist")
         return up
 

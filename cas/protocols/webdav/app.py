@@ -7,7 +7,7 @@ Stack, outermost first::
                     safe object response headers (GET/HEAD: see cas.protocols.headers)
     DavAuthenticator  Basic / Bearer against store.users (401 with a challenge)
     WsgiDAVApp      wsgidav: ErrorPrinter -> RequestResolver -> RequestServer
-      CasProvider   the namespace over the Store (provider.py)
+      CasProvider   paths to resources over the Store (provider.py, resources.py, content.py)
       LockManager(StoreLockStorage)  locks in the index (lock.py)
 
 Dead properties are handled by the provider's resources (stored with the
