@@ -186,6 +186,26 @@ def etag_matches(condition: str, etag: str) -> bool:
     return any(c.strip() == "*" or _norm_etag(c) == etag for c in condition.split(","))
 
 
+class ReaderBody:
+    """An ObjectReader as a WSGI response body: iterate it once; the server's ``close`` stops
+    the read-ahead and ends the block iteration (the one body S3 and the web API hand to WSGI)."""
+
+    def __init__(self, reader: ObjectReader):
+        self._reader = reader
+        self._iter = iter(reader)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._iter
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._iter, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._reader.close()
+
+
 class ObjectReader:
     """A stream of one object's bytes [start, stop); iterate it, then close it.
 
@@ -912,6 +932,52 @@ class Store:
                     break
                 out.append(Event(**rec))
         return out
+
+    def follow_events(self, after: int, *, limit: int = 1000, wait: float = 0.0,
+                      visible: Callable[[Event], bool] | None = None, scan_cap: int = 50_000,
+                      on_wait: Callable[[bool], None] | None = None) -> tuple[list[Event], int]:
+        """The next events after ``after`` that ``visible`` accepts, and the cursor to go on from.
+
+        The one follow loop of the journal (``GET /api/events`` and ``cas events --follow``):
+        reads pages until it has found some events, has looked at ``scan_cap`` events, or — when
+        nothing was found — ``wait`` seconds have passed without a new commit. The cursor also
+        moves past commits that have no event of their own (multipart parts) and past events that
+        ``visible`` refused, so the caller never scans them again. ``on_wait(True/False)`` brackets
+        each wait (a gauge of waiting polls).
+        """
+        deadline = time.monotonic() + wait
+        cursor = after
+        found: list[Event] = []
+        scanned = 0
+        for _ in range(10_000):  # bounded: each round scans events, or waits until the deadline
+            head = self.last_seq()  # read first: every seq <= head is visible to the next read
+            batch = self.events(after=cursor, limit=limit)
+            # seqs without an event (multipart parts) must not make wait_events return at once
+            batch_end = head if len(batch) < limit else batch[-1].seq
+            for ev in batch:
+                cursor = ev.seq
+                if visible is None or visible(ev):
+                    found.append(ev)
+                    if len(found) >= limit:
+                        break
+            if len(found) < limit:
+                cursor = max(cursor, batch_end)
+            scanned += len(batch)
+            if found or scanned >= scan_cap:
+                break
+            if len(batch) == limit:
+                continue  # a full page of refused events: there may be more right behind it
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if on_wait is not None:
+                on_wait(True)
+            try:
+                self.wait_events(cursor, left)
+            finally:
+                if on_wait is not None:
+                    on_wait(False)
+        return found, cursor
 
     def last_seq(self) -> int:
         """The newest commit sequence number (events, bindings and parts all take one)."""

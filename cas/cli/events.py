@@ -35,30 +35,22 @@ def _line(ev, as_json: bool) -> str:
     return f"{ev.seq:>8} {when} {ev.user or '-':<12} {ev.op:<13} {name} {ev.size} {ev.etag or '-'}"
 
 
-def _head_seq(store) -> int:
-    return store.last_seq()
-
-
 def run(args, settings) -> int:
     printed = 0
     cursor = max(0, args.after)
+
+    def visible(ev) -> bool:
+        return args.bucket is None or ev.bucket == args.bucket
+
     with Store.open(settings) as store:
         while True:
-            head = _head_seq(store)  # read first: every seq <= head is visible to the next read
-            batch = store.events(after=cursor, limit=PAGE)
+            sys.stdout.flush()
+            batch, cursor = store.follow_events(cursor, limit=PAGE, visible=visible, scan_cap=sys.maxsize,
+                                                wait=FOLLOW_POLL if args.follow else 0.0)
             for ev in batch:
-                cursor = ev.seq
-                if args.bucket is not None and ev.bucket != args.bucket:
-                    continue
                 print(_line(ev, args.json), flush=args.follow)
                 printed += 1
                 if args.limit is not None and printed >= args.limit:
                     return 0
-            if len(batch) == PAGE:
-                continue
-            # seqs without an event (multipart parts) must not make wait_events return at once
-            cursor = max(cursor, head)
-            if not args.follow:
+            if not batch and not args.follow and cursor >= store.last_seq():
                 return 0
-            sys.stdout.flush()
-            store.wait_events(cursor, FOLLOW_POLL)

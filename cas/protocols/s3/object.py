@@ -18,6 +18,7 @@ from cas.protocols.s3 import checksum, xml
 from cas.protocols.s3.error import S3Error, invalid_argument, not_implemented, to_s3_error
 from cas.protocols.s3.payload import Payload, read_small_body
 from cas.protocols.s3.request import META_PREFIX, STORED_HEADERS, Response, S3Request, quote_etag
+from cas.store import ReaderBody
 
 _RESPONSE_OVERRIDES = {
     "response-content-type": "Content-Type",
@@ -113,23 +114,6 @@ def check_read_conditions(headers, info, prefix: str = "") -> int | None:
     elif if_modified is not None and mtime <= if_modified:
         return 304
     return None
-
-
-class _ObjectStream:
-    """The response body of a GET: the reader's bytes; closing it stops the read-ahead."""
-
-    def __init__(self, reader):
-        self._reader = reader
-        self._iter = iter(reader)
-
-    def __iter__(self):
-        return self._iter
-
-    def close(self) -> None:
-        self._reader.close()
-        close = getattr(self._iter, "close", None)
-        if close is not None:
-            close()
 
 
 # -- handlers
@@ -228,7 +212,7 @@ def _read_object(req: S3Request, *, head: bool) -> Response:
             reader.close()
             return Response(status, headers, b"")
         reader.prefetch()  # a damaged first block is an error response, not 200 and no bytes
-        return Response(status, headers, _ObjectStream(reader))
+        return Response(status, headers, ReaderBody(reader))
     except BaseException:
         reader.close()
         raise

@@ -52,7 +52,6 @@ import math
 import mimetypes
 import re
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
@@ -63,6 +62,7 @@ from ...access import Principal
 from ...auth.tokens import TokenService
 from ...headers import check_content_type
 from ...namespace import Namespace
+from ...store import ReaderBody
 from .. import headers as safe
 from ..http import parse_basic, parse_range, unsatisfied_content_range
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -486,7 +486,7 @@ class WebApp:
             start_response("206 Partial Content", headers)
         else:
             start_response("200 OK", headers + [("Content-Length", str(reader.length))])
-        return _Stream(reader)
+        return ReaderBody(reader)
 
     def put_object(self, req: Request, start_response):
         self._writable(req)
@@ -650,7 +650,6 @@ class WebApp:
 
     def _events(self, req: Request, start_response, after: int, limit: int, wait: float):
         principal = req.principal
-        deadline = time.monotonic() + wait
         buckets: dict[str, object] = {}
 
         def visible(ev) -> bool:
@@ -669,39 +668,12 @@ class WebApp:
             info = buckets[ev.bucket]
             return info is not None and principal.can_see(info.owner) and info.created <= ev.time
 
-        cursor = after
-        found: list = []
-        scanned = 0
-        for _ in range(10_000):  # bounded: each round scans events, or waits until the deadline
-            head = self._head_seq()  # read first: every seq <= head is visible to the next read
-            batch = self.store.events(after=cursor, limit=limit)
-            if len(batch) < limit:
-                # seqs without an event (multipart parts) must not make wait_events return at once
-                batch_end = head
-            else:
-                batch_end = batch[-1].seq
-            for ev in batch:
-                cursor = ev.seq
-                if visible(ev):
-                    found.append(ev.to_dict())
-                    if len(found) >= limit:
-                        break
-            if len(found) < limit:
-                cursor = max(cursor, batch_end)
-            scanned += len(batch)
-            if found or scanned >= EVENT_SCAN_CAP:
-                break  # "next" tells the client where to go on
-            if len(batch) == limit:
-                continue  # a full page of other users' events: there may be more right behind it
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self.metrics.polls_waiting.inc()
-            try:
-                self.store.wait_events(cursor, left)
-            finally:
-                self.metrics.polls_waiting.dec()
-        return self._json(start_response, {"events": found, "next": cursor})
+        def waiting(now: bool) -> None:
+            (self.metrics.polls_waiting.inc if now else self.metrics.polls_waiting.dec)()
+
+        found, cursor = self.store.follow_events(after, limit=limit, wait=wait, visible=visible,
+                                                 scan_cap=EVENT_SCAN_CAP, on_wait=waiting)
+        return self._json(start_response, {"events": [ev.to_dict() for ev in found], "next": cursor})
 
     def _head_seq(self) -> int:
         """The newest commit sequence number (``after=latest``: follow from now on)."""
@@ -714,19 +686,6 @@ class WebApp:
         start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE), ("Content-Length", str(len(data))),
                                   ("Cache-Control", "no-store")])
         return [data]
-
-
-class _Stream:
-    """A streamed object body whose reader is closed when the server is done with it."""
-
-    def __init__(self, reader):
-        self._reader = reader
-
-    def __iter__(self):
-        return iter(self._reader)
-
-    def close(self):
-        self._reader.close()
 
 
 def make_app(store, settings, *, tokens: TokenService, metrics: Metrics):
