@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from cas.config import load_settings
-from cas.index import Index, IndexTxn, open_index
-from cas.index import lmdb_index
+from cas.index import Index, IndexTxn, lmdb_index, open_index
 
 pytestmark = pytest.mark.unit
 
