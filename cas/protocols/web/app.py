@@ -40,7 +40,8 @@ do not leak. Folders (markers, moves, recursive deletes) are ``cas.namespace``'s
 stored bytes and dedup figures are root's only: seeing them move would tell a user that content
 already exists (DESIGN §5).
 
-Errors are JSON ``{"error": code, "message": ...}`` with the status from ``_STATUS``.
+Errors are JSON ``{"error": code, "message": ...}`` with the status from ``_STATUS``. The object and
+upload routes live in ``objects.py`` (a mixin), the request wrapper in ``request.py``.
 Stateless apart from the Store; thread-safe.
 """
 
@@ -48,36 +49,27 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import mimetypes
 import re
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterable
-from email.utils import formatdate
 from pathlib import Path
 
 from ... import access, errors
-from ...access import Principal
 from ...auth.tokens import TokenService
-from ...headers import check_content_type
 from ...namespace import Namespace
-from ...store import ReaderBody
-from .. import headers as safe
-from ..http import parse_basic, parse_range, unsatisfied_content_range
+from ..http import parse_basic
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..metrics import Metrics
+from .objects import ObjectRoutes
+from .request import HttpError, Request, _peer, _str, _unauthorized
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_JSON = 1 << 20
-PART_SIZE = 8 << 20
-MAX_PARTS = 10_000
 MAX_WAIT = 25.0  # long-poll cap: each waiting request holds one of the listener's worker threads
 EVENT_LIMIT = 1000
 EVENT_SCAN_CAP = 50_000  # events looked at per request when most belong to other users
-LIST_LIMIT = 1000
 USER_STATS_CAP = 100_000  # objects counted for a non-root user's stats before giving an estimate
 
 _STATUS: list[tuple[type[errors.CasError], str]] = [
@@ -102,127 +94,10 @@ _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
-class HttpError(Exception):
-    """An answer other than 2xx decided by the web layer itself (not a Store error)."""
-
-    def __init__(self, status: str, code: str, message: str, headers: list[tuple[str, str]] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.headers = headers or []
-
-
-def _peer(req: Request) -> str | None:
-    """Whom failed logins are counted against: the connection's peer (X-Forwarded-For is not trusted)."""
-    return req.environ.get("REMOTE_ADDR")
-
-
-def _unauthorized(reason: str) -> HttpError:
-    return HttpError("401 Unauthorized", "Unauthorized", reason,
-                     [("WWW-Authenticate", (f'Bearer realm="cas", error="invalid_token", '
-                                            f'error_description="{_header_safe(reason)}"'))])
-
-
-def _header_safe(text: str) -> str:
-    return re.sub(r'[^\x20-\x7e]|"', "'", text)[:200]
-
-
-class Request:
-    """What a handler needs of one WSGI request."""
-
-    def __init__(self, environ: dict, params: dict[str, str]):
-        self.environ = environ
-        self.method = environ.get("REQUEST_METHOD", "GET").upper()
-        self.params = params
-        qs = environ.get("QUERY_STRING", "").encode("latin-1").decode("utf-8", "replace")
-        self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(qs, keep_blank_values=True).items()}
-        self.user = ""
-        self.root = False
-        self.anonymous = False  # the anonymous reader (a flag, never a user name)
-
-    @property
-    def principal(self) -> Principal:
-        return Principal(self.user, root=self.root, anonymous=self.anonymous)
-
-    def arg(self, name: str, default: str | None = None) -> str:
-        value = self.query.get(name, default)
-        if value is None:
-            raise HttpError("400 Bad Request", "MissingParameter", f"the query parameter {name!r} is required")
-        return value
-
-    def int_arg(self, name: str, default: int, lo: int, hi: int) -> int:
-        raw = self.query.get(name)
-        if raw in (None, ""):
-            return default
-        try:
-            return max(lo, min(hi, int(raw)))
-        except ValueError:
-            raise HttpError("400 Bad Request", "InvalidParameter", f"{name} must be an integer") from None
-
-    def float_arg(self, name: str, default: float, lo: float, hi: float) -> float:
-        raw = self.query.get(name)
-        if raw in (None, ""):
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise HttpError("400 Bad Request", "InvalidParameter", f"{name} must be a number") from None
-        if not math.isfinite(value):
-            raise HttpError("400 Bad Request", "InvalidParameter", f"{name} must be finite")
-        return max(lo, min(hi, value))
-
-    @property
-    def content_length(self) -> int | None:
-        raw = self.environ.get("CONTENT_LENGTH") or ""
-        try:
-            return int(raw) if raw else None
-        except ValueError:
-            raise HttpError("400 Bad Request", "InvalidHeader", "Content-Length is not a number") from None
-
-    def json(self) -> dict:
-        length = self.content_length or 0
-        if length > MAX_JSON:
-            raise HttpError("413 Payload Too Large", "TooLarge", "JSON bodies are limited to 1 MiB")
-        raw = self.environ["wsgi.input"].read(length) if length else b""
-        if not raw:
-            return {}
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise HttpError("400 Bad Request", "MalformedJSON", "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise HttpError("400 Bad Request", "MalformedJSON", "the body must be a JSON object")
-        return body
-
-    def body(self):
-        """The request body as a file-like object for ``Store.put`` (bounded by Content-Length)."""
-        return self.environ["wsgi.input"]
-
-    def header(self, name: str) -> str | None:
-        return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
-
-
-def _str(body: dict, name: str, *, required: bool = True) -> str:
-    value = body.get(name)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value):
-        raise HttpError("400 Bad Request", "InvalidParameter", f"{name!r} must be a non-empty string")
-    return value
-
-
-def _object_json(info) -> dict:
-    return {"key": info.key, "name": info.key.rstrip("/").rsplit("/", 1)[-1], "size": info.size,
-            "etag": info.etag, "content_type": info.content_type, "mtime": info.mtime,
-            "folder": info.key.endswith("/")}
-
-
-
-
 Handler = Callable[[Request, Callable], Iterable[bytes]]
 
 
-class WebApp:
+class WebApp(ObjectRoutes):
     """The WSGI app (see the module docstring for the routes)."""
 
     def __init__(self, store, settings, *, tokens: TokenService, metrics: Metrics):
@@ -426,182 +301,6 @@ class WebApp:
         self._writable(req)
         info = self._bucket(req)
         self.ns.delete_bucket(info.name, user=req.user)  # folder markers alone do not count as content
-        return self._empty(start_response)
-
-    # -- objects --------------------------------------------------------------------------------
-    def list_objects(self, req: Request, start_response):
-        info = self._bucket(req)
-        prefix = req.arg("prefix", "")
-        delimiter = req.arg("delimiter", "/")
-        listing = self.ns.list_dir(info.name, prefix, delimiter=delimiter, start_after=req.arg("after", ""),
-                                   limit=req.int_arg("limit", LIST_LIMIT, 1, LIST_LIMIT))
-        entries = [_object_json(e) for e in listing.entries]
-        return self._json(start_response, {
-            "bucket": info.name, "prefix": prefix, "entries": entries,
-            "prefixes": listing.common_prefixes, "truncated": listing.truncated,
-            "next": listing.next_start_after if listing.truncated else None})
-
-    def create_folder(self, req: Request, start_response):
-        self._writable(req)
-        info = self._bucket(req)
-        path = _str(req.json(), "path").strip("/")
-        if not path:
-            raise HttpError("400 Bad Request", "InvalidParameter", "the folder needs a name")
-        obj = self.ns.make_folder(info.name, path, user=req.user, exclusive=True)
-        return self._json(start_response, _object_json(obj), "201 Created")
-
-    def get_object(self, req: Request, start_response):
-        bucket, key = req.params["bucket"], req.arg("key")
-        link = req.query.get("link")
-        if link:
-            try:
-                req.user = self.tokens.verify_link(link, bucket, key)
-            except errors.AccessDenied as exc:
-                raise _unauthorized(str(exc)) from None
-            req.root = self.store.users.is_root(req.user)
-        else:
-            self._authenticate(req)
-        self._bucket(req, bucket)
-        info = self.store.stat(bucket, key)
-        try:
-            rng = parse_range(req.header("Range"), info.size) if info.size else None
-        except errors.InvalidRange as exc:
-            raise HttpError("416 Range Not Satisfiable", "InvalidRange", str(exc),
-                            [("Content-Range", unsatisfied_content_range(info.size))]) from None
-        # always a download, never a page of the UI's origin (cas.protocols.headers)
-        headers = [("Content-Type", safe.content_type(info.content_type)), ("ETag", f'"{info.etag}"'),
-                   ("Last-Modified", formatdate(info.mtime, usegmt=True)), ("Accept-Ranges", "bytes"),
-                   ("Content-Disposition", safe.attachment(key.rstrip("/").rsplit("/", 1)[-1])),
-                   ("Cache-Control", "private, no-cache"), *safe.security_headers(ui_origin=True)]
-        if req.method == "HEAD":
-            start_response("200 OK", headers + [("Content-Length", str(info.size))])
-            return []
-        if info.size == 0:
-            start_response("200 OK", headers + [("Content-Length", "0")])
-            return []
-        reader = self.store.open(bucket, key, range=None if rng is None else (rng.start, rng.stop))
-        if rng is not None:
-            headers += [("Content-Range", f"bytes {reader.start}-{reader.stop - 1}/{info.size}"),
-                        ("Content-Length", str(reader.length))]
-            start_response("206 Partial Content", headers)
-        else:
-            start_response("200 OK", headers + [("Content-Length", str(reader.length))])
-        return ReaderBody(reader)
-
-    def put_object(self, req: Request, start_response):
-        self._writable(req)
-        info = self._bucket(req)
-        key = req.arg("key")
-        # checked before the body is touched: a refusal can then keep the connection
-        ctype = check_content_type(req.header("X-Content-Type") or req.environ.get("CONTENT_TYPE") or None)
-        req.environ["cas.body_consumed"] = True
-        obj = self.store.put(info.name, key, req.body(), user=req.user, content_type=ctype,
-                             expected_size=req.content_length)
-        return self._json(start_response, _object_json(obj), "201 Created")
-
-    def delete_object(self, req: Request, start_response):
-        self._writable(req)
-        info = self._bucket(req)
-        key = req.arg("key")
-        if key.endswith("/") and req.query.get("recursive") in ("1", "true"):
-            result = self.ns.delete_tree(info.name, key, user=req.user)
-            if result.errors:
-                raise result.errors[0][1]
-            if not result.done:
-                raise errors.ObjectNotFound(f"no objects under {key!r}")
-            return self._json(start_response, {"deleted": result.done})
-        self.ns.delete(info.name, key, user=req.user)  # its folder stays, as a marker if need be
-        return self._empty(start_response)
-
-    def make_link(self, req: Request, start_response):
-        info = self._bucket(req)
-        key = req.arg("key")
-        self.store.stat(info.name, key)
-        token = self.tokens.issue_link(req.user, info.name, key)
-        url = (f"/api/buckets/{urllib.parse.quote(info.name, safe='')}/object?"
-               + urllib.parse.urlencode({"key": key, "link": token}))
-        return self._json(start_response, {"url": url})
-
-    def move(self, req: Request, start_response):
-        self._writable(req)
-        src = self._bucket(req)
-        body = req.json()
-        old, new = _str(body, "from"), _str(body, "to")
-        overwrite = body.get("overwrite", False)
-        if not isinstance(overwrite, bool):
-            raise HttpError("400 Bad Request", "InvalidParameter", "'overwrite' must be true or false")
-        dst = self._bucket(req, body.get("to_bucket") or src.name)
-        if old.endswith("/"):
-            entry = self.ns.folder(src.name, old) if old.strip("/") else None
-            if entry is None:
-                raise errors.ObjectNotFound(f"no objects under {old!r}")
-            result = self.ns.move(entry, dst.name, new, user=req.user, overwrite=overwrite)
-            if result.errors:
-                raise result.errors[0][1]
-            return self._json(start_response, {"moved": result.done, "to": new.strip("/") + "/",
-                                               "bucket": dst.name})
-        entry = self.ns.file(src.name, old)
-        if entry is None:
-            raise errors.ObjectNotFound(f"{src.name}/{old} does not exist")
-        self.ns.move(entry, dst.name, new, user=req.user, overwrite=overwrite)
-        return self._json(start_response, _object_json(self.store.stat(dst.name, new)))
-
-    # -- multipart uploads (the browser sends large files in parts; resumable) ------------------
-    def create_upload(self, req: Request, start_response):
-        self._writable(req)
-        info = self._bucket(req)
-        body = req.json()
-        key = _str(body, "key")
-        size = body.get("size")
-        part_size = PART_SIZE
-        if isinstance(size, int) and size > 0:
-            part_size = max(PART_SIZE, -(-size // MAX_PARTS))
-        upload_id = self.store.create_upload(info.name, key, user=req.user,
-                                             content_type=body.get("content_type") or None)
-        return self._json(start_response, {"upload_id": upload_id, "bucket": info.name, "key": key,
-                                           "part_size": part_size}, "201 Created")
-
-    def _upload(self, req: Request):
-        up = self.store.upload(req.params["upload"])
-        self._bucket(req, up.bucket)
-        if not req.principal.may_use(up.owner):
-            raise errors.UploadNotFound(f"upload {up.upload_id!r} does not exist")
-        return up
-
-    def get_upload(self, req: Request, start_response):
-        up = self._upload(req)
-        parts = self.store.list_parts(up.upload_id)
-        return self._json(start_response, {"upload_id": up.upload_id, "bucket": up.bucket, "key": up.key,
-                                           "parts": [{"number": p.number, "size": p.size, "etag": p.etag}
-                                                     for p in parts]})
-
-    def upload_part(self, req: Request, start_response):
-        self._writable(req)
-        up = self._upload(req)
-        length = req.content_length
-        if length is None and not req.environ.get("HTTP_TRANSFER_ENCODING"):
-            raise HttpError("411 Length Required", "MissingContentLength", "parts need a Content-Length")
-        req.environ["cas.body_consumed"] = True
-        part = self.store.upload_part(up.upload_id, int(req.params["number"]), req.body(), expected_size=length)
-        return self._json(start_response, {"number": part.number, "size": part.size, "etag": part.etag})
-
-    def complete_upload(self, req: Request, start_response):
-        self._writable(req)
-        up = self._upload(req)
-        parts = req.json().get("parts")
-        if not isinstance(parts, list) or not parts:
-            raise HttpError("400 Bad Request", "InvalidParameter", "'parts' must list the uploaded parts")
-        try:
-            wanted = [(int(p["number"]), str(p["etag"])) for p in parts]
-        except (TypeError, KeyError, ValueError):
-            raise HttpError("400 Bad Request", "InvalidParameter", "each part needs a number and an etag") from None
-        obj = self.store.complete_upload(up.upload_id, wanted, user=req.user)
-        return self._json(start_response, _object_json(obj))
-
-    def abort_upload(self, req: Request, start_response):
-        self._writable(req)
-        up = self._upload(req)
-        self.store.abort_upload(up.upload_id)
         return self._empty(start_response)
 
     # -- figures and admin ----------------------------------------------------------------------
