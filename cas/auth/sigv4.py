@@ -10,8 +10,8 @@ Three places carry a signature, and this module checks each:
   signature (:class:`ChunkSignatureChain`).
 
 Legacy Signature Version 2 (``Authorization: AWS key:sig`` and ``?AWSAccessKeyId=&Signature=&Expires=``)
-is verified too, because boto3's ``generate_presigned_url`` still makes V2 URLs by default
-and s3cmd's ``signurl`` does as well. V2 never signs the payload (Content-MD5 at most).
+is verified too (``sigv2.py``), because boto3's ``generate_presigned_url`` still makes V2 URLs
+by default and s3cmd's ``signurl`` does as well. V2 never signs the payload (Content-MD5 at most).
 
 :class:`SigV4Verifier` turns an :class:`HttpRequestView` (what the protocol layer saw on
 the wire) into an :class:`Authorization` (who signed, and what they said about the
@@ -29,7 +29,6 @@ that cache, whose operations are atomic.
 
 from __future__ import annotations
 
-import base64
 import calendar
 import hashlib
 import hmac
@@ -76,10 +75,6 @@ UNSIGNED_AMZ_ALLOWED = frozenset({"x-amz-content-sha256", "x-amz-date", "x-amz-u
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _LAST_AMZ_SECOND = 253402300799  # 9999-12-31T23:59:59Z, the last time _AMZ_DATE_FORMAT can spell
 _HEX = frozenset("0123456789abcdef")
-#: query parameters that are part of a V2 signature's resource (as botocore's HmacV1Auth)
-_V2_SUBRESOURCES = frozenset(
-    ["accelerate", "acl", "cors", "defaultObjectAcl", "location", "logging", "partNumber", "policy", "requestPayment", "torrent", "versioning", "versionId", "versions", "website", "uploads", "uploadId", "response-content-type", "response-content-language", "response-expires", "response-cache-control", "response-content-disposition", "response-content-encoding", "delete", "lifecycle", "tagging", "restore", "storageClass", "notification", "replication", "analytics", "metrics", "inventory", "select", "select-type", "object-lock"]
-)
 
 
 # -- what the protocol layer hands in, and what it gets back
@@ -209,12 +204,16 @@ class SigV4Verifier:
             if "X-Amz-Signature" in query_names or "X-Amz-Credential" in query_names or "Signature" in query_names:
                 raise UnsupportedAuthorization("Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter or the Authorization header should be specified.")
             if header.startswith("AWS "):
-                return self._verify_v2_header(request, header)
+                from .sigv2 import verify_header as verify_v2_header
+
+                return verify_v2_header(self, request, header)
             return self._verify_header(request, header)
         if "X-Amz-Algorithm" in query_names or "X-Amz-Signature" in query_names:
             return self._verify_query(request)
         if "Signature" in query_names or "AWSAccessKeyId" in query_names:
-            return self._verify_v2_query(request)
+            from .sigv2 import verify_query as verify_v2_query
+
+            return verify_v2_query(self, request)
         return None
 
     # header auth
@@ -304,72 +303,6 @@ class SigV4Verifier:
         query = [(n, v) for n, v in request.query if n != "X-Amz-Signature"]
         self._match(request, names, query, payload_hash, amz_date, scope, key, signature)
         return Authorization(access_key, amz_date, scope, region, signature.lower(), key, payload_hash, True)
-
-    # legacy Signature Version 2
-
-    def _verify_v2_header(self, request: HttpRequestView, header: str) -> Authorization:
-        access_key, sep, signature = header[4:].strip().rpartition(":")
-        if not sep or not access_key or not signature:
-            raise MalformedAuthorization("The authorization header is malformed; expecting 'AWS AccessKeyId:Signature'.")
-        headers = request.headers
-        if "x-amz-date" in headers:
-            when = _parse_http_date(headers["x-amz-date"])
-            date_line = ""
-        else:
-            when = _parse_http_date(headers.get("date"))
-            date_line = headers.get("date", "")
-        if when is None:
-            raise AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
-        secret = self._secret(access_key)
-        if abs(self._clock() - when) > self._max_skew:
-            raise RequestTimeSkewed()
-        amz = {n: v for n, v in headers.items() if n.startswith("x-amz-")}
-        self._match_v2(request, secret, date_line, amz, signature)
-        amz_date = time.strftime(_AMZ_DATE_FORMAT, time.gmtime(when))
-        return Authorization(access_key, amz_date, "", "us-east-1", signature, b"", UNSIGNED_PAYLOAD, False)
-
-    def _verify_v2_query(self, request: HttpRequestView) -> Authorization:
-        params: dict[str, str] = {}
-        for name, value in request.query:
-            params.setdefault(name, value)
-        try:
-            access_key = params["AWSAccessKeyId"]
-            signature = params["Signature"]
-            expires_text = params["Expires"]
-        except KeyError as exc:
-            raise MalformedPresign(f"Query-string authentication requires the {exc.args[0]} parameter.") from None
-        if expires_text.startswith("-") and _is_ascii_digits(expires_text[1:]):
-            raise RequestExpired()  # a time before 1970
-        if not _is_ascii_digits(expires_text):
-            raise MalformedPresign("Expires should be a number of seconds since the epoch.")
-        expires = int(expires_text) if len(expires_text.lstrip("0")) <= 20 else 1 << 64
-        now = self._clock()
-        if now > expires:
-            raise RequestExpired()
-        # V2 URLs name an absolute expiry; hold them to the same week as V4's X-Amz-Expires
-        # (with the clock skew a signer may have), so no URL stays valid for years.
-        if expires > now + MAX_PRESIGN_SECONDS + self._max_skew:
-            raise MalformedPresign("Expires must be less than a week (604800 seconds) from now.")
-        secret = self._secret(access_key)
-        amz = {n: v for n, v in request.headers.items() if n.startswith("x-amz-")}
-        amz.update({n.lower(): v for n, v in request.query if n.lower().startswith("x-amz-")})
-        self._match_v2(request, secret, expires_text, amz, signature)
-        # An expiry past year 9999 is accepted as "never", but has no yyyymmdd form
-        amz_date = time.strftime(_AMZ_DATE_FORMAT, time.gmtime(min(expires, _LAST_AMZ_SECOND)))
-        return Authorization(access_key, amz_date, "", "us-east-1", signature, b"", UNSIGNED_PAYLOAD, True)
-
-    def _match_v2(self, request: HttpRequestView, secret: str, date_line: str, amz: Mapping[str, str], signature: str) -> None:
-        headers = request.headers
-        canonical_amz = "".join(f"{n}:{' '.join(v.strip().split())}\n" for n, v in sorted(amz.items()))
-        subresources = sorted((n, v) for n, v in request.query if n in _V2_SUBRESOURCES)
-        suffix = ("?" + "&".join(f"{n}={v}" if v else n for n, v in subresources)) if subresources else ""
-        head = "\n".join((request.method.upper(), headers.get("content-md5", ""), headers.get("content-type", ""), date_line))
-        for path in _canonical_uri_candidates(request.path):
-            string_to_sign = f"{head}\n{canonical_amz}{path}{suffix}"
-            expected = base64.b64encode(hmac.new(secret.encode("utf-8"), string_to_sign.encode("utf-8"), hashlib.sha1).digest())
-            if hmac.compare_digest(expected, signature.strip().encode("utf-8", "replace")):
-                return
-        raise SignatureMismatch()
 
     # shared
 

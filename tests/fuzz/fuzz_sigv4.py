@@ -22,7 +22,7 @@ from pathlib import Path
 if __name__ == "__main__":  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from cas.auth import sigv4
+from cas.auth import sigv2, sigv4
 from cas.errors import CasError
 from cas.protocols.s3.error import S3Error
 from cas.protocols.s3.request import parse_query
@@ -87,7 +87,7 @@ def _sign(request: sigv4.HttpRequestView) -> sigv4.HttpRequestView:
         amz = {n.lower(): v for n, v in query if n.lower().startswith("x-amz-")}
         amz = {**{n: v for n, v in headers.items() if n.startswith("x-amz-")}, **amz}
         canonical_amz = "".join(f"{n}:{' '.join(v.strip().split())}\n" for n, v in sorted(amz.items()))
-        subresources = sorted((n, v) for n, v in query if n in sigv4._V2_SUBRESOURCES)
+        subresources = sorted((n, v) for n, v in query if n in sigv2._SUBRESOURCES)
         suffix = ("?" + "&".join(f"{n}={v}" if v else n for n, v in subresources)) if subresources else ""
         head = "\n".join((request.method.upper(), headers.get("content-md5", ""), headers.get("content-type", ""),
                           params.get("Expires", "")))
