@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -40,7 +41,16 @@ def test_metrics_parse_and_move_with_requests(web_server):
         assert web_server.request("PUT", f"/api/buckets/metrics/object?key=f{i}", body, token=token)[0] == 201
     assert web_server.request("GET", "/api/buckets/metrics/object?key=f0", token=token)[2] == body
     assert web_server.request("GET", "/api/buckets/metrics/object?key=missing", token=token)[0] == 404
-    after = scrape(web_server, token)
+    # a request is counted once the server has closed its body, which may be just after the client
+    # read the last byte: scrape until the last request shows up (bounded)
+    deadline = time.monotonic() + 10
+    while True:
+        after = scrape(web_server, token)
+        seen = value(after, "cas_requests_total", protocol="web", op="get_object", status="404") - value(
+            before, "cas_requests_total", protocol="web", op="get_object", status="404")
+        if seen >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
 
     def delta(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
