@@ -52,7 +52,7 @@ from .ids import short
 from .index.schema import FORMAT_VERSION
 from .manifest import Manifest
 from .names import check_bucket, check_key
-from .writer import PROCESS_OWNER, BlockWriter, WriteResult
+from .writer import BlockWriter, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -325,10 +325,8 @@ class Store:
         self._changed = threading.Condition()
         self._manifests: OrderedDict[bytes, Manifest] = OrderedDict()
         self._manifests_lock = threading.Lock()
-        self._writers: set[bytes] = set()
-        self._writers_lock = threading.Lock()
-        self._heartbeat: threading.Thread | None = None
-        self._stop = threading.Event()
+        # renews the leases of this process's writers (their pins are honoured by GC while they run)
+        self.heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self.settings.gc.pin_lease)
         from .auth.users import UserRegistry
 
         self.users = UserRegistry(self)
@@ -390,9 +388,7 @@ class Store:
         return replace(settings, chunker=stored_chunker, codec=CodecParams(codec), blocks=bsettings), False
 
     def close(self) -> None:
-        self._stop.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join(timeout=5)
+        self.heartbeat.stop()
         self.pool.shutdown(wait=True)
         self.blocks.close()
         self.index.close()
@@ -417,34 +413,6 @@ class Store:
             status["blocks"] = f"error: {exc}"
         status["status"] = "ok" if status["index"] == status["blocks"] == "ok" else "degraded"
         return status
-
-    # -- writers' heartbeat (pins of live writers are honoured by GC) ---------------------------
-    def register_writer(self, writer_id: bytes) -> None:
-        with self._writers_lock:
-            self._writers.add(writer_id)
-            if self._heartbeat is None:
-                self._heartbeat = threading.Thread(target=self._beat, name="cas-heartbeat", daemon=True)
-                self._heartbeat.start()
-
-    def unregister_writer(self, writer_id: bytes) -> None:
-        with self._writers_lock:
-            self._writers.discard(writer_id)
-
-    def _beat(self) -> None:
-        lease = self.settings.gc.pin_lease
-        while not self._stop.wait(min(60.0, lease / 3)):
-            with self._writers_lock:
-                writers = list(self._writers)
-            if not writers:
-                continue
-            try:
-                with self.index.write() as t:
-                    expiry = self.clock() + lease
-                    for w in writers:
-                        if t.writer_expiry(w) is not None:
-                            t.put_writer(w, expiry, PROCESS_OWNER)
-            except Exception:  # logged and retried on the next beat; a missed beat is not fatal
-                log.exception("writer heartbeat failed")
 
     # -- commit helpers -------------------------------------------------------------------------
     def _event(self, t, seq: int, user: str, op: str, bucket: str, key: str, size: int = 0, etag: str = "") -> None:

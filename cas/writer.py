@@ -5,18 +5,22 @@ binding any name: the ``Store`` commits the result (name, part) in one short
 write txn through ``commit_into``. Order of operations:
 
 1. Chunk the body; BLAKE3 each chunk; feed MD5 and the protocol's hashers.
-2. Per batch (bytes still in hand), one write txn pins every chunk and reads its
-   state: live → rely on it; condemned → back to live; absent or damaged → write
-   it; deleting → wait until GC drops the row, then write it. Encoding and block
-   puts run on a small thread pool outside any txn.
+2. Per batch (bytes still in hand), one write txn registers the writer's lease
+   (first batch) and pins every chunk; ``blocklife.pin`` says what to do with
+   it: rely on it (a condemned row is resurrected), write it (absent or
+   damaged), or wait until GC drops its ``deleting`` row and then write it.
+   Encoding and block puts run on a small thread pool outside any txn.
 3. ``finish`` waits for the puts and flushes them (``BlockStore.sync``); the
-   caller's commit txn then calls ``commit_into`` (rows, manifest, unpin; a
-   damaged row it wrote again becomes live, and a block it relied on that was
-   marked damaged meanwhile fails the commit: see ``blocklife``).
+   caller's commit txn then calls ``commit_into``: ``blocklife`` records the
+   blocks written (a damaged row written again becomes live), a block relied on
+   that was marked damaged meanwhile fails the commit, then the manifest is
+   stored and the pins and lease dropped.
 4. ``abort`` drops the pins; blocks already written are garbage for GC.
 
-Memory is bounded by one batch plus the blocks in flight, whatever the size
-of the body. A writer is used by one thread; the Store's pool is shared.
+Block rows, pins, leases and counters are ``blocklife``'s: this module only
+decides when to call it. Memory is bounded by one batch plus the blocks in
+flight, whatever the size of the body. A writer is used by one thread; the
+Store's pool is shared.
 """
 
 from __future__ import annotations
@@ -24,14 +28,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import struct
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import blocklife
 from .chunker import Chunker
@@ -39,7 +40,6 @@ from .codec import Codec
 from .config import testonly_crash_point
 from .errors import BadDigest, IncompleteBody, TransientStoreError
 from .ids import block_id, short
-from .index.schema import CONDEMNED, DAMAGED, DELETING, LIVE, BlockRow
 from .manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -102,46 +102,6 @@ class _BodyHasher:
             self._submit()
         if self._exec is not None:
             self._exec.shutdown(wait=True)
-
-
-_OWNER = struct.Struct(">IQ16s")  # pid, pid namespace inode, boot id
-
-
-def _process_identity() -> bytes:
-    """Who writes: pid, pid namespace and boot id, so GC can tell a writer whose process died.
-
-    Empty when the platform cannot say (then only the lease tells a dead writer).
-    """
-    try:
-        boot = uuid.UUID(Path("/proc/sys/kernel/random/boot_id").read_text().strip()).bytes
-        pidns = os.stat("/proc/self/ns/pid").st_ino
-    except (OSError, ValueError):
-        return b""
-    return _OWNER.pack(os.getpid(), pidns, boot)
-
-
-def owner_is_dead(owner: bytes) -> bool:
-    """Whether ``owner`` names a process of this boot and pid namespace that no longer exists.
-
-    Only a certain death counts: another boot, another namespace, an unknown owner or a pid
-    that exists (perhaps reused) all leave the decision to the lease.
-    """
-    if len(owner) != _OWNER.size:
-        return False
-    pid, pidns, boot = _OWNER.unpack(owner)
-    mine = _process_identity()
-    if not mine or _OWNER.unpack(mine)[1:] != (pidns, boot):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # exists, owned by someone else
-        return False
-    return False
-
-
-PROCESS_OWNER = _process_identity()
 
 
 @dataclass
@@ -226,20 +186,17 @@ class BlockWriter:
         to_wait: list[tuple[bytes, bytes]] = []
         with self._index.write(durable=False) as t:  # pins need not survive a crash: their writer won't
             if not self._registered:
-                t.put_writer(self.writer_id, now + self._store.settings.gc.pin_lease, PROCESS_OWNER)
+                blocklife.register_writer(t, self.writer_id, now + self._store.settings.gc.pin_lease)
                 self._damage_marks = blocklife.damage_marks(t)
             for bid, data in batch:
-                t.add_pin(bid, self.writer_id)
-                row = t.get_block(bid)
-                if row is None or row.state == DAMAGED:
+                action = blocklife.pin(t, bid, self.writer_id, now)
+                if action == blocklife.WRITE:
                     to_write.append((bid, data))
-                elif row.state == CONDEMNED:
-                    t.put_block(bid, BlockRow(LIVE, row.stored_size, row.raw_len, row.created, now))
-                elif row.state == DELETING:
+                elif action == blocklife.WAIT:
                     to_wait.append((bid, data))
         if not self._registered:
             self._registered = True
-            self._store.register_writer(self.writer_id)
+            self._store.heartbeat.add(self.writer_id)
         testonly_crash_point("writer.after_pin")
         for bid, data in to_wait:
             self._wait_deleted(bid)
@@ -271,9 +228,8 @@ class BlockWriter:
         deadline = time.monotonic() + DELETING_WAIT
         while time.monotonic() < deadline:
             with self._index.read() as t:
-                row = t.get_block(bid)
-            if row is None or row.state != DELETING:
-                return
+                if not blocklife.being_deleted(t, bid):
+                    return
             time.sleep(0.05)
         raise TransientStoreError(f"block {short(bid)} is still being deleted; try again")
 
@@ -292,51 +248,28 @@ class BlockWriter:
             raise TransientStoreError("the upload stalled past its pin lease and blocks it wrote "
                                       "may have been reclaimed; try again")
         for bid, (stored, raw) in self._new.items():
-            row = t.get_block(bid)
-            if row is None:
-                t.put_block(bid, BlockRow(LIVE, stored, raw, now, now))
-                t.add_counter("unique_blocks", 1)
-                t.add_counter("stored_bytes", stored)
-                t.add_counter("raw_bytes", raw)
-            elif row.state == CONDEMNED:
-                t.put_block(bid, BlockRow(LIVE, row.stored_size, row.raw_len, row.created, now))
-            elif row.state == DAMAGED:
-                blocklife.heal(t, bid, row, stored, now)
-            elif row.state == DELETING:  # cannot happen while pinned; refuse rather than dangle
-                raise TransientStoreError(f"block {short(bid)} was deleted under a pin; try again")
+            blocklife.record_written(t, bid, stored, raw, now)
         if blocklife.damage_marks(t) != self._damage_marks:
             # a block we relied on (without its bytes in hand any more) may have been found damaged
             damaged = blocklife.damaged_since(t, manifest.ids, self._new)
             if damaged:
                 raise TransientStoreError(f"block {short(damaged[0])} was found damaged during the upload; "
                                           "try again (the retry writes it)")
-        if expired:
-            self._revalidate(t, manifest, now)
+        if expired:  # our lease lapsed (process stalled): every block must still be there
+            blocklife.revalidate(t, manifest.ids, now)
         t.put_manifest(manifest.id, manifest.encode())
         self._unpin(t)
 
     def _expired(self, t, now: float) -> bool:
-        expiry = t.writer_expiry(self.writer_id)
-        return self._registered and (expiry is None or expiry <= now)
-
-    def _revalidate(self, t, manifest: Manifest, now: float) -> None:
-        """Our lease lapsed (process stalled): check every block is still there before binding."""
-        for bid in set(manifest.ids):
-            row = t.get_block(bid)
-            if row is None or row.state == DELETING:
-                raise TransientStoreError("the upload stalled and its blocks were reclaimed; try again")
-            if row.state == CONDEMNED:
-                t.put_block(bid, BlockRow(LIVE, row.stored_size, row.raw_len, row.created, now))
+        return self._registered and blocklife.lease_expired(t, self.writer_id, now)
 
     def _unpin(self, t) -> None:
-        for bid in self._pinned:
-            t.drop_pin(bid, self.writer_id)
-        t.delete_writer(self.writer_id)
+        blocklife.release_writer(t, self.writer_id, self._pinned)
 
     def close(self) -> None:
         """Forget this writer in the process's heartbeat set."""
         if self._registered:
-            self._store.unregister_writer(self.writer_id)
+            self._store.heartbeat.discard(self.writer_id)
 
     # -- 4: abort -------------------------------------------------------------------------
     def abort(self) -> None:

@@ -12,14 +12,12 @@ killed repair is finished by the next one. Runs under the GC lock that verify ho
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from .. import blocklife
 from ..config import testonly_crash_point
 from ..errors import BlockNotFound, IntegrityError, StoreError
 from ..ids import short
 from ..index.schema import CONDEMNED, DAMAGED, DELETING, LIVE, BlockRow
-from .safety import counted
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +84,7 @@ class Repair:
             row = t.get_block(bid)
             if row is None or row.state != CONDEMNED:
                 return row is not None and row.state == LIVE
-            t.put_block(bid, replace(row, state=LIVE, state_time=self.store.clock()))
+            blocklife.resurrect(t, bid, row, self.store.clock())
         return True
 
     def _restore_row(self, bid: bytes) -> bool:
@@ -96,13 +94,7 @@ class Repair:
         except (BlockNotFound, IntegrityError):
             return False
         with self.index.write() as t:
-            if t.get_block(bid) is not None:
-                return True
-            now = self.store.clock()
-            t.put_block(bid, BlockRow(LIVE, len(stored), len(data), now, now))
-            t.add_counter("unique_blocks", 1)
-            t.add_counter("stored_bytes", len(stored))
-            t.add_counter("raw_bytes", len(data))
+            blocklife.restore(t, bid, len(stored), len(data), self.store.clock())
         return True
 
     def _fix_size(self, bid: bytes) -> set[str]:
@@ -117,17 +109,11 @@ class Repair:
             row = t.get_block(bid)
             if row is None or row.state == DELETING:
                 return set()
-            t.put_block(bid, replace(row, stored_size=len(stored)))
-            if counted(row):
-                t.add_counter("stored_bytes", len(stored) - row.stored_size)
+            blocklife.set_stored_size(t, bid, row, len(stored))
         return {"size_mismatch"}
 
-    def _drop_row(self, t, bid: bytes, row: BlockRow) -> None:
-        t.delete_block(bid)
-        if counted(row):
-            t.add_counter("unique_blocks", -1)
-            t.add_counter("stored_bytes", -row.stored_size)
-            t.add_counter("raw_bytes", -row.raw_len)
+    def _pinned(self, t, bid: bytes) -> bool:
+        return blocklife.is_pinned(t, bid, self.store.clock())
 
     def _drop_missing(self, bid: bytes) -> bool:
         """The block is gone: drop its row so the next upload of these bytes writes it again."""
@@ -137,9 +123,9 @@ class Repair:
             row = t.get_block(bid)
             if row is None:
                 return True
-            if row.state == DELETING or t.is_pinned(bid, self.store.clock()):
+            if row.state == DELETING or self._pinned(t, bid):
                 return False
-            self._drop_row(t, bid, row)
+            blocklife.drop(t, bid, row)
         log.info("dropped the index row of missing block %s", short(bid))
         return True
 
@@ -147,9 +133,9 @@ class Repair:
         """Delete a corrupt block behind a ``deleting`` row, then drop the row (GC's order)."""
         with self.index.write() as t:
             row = t.get_block(bid)
-            if row is None or row.state == DELETING or t.is_pinned(bid, self.store.clock()):
+            if row is None or row.state == DELETING or self._pinned(t, bid):
                 return False
-            t.put_block(bid, replace(row, state=DELETING, state_time=self.store.clock()))
+            blocklife.mark_deleting(t, bid, row, self.store.clock())
         testonly_crash_point("verify.repair.after_deleting")
         try:
             self.blocks.delete(bid)
@@ -160,7 +146,7 @@ class Repair:
         with self.index.write() as t:
             row = t.get_block(bid)
             if row is not None and row.state == DELETING:
-                self._drop_row(t, bid, row)
+                blocklife.drop(t, bid, row)
         log.info("deleted corrupt block %s and dropped its row", short(bid))
         return True
 
@@ -170,7 +156,7 @@ class Repair:
             row = t.get_block(bid)
             if row is None or row != self._rows.get(bid) or row.state != DAMAGED:
                 return row is not None and row.state == LIVE
-            t.put_block(bid, replace(row, state=LIVE, state_time=self.store.clock()))
+            blocklife.undamage(t, bid, row, self.store.clock())
         return True
 
     def _finish_deleting(self, bid: bytes) -> bool:
@@ -186,14 +172,7 @@ class Repair:
             if row is None or row.state != DELETING:
                 return row is None or row.state == LIVE
             if data is not None:
-                now = self.store.clock()
-                t.put_block(bid, BlockRow(LIVE, len(stored), len(data), row.created, now))
-                if counted(row):
-                    t.add_counter("stored_bytes", len(stored) - row.stored_size)
-                else:  # an orphan guard row: not in the counters yet
-                    t.add_counter("unique_blocks", 1)
-                    t.add_counter("stored_bytes", len(stored))
-                    t.add_counter("raw_bytes", len(data))
+                blocklife.revive(t, bid, row, len(stored), len(data), self.store.clock())
                 log.info("block %s was being deleted but is referenced and decodes: live again", short(bid))
                 return True
         try:
@@ -206,7 +185,7 @@ class Repair:
         with self.index.write() as t:
             row = t.get_block(bid)
             if row is not None and row.state == DELETING:
-                self._drop_row(t, bid, row)
+                blocklife.drop(t, bid, row)
         log.info("finished deleting damaged block %s and dropped its row", short(bid))
         return True
 

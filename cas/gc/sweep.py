@@ -9,20 +9,17 @@ One run (``collect``), holding the store's GC lock (``safety.GcLock``):
    manifest, every open upload part's manifest, then their blocks (``mark``).
 3. Stream the ``blocks`` table in batches (a fresh read txn per batch). Per batch:
    - condemn txn: re-mark every manifest committed after what is marked so far
-     (``refs`` after S), then LIVE + unmarked + not pinned by a live writer →
-     CONDEMNED (state time = now); CONDEMNED + marked → LIVE again;
-   - deleting txn: re-mark again, then CONDEMNED for at least ``min_age``,
-     unmarked, unpinned → DELETING; rows already DELETING (a run that crashed)
-     are resumed;
+     (``refs`` after S), then condemn what ``blocklife.may_condemn`` allows and
+     resurrect CONDEMNED rows that are marked again;
+   - deleting txn: re-mark again, then DELETING for what ``blocklife.may_delete``
+     allows; rows already DELETING (a run that crashed) are resumed;
    - delete those blocks from the BlockStore (outside any txn);
-   - drop-row txn: drop the DELETING rows and adjust ``unique_blocks``,
-     ``stored_bytes`` and ``raw_bytes``.
+   - drop-row txn: ``blocklife.drop`` (which keeps the counters).
    A crash anywhere leaves garbage or DELETING rows, never a dangling reference.
 4. Delete manifests no name or open upload refers to (same re-marking rule).
-5. Orphans (block files without an index row): older than ``min_age``,
-   unreferenced and unpinned → a guarding DELETING row (so a writer that pins
-   the id meanwhile waits and writes it again) → delete → drop the row. Old temp
-   files of interrupted writes go too (``safety.temp_grace``).
+5. Orphans (block files without an index row) that ``blocklife.may_delete_orphan``
+   allows → a guarding DELETING row → delete → drop the row. Old temp files of
+   interrupted writes go too (``safety.temp_grace``).
 6. Trim the ``refs`` log up to S.
 
 **Departure (recorded here and in the report):** the design says "condemn in one
@@ -32,11 +29,14 @@ the previous re-mark. The guarantee is the same — at the moment a block is
 condemned, every manifest committed so far is marked and the block is unpinned
 — and writers never wait behind a write txn that walks the whole index.
 
-Without ``delete`` the run is a dry run: nothing is written, and the report says
-what a run with the same ``min_age`` would condemn and delete now. It counts
-exactly as the real run would: pins of writers the real run would reap first
-(``safety.ReapedView``) protect nothing, and a block the run would condemn is counted
-as deleted too when ``min_age`` is 0 (the real run condemns and deletes it at once).
+Without ``delete`` the run is a dry run, and the *same* code runs (kopia's ``DryRun``):
+every phase makes the same decisions through ``cas.blocklife``, but its txns are read
+txns wrapped in ``_DryTxn``, which takes the writes into an overlay instead of the index
+(block rows for the batch at hand, reaped writers for the whole run), and no file is
+deleted. So a dry run counts exactly what a real run with the same ``min_age`` would do
+now: pins of writers the real run reaps first protect nothing, and with ``min_age`` 0 a
+block it condemns is counted as deleted too. A forgotten write fails on the read txn
+rather than writing.
 
 Memory: the two mark sets (8 bytes per referenced block and per referenced
 manifest, see ``mark.MarkSet``) plus one batch of rows; everything else streams.
@@ -48,32 +48,23 @@ thread only; it may run while other threads and processes write and read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
 
+from .. import blocklife
 from ..config import testonly_crash_point
 from ..errors import BlockNotFound, CasError, Conflict
 from ..ids import short
 from ..index.schema import CONDEMNED, DELETING, LIVE
 from .mark import Marker
 from .progress import ProgressFactory, no_progress
+from .report import GcReport, human_duration
 from .runs import record_run
-from .safety import (
-    GcLock,
-    ReapedView,
-    counted,
-    grace_over,
-    may_condemn,
-    may_delete,
-    may_delete_orphan,
-    orphan_row,
-    temp_grace,
-    writer_alive,
-)
+from .safety import GcLock, temp_grace
 
 log = logging.getLogger(__name__)
 
@@ -83,81 +74,47 @@ DELETE_WORKERS = 4
 Hook = Callable[[str], None]
 
 
-@dataclass
-class GcReport:
-    """What one run did (or, in a dry run, would do). Sizes are stored (encoded) bytes."""
+class _DryTxn:
+    """A read txn as a dry run's write txn: writes land in the overlay, reads see them.
 
-    delete: bool
-    min_age: float
-    snapshot_seq: int = 0
-    marked_manifests: int = 0
-    marked_blocks: int = 0
-    mark_memory: int = 0
-    blocks_seen: int = 0
-    condemned: int = 0
-    condemned_bytes: int = 0
-    resurrected: int = 0
-    deleted: int = 0
-    deleted_bytes: int = 0
-    pending: int = 0
-    pending_bytes: int = 0
-    orphans: int = 0
-    orphan_bytes: int = 0
-    orphans_kept: int = 0
-    temp_files: int = 0
-    temp_bytes: int = 0
-    manifests_deleted: int = 0
-    uploads_expired: int = 0
-    dead_writers: int = 0
-    dead_pins: int = 0
-    refs_trimmed: int = 0
-    interrupted: bool = False
-    seconds: float = 0.0
+    ``rows``: block id -> the row the real run would have written (None: dropped); the run
+    clears it per batch, since a real run is done with a batch's rows when it moves on.
+    ``writers``: writer rows the real run would have dropped. Every other read goes to the
+    index; a write not taken here reaches the read-only txn and fails.
+    """
 
-    @property
-    def freed_blocks(self) -> int:
-        return self.deleted + self.orphans
+    def __init__(self, t, rows: dict, writers: set[bytes]):
+        self._t = t
+        self._rows = rows
+        self._writers = writers
 
-    @property
-    def freed_bytes(self) -> int:
-        return self.deleted_bytes + self.orphan_bytes + self.temp_bytes
+    def __getattr__(self, name):
+        return getattr(self._t, name)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["dry_run"] = not self.delete
-        d["freed_blocks"] = self.freed_blocks
-        d["freed_bytes"] = self.freed_bytes
-        return d
+    def get_block(self, block_id: bytes):
+        return self._rows[block_id] if block_id in self._rows else self._t.get_block(block_id)
 
-    def summary(self) -> str:
-        """One line that leads with both phases: what is condemned now and what is deleted now."""
-        would = "" if self.delete else "would "
-        cond, dele, free = ("condemned", "deleted", "freed") if self.delete else ("condemn", "delete", "free")
-        return (f"gc{'' if self.delete else ' (dry run)'}: {would}{cond} {self.condemned} blocks "
-                f"({_human(self.condemned_bytes)}), {would}{dele} {self.deleted} blocks "
-                f"({_human(self.deleted_bytes)}); {self.pending} condemned blocks ({_human(self.pending_bytes)}) "
-                f"{'wait' if self.delete else 'would wait'} out the {_duration(self.min_age)} grace; "
-                f"{would}{free} {self.freed_blocks} blocks ({_human(self.freed_bytes)}: {self.deleted} unreferenced, "
-                f"{self.orphans} orphans, {self.temp_files} temp files); "
-                f"{self.manifests_deleted} manifests, {self.uploads_expired} expired uploads, "
-                f"{self.dead_writers} dead writers; {self.marked_blocks} blocks in use; {self.seconds:.1f}s"
-                + (" (interrupted)" if self.interrupted else ""))
+    def put_block(self, block_id: bytes, row) -> None:
+        self._rows[block_id] = row
 
+    def delete_block(self, block_id: bytes) -> bool:
+        self._rows[block_id] = None
+        return True
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    def add_counter(self, name: str, delta: int) -> int:
+        return self._t.counter(name)
 
+    def writer_expiry(self, writer_id: bytes) -> float | None:
+        return None if writer_id in self._writers else self._t.writer_expiry(writer_id)
 
-def _duration(seconds: float) -> str:
-    if seconds and seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
+    def delete_writer(self, writer_id: bytes) -> None:
+        self._writers.add(writer_id)
+
+    def drop_pin(self, block_id: bytes, writer_id: bytes) -> None:
+        return None  # a pin without a writer row counts for nothing already
+
+    def delete_manifest(self, manifest_id: bytes) -> bool:
+        return self._t.get_manifest(manifest_id) is not None
 
 
 class _Stopped(Exception):
@@ -202,15 +159,39 @@ class _Run:
         self.marker = Marker()
         self.report = GcReport(delete=delete, min_age=min_age)
         self._pool: ThreadPoolExecutor | None = None
+        self._skip_uploads: list[str] = []
+        self._dry_rows: dict = {}  # a dry run's overlay (see _DryTxn)
+        self._dry_writers: set[bytes] = set()
 
     def point(self, name: str) -> None:
         testonly_crash_point(f"gc.{name}")
         if self.hook is not None:
             self.hook(name)
 
+    def step(self, name: str) -> None:
+        """A named point between the writes of a deleting run (a dry run writes nothing to break)."""
+        if self.delete:
+            self.point(name)
+
     def _check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
             raise _Stopped
+
+    @contextlib.contextmanager
+    def _txn(self) -> Iterator:
+        """The run's write txn; in a dry run a read txn whose writes go to the overlay."""
+        if self.delete:
+            with self.index.write() as t:
+                yield t
+        else:
+            with self.index.read() as t:
+                yield _DryTxn(t, self._dry_rows, self._dry_writers)
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator:
+        """A read txn that sees what the run has written (in a dry run: its overlay)."""
+        with self.index.read() as t:
+            yield t if self.delete else _DryTxn(t, self._dry_rows, self._dry_writers)
 
     def run(self) -> GcReport:
         t0 = time.monotonic()
@@ -238,48 +219,33 @@ class _Run:
     # -- 1: uploads and dead writers -----------------------------------------------------------
     def _expire_and_reap(self) -> None:
         expiry = self.store.settings.gc.upload_expiry
-        self._skip_uploads: list[str] = []
-        self._dead: set[bytes] = set()
         if self.delete:
             self.report.uploads_expired = self.store.expire_uploads(expiry)
-            self._reap_writers()
-            return
-        now = self.clock()
-        with self.index.read() as t:
-            self._skip_uploads = [u for u, r in t.iter_uploads() if r["initiated"] < now - expiry]
-            dead = {w for w, exp, owner in t.iter_writer_owners() if not writer_alive(exp, owner, now)}
-            self.report.dead_writers = len(dead)
-            self._dead = dead
-            self.report.dead_pins = sum(1 for _, w in t.iter_pins()
-                                        if w in dead or t.writer_expiry(w) is None)
-        self.report.uploads_expired = len(self._skip_uploads)
+        else:  # the real run aborts them first: marking skips their parts as if it had
+            now = self.clock()
+            with self.index.read() as t:
+                self._skip_uploads = [u for u, r in t.iter_uploads() if r["initiated"] < now - expiry]
+            self.report.uploads_expired = len(self._skip_uploads)
+        self._reap_writers()
 
     def _reap_writers(self) -> None:
-        """Drop rows of writers whose lease expired or whose process died, then every pin
-        without a writer row."""
-        with self.index.write() as t:
-            now = self.clock()
-            dead = [w for w, exp, owner in t.iter_writer_owners() if not writer_alive(exp, owner, now)]
-            for w in dead:
-                t.delete_writer(w)
-        self.report.dead_writers = len(dead)
+        """Forget writers whose lease expired or whose process died, then every pin without a
+        writer row."""
+        with self._txn() as t:
+            self.report.dead_writers = len(blocklife.reap_dead_writers(t, self.clock()))
         stale: list[tuple[bytes, bytes]] = []
-        with self.index.read() as snapshot:
-            for bid, w in snapshot.iter_pins():
-                if snapshot.writer_expiry(w) is None:
-                    stale.append((bid, w))
-                    if len(stale) >= self.batch:
-                        self._drop_pins(stale)
-                        stale = []
+        with self._read() as snapshot:
+            for pin in blocklife.stale_pins(snapshot):
+                stale.append(pin)
+                if len(stale) >= self.batch:
+                    self._drop_pins(stale)
+                    stale = []
         if stale:
             self._drop_pins(stale)
 
     def _drop_pins(self, stale: list[tuple[bytes, bytes]]) -> None:
-        with self.index.write() as t:
-            for bid, w in stale:
-                if t.writer_expiry(w) is None:  # a writer row never comes back once dropped
-                    t.drop_pin(bid, w)
-                    self.report.dead_pins += 1
+        with self._txn() as t:
+            self.report.dead_pins += blocklife.drop_stale_pins(t, stale)
 
     # -- 2: mark ---------------------------------------------------------------------------------
     def _mark(self) -> None:
@@ -299,7 +265,7 @@ class _Run:
     # -- 3: blocks -------------------------------------------------------------------------------
     def _sweep_blocks(self) -> None:
         with self.index.read() as t:
-            total = t.counter("unique_blocks")
+            total = blocklife.block_count(t)
         bar = self.progress("gc: sweep", total)
         start = b""
         try:
@@ -315,11 +281,7 @@ class _Run:
                     return
                 start = rows[-1][0] + b"\x00"
                 self.report.blocks_seen += len(rows)
-                if self.delete:
-                    self._blocks_batch(rows, bar)
-                else:
-                    self._blocks_batch_dry(rows)
-                    bar.update(len(rows))
+                self._blocks_batch(rows, bar)
                 if len(rows) < self.batch:
                     return
         finally:
@@ -338,96 +300,63 @@ class _Run:
                 resume.append(bid)
         return condemn, resurrect, doomed, resume
 
-    def _blocks_batch_dry(self, rows) -> None:
-        r = self.report
-        by_id = dict(rows)
-        condemn, resurrect, doomed, resume = self._classify(rows)
-        now = self.clock()
-        with self.index.read() as txn:
-            t = ReapedView(txn, self._dead)
-            for bid in condemn:
-                row = by_id[bid]
-                if may_condemn(t, bid, row, False, now):
-                    r.condemned += 1
-                    r.condemned_bytes += row.stored_size
-                    if self.min_age <= 0:
-                        r.deleted += 1
-                        r.deleted_bytes += row.stored_size
-                    else:
-                        r.pending += 1
-                        r.pending_bytes += row.stored_size
-            for bid in doomed:
-                row = by_id[bid]
-                if may_delete(t, bid, row, False, now, self.min_age):
-                    r.deleted += 1
-                    r.deleted_bytes += row.stored_size
-                else:
-                    r.pending += 1
-                    r.pending_bytes += row.stored_size
-        r.resurrected += len(resurrect)
-        for bid in resume:
-            row = by_id[bid]
-            if counted(row):
-                r.deleted += 1
-                r.deleted_bytes += row.stored_size
-            else:
-                r.orphans += 1  # as _drop_rows counts an orphan guard left by a run that crashed
-
     def _blocks_batch(self, rows, bar) -> None:
         """Condemn, then delete what waited out the grace; ``bar`` moves by each row as it is done
         (a deleted block once its file is gone: deleting files is the slow part)."""
         r = self.report
+        self._dry_rows.clear()
         condemn, resurrect, doomed, resume = self._classify(rows)
         if condemn or resurrect:
-            self.point("before_condemn")
-            with self.index.write() as t:
+            self.step("before_condemn")
+            with self._txn() as t:
                 now = self.clock()
                 self.marker.remark(t)
                 for bid in condemn:
                     row = t.get_block(bid)
-                    if may_condemn(t, bid, row, self.marker.is_marked(bid), now):
-                        t.put_block(bid, replace(row, state=CONDEMNED, state_time=now))
+                    if blocklife.may_condemn(t, bid, row, self.marker.is_marked(bid), now):
+                        blocklife.condemn(t, bid, row, now)
                         r.condemned += 1
                         r.condemned_bytes += row.stored_size
                         doomed.append(bid)
                 for bid in resurrect:
                     row = t.get_block(bid)
                     if row is not None and row.state == CONDEMNED and self.marker.is_marked(bid):
-                        t.put_block(bid, replace(row, state=LIVE, state_time=now))
+                        blocklife.resurrect(t, bid, row, now)
                         r.resurrected += 1
-            self.point("after_condemn")
+            self.step("after_condemn")
         victims = self._mark_deleting(doomed) + resume
         bar.update(len(rows) - len(victims))
         if victims:
             self._delete_files(victims, bar.update)
-            self.point("after_block_delete")
+            self.step("after_block_delete")
             self._drop_rows(victims)
 
     def _mark_deleting(self, doomed: list[bytes]) -> list[bytes]:
         if not doomed:
             return []
         out = []
-        with self.index.write() as t:
+        with self._txn() as t:
             now = self.clock()
             self.marker.remark(t)
             for bid in doomed:
                 row = t.get_block(bid)
-                if may_delete(t, bid, row, self.marker.is_marked(bid), now, self.min_age):
-                    t.put_block(bid, replace(row, state=DELETING, state_time=now))
+                if blocklife.may_delete(t, bid, row, self.marker.is_marked(bid), now, self.min_age):
+                    blocklife.mark_deleting(t, bid, row, now)
                     out.append(bid)
                 elif row is not None and row.state == CONDEMNED:
                     self.report.pending += 1
                     self.report.pending_bytes += row.stored_size
         if out:
-            self.point("after_deleting")
+            self.step("after_deleting")
         return out
 
     def _delete_files(self, ids: list[bytes], tick: Callable[[int], object] | None = None) -> None:
-        """Delete from the BlockStore (outside any txn), calling ``tick(1)`` after each; the first
-        failure ends the run."""
-        if len(ids) < 8 or self.blocks.kind == "memory":
+        """Delete from the BlockStore (outside any txn; a dry run deletes nothing), calling
+        ``tick(1)`` after each; the first failure ends the run."""
+        if not self.delete or len(ids) < 8 or self.blocks.kind == "memory":
             for bid in ids:
-                self.blocks.delete(bid)
+                if self.delete:
+                    self.blocks.delete(bid)
                 if tick is not None:
                     tick(1)
             return
@@ -439,16 +368,12 @@ class _Run:
 
     def _drop_rows(self, ids: list[bytes]) -> None:
         r = self.report
-        with self.index.write() as t:
+        with self._txn() as t:
             for bid in ids:
                 row = t.get_block(bid)
                 if row is None or row.state != DELETING:
                     continue
-                t.delete_block(bid)
-                if counted(row):
-                    t.add_counter("unique_blocks", -1)
-                    t.add_counter("stored_bytes", -row.stored_size)
-                    t.add_counter("raw_bytes", -row.raw_len)
+                if blocklife.drop(t, bid, row):
                     r.deleted += 1
                     r.deleted_bytes += row.stored_size
                 else:
@@ -471,10 +396,7 @@ class _Run:
 
     def _manifest_batch(self, cands: list[bytes]) -> None:
         self._check_stop()
-        if not self.delete:
-            self.report.manifests_deleted += len(cands)
-            return
-        with self.index.write() as t:
+        with self._txn() as t:
             self.marker.remark(t)
             for mid in cands:
                 if mid not in self.marker.manifests and t.delete_manifest(mid):
@@ -488,7 +410,7 @@ class _Run:
         try:
             for bid, created in self.blocks.iter_ids():
                 bar.update(1)
-                if not grace_over(created, now, self.min_age):
+                if not blocklife.grace_over(created, now, self.min_age):
                     self.report.orphans_kept += 1
                     continue
                 pending.append((bid, created))
@@ -503,42 +425,32 @@ class _Run:
 
     def _orphan_batch(self, batch: list[tuple[bytes, float]]) -> None:
         r = self.report
+        self._dry_rows.clear()
         with self.index.read() as t:
             cands = [(bid, created) for bid, created in batch if t.get_block(bid) is None]
         if not cands:
             return
-        if not self.delete:
-            now = self.clock()
-            with self.index.read() as txn:
-                t = ReapedView(txn, self._dead)
-                for bid, created in cands:
-                    if may_delete_orphan(t, bid, created, self.marker.is_marked(bid), now, self.min_age):
-                        r.orphans += 1
-                        r.orphan_bytes += self._size(bid)
-                    else:
-                        r.orphans_kept += 1
-            return
         guarded = []
-        with self.index.write() as t:
+        with self._txn() as t:
             now = self.clock()
             self.marker.remark(t)
             for bid, created in cands:
-                if may_delete_orphan(t, bid, created, self.marker.is_marked(bid), now, self.min_age):
-                    t.put_block(bid, orphan_row(created, now))
+                if blocklife.may_delete_orphan(t, bid, created, self.marker.is_marked(bid), now, self.min_age):
+                    blocklife.guard_orphan(t, bid, created, now)
                     guarded.append(bid)
                 else:
                     r.orphans_kept += 1
         if not guarded:
             return
-        self.point("after_orphan_deleting")
+        self.step("after_orphan_deleting")
         sizes = {bid: self._size(bid) for bid in guarded}
         self._delete_files(guarded)
-        self.point("after_orphan_delete")
-        with self.index.write() as t:
+        self.step("after_orphan_delete")
+        with self._txn() as t:
             for bid in guarded:
                 row = t.get_block(bid)
-                if row is not None and row.state == DELETING and not counted(row):
-                    t.delete_block(bid)
+                if row is not None and row.state == DELETING and not blocklife.counted(row):
+                    blocklife.drop(t, bid, row)
                     r.orphans += 1
                     r.orphan_bytes += sizes[bid]
                     log.debug("deleted orphan block %s", short(bid))
@@ -556,7 +468,7 @@ class _Run:
         now = self.clock()
         grace = temp_grace(self.min_age)
         for path, mtime in list(iter_temp()):
-            if not grace_over(mtime, now, grace):
+            if not blocklife.grace_over(mtime, now, grace):
                 continue
             try:
                 size = path.stat().st_size
@@ -576,8 +488,8 @@ def run_periodic(store, stopping: threading.Event) -> None:
     interval = store.settings.gc.interval
     if not interval or interval <= 0:
         return
-    log.info("gc runs every %s inside the server (min age %s)", _duration(interval),
-             _duration(store.settings.gc.min_age))
+    log.info("gc runs every %s inside the server (min age %s)", human_duration(interval),
+             human_duration(store.settings.gc.min_age))
     while not stopping.wait(interval):
         try:
             report = collect(store, delete=True, stop=stopping)

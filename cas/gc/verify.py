@@ -46,8 +46,8 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 
+from .. import blocklife
 from ..errors import BlockNotFound, IntegrityError
 from ..ids import block_id
 from ..index.schema import CONDEMNED, DAMAGED, DELETING, BlockRow
@@ -55,8 +55,9 @@ from ..manifest import VERSION as MANIFEST_VERSION
 from .mark import MarkSet, manifest_ids_of
 from .progress import NullBar, ProgressFactory, no_progress
 from .repair import Repair
+from .report import Finding, VerifyReport
 from .runs import record_run
-from .safety import GcLock, counted
+from .safety import GcLock
 
 log = logging.getLogger(__name__)
 
@@ -83,74 +84,6 @@ KINDS = {
 # findings whose block's names cannot be read back
 _DATA_LOSS = {"missing_manifest", "damaged_manifest", "missing_block_row", "referenced_deleting",
               "length_mismatch", "missing_block", "corrupt_block"}
-
-
-@dataclass
-class Finding:
-    """One thing wrong. ``block`` is a full hex id; ``objects`` the names (bucket/key) it affects."""
-
-    kind: str
-    block: str = ""
-    objects: tuple[str, ...] = ()
-    detail: str = ""
-    repaired: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"objects": list(self.objects)}
-
-    def __str__(self) -> str:
-        what = f" block {self.block[:12]}" if self.block else ""
-        names = ""
-        if self.objects:
-            shown = ", ".join(self.objects[:5])
-            names = f" used by {shown}" + (f" and {len(self.objects) - 5} more" if len(self.objects) > 5 else "")
-        fixed = " [repaired]" if self.repaired else ""
-        return f"{self.kind}:{what}{names}: {self.detail}{fixed}"
-
-
-@dataclass
-class VerifyReport:
-    deep: bool
-    findings: list[Finding] = field(default_factory=list)
-    objects: int = 0
-    parts: int = 0
-    manifests: int = 0
-    manifests_unreferenced: int = 0
-    blocks: int = 0
-    blocks_referenced: int = 0
-    blocks_unreferenced: int = 0
-    blocks_condemned: int = 0
-    blocks_deleting: int = 0
-    blocks_damaged: int = 0
-    marked_damaged: int = 0
-    orphans: int = 0
-    temp_files: int = 0
-    bytes_read: int = 0
-    damaged_objects: list[str] = field(default_factory=list)
-    repaired: int = 0
-    mark_memory: int = 0
-    seconds: float = 0.0
-
-    @property
-    def clean(self) -> bool:
-        return not self.findings
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["findings"] = [f.to_dict() for f in self.findings]
-        d["clean"] = self.clean
-        return d
-
-    def summary(self) -> str:
-        state = "clean" if self.clean else f"{len(self.findings)} findings"
-        if self.repaired:
-            state += f", {self.repaired} repaired"
-        if self.damaged_objects:
-            state += f", {len(self.damaged_objects)} damaged objects"
-        return (f"verify{' --deep' if self.deep else ''}: {state}; {self.objects} objects, {self.parts} upload parts, "
-                f"{self.manifests} manifests, {self.blocks} blocks ({self.blocks_unreferenced} unreferenced, "
-                f"{self.blocks_condemned} condemned, {self.blocks_damaged} damaged), {self.orphans} orphans"
-                + (f", {self.bytes_read} bytes re-hashed" if self.deep else "") + f"; {self.seconds:.1f}s")
 
 
 class _RateLimit:
@@ -303,8 +236,8 @@ class _Verify:
 
     def _blocks(self, t) -> dict[str, int]:
         r = self.report
-        totals = {"unique_blocks": 0, "stored_bytes": 0, "raw_bytes": 0}
-        bar = self.progress("verify: blocks" + (" (deep)" if self.deep else ""), t.counter("unique_blocks"))
+        tally = blocklife.Tally()
+        bar = self.progress("verify: blocks" + (" (deep)" if self.deep else ""), blocklife.block_count(t))
         self._tick = bar.update  # the workers move it block by block
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cas-verify")
         inflight: list[Future] = []
@@ -312,10 +245,7 @@ class _Verify:
             batch: list[tuple[bytes, BlockRow]] = []
             for bid, row in t.iter_blocks():
                 r.blocks += 1
-                if counted(row):
-                    totals["unique_blocks"] += 1
-                    totals["stored_bytes"] += row.stored_size
-                    totals["raw_bytes"] += row.raw_len
+                tally.add(row)
                 referenced = bid in self.marked
                 if referenced:
                     r.blocks_referenced += 1
@@ -343,7 +273,7 @@ class _Verify:
                 fut.cancel()
             pool.shutdown(wait=True)
             bar.close()
-        return totals
+        return tally.totals
 
     def _check_files(self, batch: list[tuple[bytes, BlockRow]]) -> tuple[int, list]:
         """In a worker: (rows checked, [(id, row, kind, detail, bytes read)])."""

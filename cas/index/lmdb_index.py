@@ -271,7 +271,7 @@ class IndexTxn:
             yield k[:32], k[32:]
 
     def put_writer(self, writer_id: bytes, expiry: float, owner: bytes = b"") -> None:
-        """A writer's lease; ``owner`` is an opaque identity of its process (see cas.writer)."""
+        """A writer's lease; ``owner`` is an opaque identity of its process (see cas.blocklife)."""
         self._put("writers", writer_id, s.f64(expiry) + owner)
 
     def delete_writer(self, writer_id: bytes) -> None:

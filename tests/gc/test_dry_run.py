@@ -12,7 +12,8 @@ import signal
 
 import pytest
 
-from cas.gc.sweep import _human, collect
+from cas.gc.report import human_size as _human
+from cas.gc.sweep import collect
 from tests.fixtures.gc import BUCKET, assert_whole, cas_env, data, run_cas
 
 AGREE = ("condemned", "condemned_bytes", "deleted", "deleted_bytes", "pending", "pending_bytes",

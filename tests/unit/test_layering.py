@@ -59,3 +59,27 @@ def test_lower_layers_never_import_protocols_or_cli():
     offenders = [(p, m) for p in lower for m in _imports(p)
                  if m.startswith(("cas.protocols", "cas.cli", "cas.gc"))]
     assert not offenders
+
+
+def test_gc_does_not_import_the_writer():
+    offenders = [(p, m) for p in _modules("gc") for m in _imports(p) if m.startswith("cas.writer")]
+    assert not offenders
+
+
+def test_only_blocklife_changes_block_rows_pins_leases_and_block_counters():
+    """Block rows, pins, writer leases and the block counters have one owner: cas/blocklife.py."""
+    writes = {"put_block", "delete_block", "add_pin", "drop_pin", "put_writer", "delete_writer"}
+    counters = {"unique_blocks", "stored_bytes", "raw_bytes"}
+    allowed = {ROOT / "blocklife.py", *_modules("index")}
+    offenders = []
+    for p in _modules():
+        if p in allowed:
+            continue
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            name = node.func.attr
+            first = node.args[0] if node.args else None
+            if name in writes or (name == "add_counter" and isinstance(first, ast.Constant) and first.value in counters):
+                offenders.append((str(p.relative_to(ROOT)), node.lineno, name))
+    assert not offenders

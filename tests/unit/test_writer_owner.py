@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from cas.writer import PROCESS_OWNER, owner_is_dead
+from cas.blocklife import PROCESS_OWNER, owner_is_dead
 
 pytestmark = pytest.mark.unit
 
