@@ -62,9 +62,11 @@ class GcReport:
         cond, dele, free = ("condemned", "deleted", "freed") if self.delete else ("condemn", "delete", "free")
         return (f"gc{'' if self.delete else ' (dry run)'}: {would}{cond} {self.condemned} blocks "
                 f"({human_size(self.condemned_bytes)}), {would}{dele} {self.deleted} blocks "
-                f"({human_size(self.deleted_bytes)}); {self.pending} condemned blocks ({human_size(self.pending_bytes)}) "
+                f"({human_size(self.deleted_bytes)}); {self.pending} condemned blocks "
+                f"({human_size(self.pending_bytes)}) "
                 f"{'wait' if self.delete else 'would wait'} out the {human_duration(self.min_age)} grace; "
-                f"{would}{free} {self.freed_blocks} blocks ({human_size(self.freed_bytes)}: {self.deleted} unreferenced, "
+                f"{would}{free} {self.freed_blocks} blocks "
+                f"({human_size(self.freed_bytes)}: {self.deleted} unreferenced, "
                 f"{self.orphans} orphans, {self.temp_files} temp files); "
                 f"{self.manifests_deleted} manifests, {self.uploads_expired} expired uploads, "
                 f"{self.dead_writers} dead writers; {self.marked_blocks} blocks in use; {self.seconds:.1f}s"
