@@ -258,14 +258,6 @@ class IndexTxn:
     def pin_writers(self, block_id: bytes) -> list[bytes]:
         return [k[len(block_id):] for k, _ in self._scan("pins", block_id)]
 
-    def is_pinned(self, block_id: bytes, now: float) -> bool:
-        """Whether a writer whose lease has not expired pins ``block_id``."""
-        for writer in self.pin_writers(block_id):
-            expiry = self.writer_expiry(writer)
-            if expiry is not None and expiry > now:
-                return True
-        return False
-
     def iter_pins(self) -> Iterator[tuple[bytes, bytes]]:
         for k, _ in self._scan("pins"):
             yield k[:32], k[32:]
