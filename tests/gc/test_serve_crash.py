@@ -20,7 +20,8 @@ from botocore.exceptions import HTTPClientError
 
 from cas.config import load_settings
 from cas.store import Store
-from tests.fixtures.core import ServeProcess, bytes_of
+from tests.fixtures.core import bytes_of
+from tests.fixtures.serve import CasServe
 
 pytestmark = [pytest.mark.crash, pytest.mark.integration]
 
@@ -47,7 +48,7 @@ def test_serve_killed_at_random_moments_keeps_every_acknowledged_write(tmp_path)
     failures: list[str] = []  # anything else that went wrong: a defect
     shared = bytes_of(3 * MiB, seed=999)  # dedup across uploads, so kills also hit pinned shared blocks
     for round_ in range(20):
-        srv = ServeProcess(data, env=env)
+        srv = CasServe(data, env=env, root=None).start()
         try:
             s3 = _client(srv.s3_url)
             if round_ == 0:

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from cas.errors import AccessDenied, CannotListen, ConfigError, NotFound
-from tests.fixtures.core import ServeProcess, bytes_of
+from tests.fixtures.core import bytes_of
 from tests.fixtures.gc import cas_env
+from tests.fixtures.serve import CasServe
 
 pytestmark = pytest.mark.integration
 
@@ -237,7 +238,7 @@ def test_log_file_that_cannot_be_written(store_dir, tmp_path):
 
 def test_log_file_gets_the_logs_instead_of_stderr(tmp_path):
     log = tmp_path / "cas.log"
-    server = ServeProcess(tmp_path / "d", "--log-file", str(log))
+    server = CasServe(tmp_path / "d", extra_args=["--log-file", str(log)], root=None).start()
     assert server.stop() == 0
     text = log.read_text()
     assert "cas.cli.serve: stopping" in text

@@ -11,7 +11,8 @@ import urllib.request
 
 import pytest
 
-from tests.fixtures.core import ServeProcess, bytes_of
+from tests.fixtures.core import bytes_of
+from tests.fixtures.serve import CasServe
 
 pytestmark = pytest.mark.integration
 
@@ -38,14 +39,14 @@ def test_unknown_http_path_is_404_json(cas_server):
 def test_first_start_generates_root_credentials_once(tmp_path):
     env = {k: "" for k in ("CAS_ROOT_USER", "CAS_ROOT_PASSWORD")}
     data = tmp_path / "d"
-    first = ServeProcess(data, env=env)
+    first = CasServe(data, env=env, root=None).start()
     first.stop()
     printed = "\n".join(first.lines)
     cred = data / "root-credentials"
     assert stat.S_IMODE(cred.stat().st_mode) == 0o600
     name, secret = cred.read_text().split("\n")[:2]
     assert name == "root" and len(secret) >= 30 and secret in printed
-    second = ServeProcess(data, env=env)
+    second = CasServe(data, env=env, root=None).start()
     second.stop()
     assert secret not in "\n".join(second.lines)
     assert cred.read_text().split("\n")[:2] == [name, secret]

@@ -84,3 +84,61 @@ def test_only_blocklife_changes_block_rows_pins_leases_and_block_counters():
             if name in writes or counter:
                 offenders.append((str(p.relative_to(ROOT)), node.lineno, name))
     assert not offenders
+
+
+# -- only the store's own layer touches its index and block store --------------------------------
+
+#: where ``.index`` / ``.blocks`` of a Store may be used: the store itself, its block lifecycle and
+#: write path, gc (mark, sweep, verify, repair work on rows and blocks), the user table, the index
+STORE_INSIDE = ("store.py", "store", "gc", "blocklife.py", "writer.py", "auth/users.py", "index")
+#: modules still reaching a store's insides, each with the reason it may (none today)
+STORE_REACH_ALLOWED: dict[str, str] = {}
+#: objects whose ``.blocks`` / ``.index`` is not a store's: configuration sections, parsed flags
+NOT_A_STORE = {"settings", "args"}
+
+
+def _inside_store(path: Path) -> bool:
+    rel = path.relative_to(ROOT).as_posix()
+    return any(rel == part or rel.startswith(part + "/") for part in STORE_INSIDE)
+
+
+def _store_reaches(path: Path) -> list[str]:
+    """``x.index`` / ``x.blocks`` (and ``getattr(x, "index")``) in ``path``, as "line: code"."""
+    tree = ast.parse(path.read_text(), str(path))
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("index", "blocks"):
+            if id(node) in called:  # "abc".index(...), list.index(...): a method, not a store's part
+                continue
+            base = node.value
+            if (base.id if isinstance(base, ast.Name) else getattr(base, "attr", None)) in NOT_A_STORE:
+                continue
+        elif not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                  and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+                  and node.args[1].value in ("index", "blocks")):
+            continue
+        hits.append((node.lineno, ast.unparse(node)))
+    return [f"{line}: {code}" for line, code in sorted(hits)]
+
+
+def test_only_the_store_layer_reaches_store_index_and_blocks():
+    """Protocols, the CLI and the rest go through typed Store methods, never ``store.index`` / ``.blocks``."""
+    offenders = {}
+    for path in _modules():
+        rel = path.relative_to(ROOT).as_posix()
+        if _inside_store(path) or rel in STORE_REACH_ALLOWED:
+            continue
+        hits = _store_reaches(path)
+        if hits:
+            offenders[rel] = hits
+    assert not offenders, f"reach the store's index/blocks (add a Store method instead): {offenders}"
+
+
+def test_the_store_reach_check_sees_an_offender(tmp_path):
+    """The check above can fail: it finds the forms an offender would write."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f(store, self, settings):\n"
+                     "    store.index.read()\n    self.store.blocks.get(b'x')\n    getattr(store, 'index')\n"
+                     "    settings.blocks.url\n    'abc'.index('b')\n")
+    assert [hit.split(":")[0] for hit in _store_reaches(probe)] == ["2", "3", "4"]

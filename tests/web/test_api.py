@@ -22,14 +22,14 @@ BOB, BOB_SECRET = "bobby", "bobby-secret-456"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A server whose store already has two ordinary users besides root."""
-    from tests.fixtures.web import _start
+    from tests.fixtures.web import start_web
 
     data = tmp_path_factory.mktemp("api") / "data"
     settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
     with Store.open(settings) as store:
         store.users.add(ALICE, ALICE_SECRET)
         store.users.add(BOB, BOB_SECRET)
-    srv = _start(data)
+    srv = start_web(data)
     yield srv
     srv.stop()
 

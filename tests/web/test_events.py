@@ -25,13 +25,13 @@ FIELDS = {"seq", "time", "user", "op", "bucket", "key", "size", "etag", "bucket_
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tests.fixtures.web import _start
+    from tests.fixtures.web import start_web
 
     data = tmp_path_factory.mktemp("events") / "data"
     settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
     with Store.open(settings) as store:
         store.users.add(DAVE, DAVE_SECRET)
-    srv = _start(data)
+    srv = start_web(data)
     yield srv
     srv.stop()
 

@@ -119,12 +119,9 @@ def test_given_secret(cas_s3):
 @pytest.fixture
 def private_server(tmp_path):
     """A server of the test's own: virtual-host domain, uploads expire at once; stopped by PID."""
-    from tests.fixtures.s3api import CasServer
+    from tests.fixtures.s3api import start_s3
 
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "cas.toml").write_text('[gc]\nupload_expiry = "0s"\n')
-    server = CasServer(data, extra_args=("--domain", "s3.test")).start()
+    server = start_s3(tmp_path / "data", extra_args=("--domain", "s3.test"), toml='[gc]\nupload_expiry = "0s"\n')
     yield server
     server.stop()
 
