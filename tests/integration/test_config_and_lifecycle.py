@@ -117,7 +117,8 @@ def test_gc_interval_runs_gc_inside_the_server(start_web_server, tmp_path):
 
     runs_before = _metric(srv, token, "cas_gc_runs_total")
     deadline = time.monotonic() + 30  # a 1 s interval: the first runs condemn and delete (min age 0)
-    while stored() and time.monotonic() < deadline:
+    # blocks go during a run, the run is recorded at its end: wait for both (bounded)
+    while (stored() or _metric(srv, token, "cas_gc_runs_total") <= runs_before) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert stored() == 0, "GC inside the server did not reclaim the deleted object's blocks"
     assert _metric(srv, token, "cas_gc_runs_total") > runs_before
