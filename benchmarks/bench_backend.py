@@ -127,7 +127,7 @@ def one_run(tmp: Path, server, bucket: str, src: Path, size: int, concurrency: i
         },
         env={},
     )
-    store = Store.open(settings)
+    store = Store.open_store(settings)
     try:
         store.create_bucket("bench")
         reqs = store.blocks.request_counts

@@ -305,7 +305,7 @@ def api_ingest(data_dir: str, bucket: str, listing: str) -> int:
     except ImportError:
         from cas.store import Store
 
-    store = Store.open(load_settings(data_dir))
+    store = Store.open_store(load_settings(data_dir))
     try:
         with open(listing, encoding="utf-8") as lines:
             for line in lines:

@@ -93,7 +93,7 @@ def _build(root: Path, blocks: int) -> tuple[Path, Path, int, int]:
     data = root / "cas"
     settings = load_settings(data, {"gc": {"min_age": 0}}, chunk_avg=str(CHUNK_AVG), env={})
     t0 = time.perf_counter()
-    with Store.open(settings) as store:
+    with Store.open_store(settings) as store:
         store.create_bucket("bench")
         for i in range(n_files):
             body = _random(size, i)
@@ -110,7 +110,7 @@ def _delete_garbage(files: Path, data: Path, n_files: int) -> list[str]:
     from cas.store import Store
 
     gone = [f"f{i:06d}" for i in range(n_files) if i % 10 < GARBAGE * 10]
-    with Store.open(load_settings(data, env={})) as store:
+    with Store.open_store(load_settings(data, env={})) as store:
         for key in gone:
             store.delete("bench", key)
     return gone

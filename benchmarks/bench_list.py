@@ -86,7 +86,7 @@ def main() -> int:
     args = ap.parse_args()
     n = args.keys
     with tempfile.TemporaryDirectory(prefix="cas-bench-list-") as tmp:
-        store = Store.open(load_settings(Path(tmp) / "cas", env={}))
+        store = Store.open_store(load_settings(Path(tmp) / "cas", env={}))
         t = time.perf_counter()
         seed_cas(store, n)
         seed_cas_s = time.perf_counter() - t

@@ -42,7 +42,7 @@ def run(args, settings) -> int:
     def visible(ev) -> bool:
         return args.bucket is None or ev.bucket == args.bucket
 
-    with Store.open(settings) as store:
+    with Store.open_store(settings) as store:
         while True:
             sys.stdout.flush()
             batch, cursor = store.follow_events(cursor, limit=PAGE, visible=visible, scan_cap=sys.maxsize,

@@ -68,7 +68,7 @@ LISTENER_FLAGS = {"s3": "--s3", "http": "--http"}
 def run(args, settings) -> int:
     from ..protocols.server import Server
 
-    store = Store.open(settings)
+    store = Store.open_store(settings)
     try:
         server = Server(store, store.settings)
         # bind before root credentials exist: a failed start must not leave a secret nobody saw

@@ -43,7 +43,7 @@ _HUGE = 1 << 80
 
 class ByteRange(NamedTuple):
     """Bytes ``[start, stop)`` of a representation of ``size`` bytes (a half-open range,
-    the form ``Store.open(range=...)`` takes)."""
+    the form ``Store.open_store(range=...)`` takes)."""
 
     start: int
     stop: int

@@ -38,7 +38,7 @@ def big_file(tmp_path_factory):
 
 def _check_store(data, key, expected_md5):
     """Absent or complete; the store opens, reads and writes afterwards."""
-    with Store.open(load_settings(data, env={})) as s:
+    with Store.open_store(load_settings(data, env={})) as s:
         try:
             info = s.stat("bkt", key)
         except ObjectNotFound:
@@ -95,6 +95,6 @@ def test_kill_at_named_points_leaves_no_name(tmp_path, big_file, point):
     assert proc.returncode == -signal.SIGKILL
     assert _check_store(data, "k", hashlib.md5(big_file.read_bytes()).hexdigest()) is False
     _verify_clean(data)
-    with Store.open(load_settings(data, env={})) as s:
+    with Store.open_store(load_settings(data, env={})) as s:
         with s.index.read() as t:
             assert list(t.iter_writers()), "the dead writer's lease is left for GC to expire"

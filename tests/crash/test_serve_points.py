@@ -36,7 +36,7 @@ def s3(srv):
 
 
 def open_store(data) -> Store:
-    return Store.open(load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}},
+    return Store.open_store(load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}},
                                     env={}))
 
 
@@ -154,7 +154,7 @@ def test_kill_of_gc_on_the_s3_backend(seaweed, tmp_path, point):
            "CAS_BLOCKS_SECRET_KEY": seaweed.secret_key, "PATH": "/usr/bin:/bin"}
     data = tmp_path / "data"
     keep = bytes_of(MiB, 4)
-    with Store.open(load_settings(data, env=env)) as store:
+    with Store.open_store(load_settings(data, env=env)) as store:
         store.create_bucket(BUCKET)
         store.put(BUCKET, "keep", keep)
         store.put(BUCKET, "gone", bytes_of(MiB, 5))
@@ -172,11 +172,11 @@ def test_kill_of_gc_on_the_s3_backend(seaweed, tmp_path, point):
 
     crashed = cas("gc", "--delete", "--min-age", "0", crash=f"gc.{point}")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    with Store.open(load_settings(data, env=env)) as store:
+    with Store.open_store(load_settings(data, env=env)) as store:
         assert store.get_bytes(BUCKET, "keep") == keep
     again = cas("gc", "--delete", "--min-age", "0", "--json")
     assert again.returncode == 0, again.stderr
     report = verify_deep(data, env=env)
     assert report["blocks_unreferenced"] == 0 and report["orphans"] == 0 and report["blocks_deleting"] == 0
-    with Store.open(load_settings(data, env=env)) as store:
+    with Store.open_store(load_settings(data, env=env)) as store:
         assert store.get_bytes(BUCKET, "keep") == keep

@@ -61,7 +61,7 @@ def _app():
     if not _state:
         tmp = tempfile.mkdtemp(prefix="cas-fuzz-dav-")
         settings = load_settings(Path(tmp) / "data", env={})
-        store = Store.open(settings)
+        store = Store.open_store(settings)
         store.users.add(USER, SECRET)
         store.create_bucket(BUCKET, owner=USER)
         _state.update(store=store, app=make_app(store, settings))

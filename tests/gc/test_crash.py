@@ -134,7 +134,7 @@ def test_put_and_gc_processes_killed_at_random(tmp_path):
             elif p.returncode not in (0, -signal.SIGKILL, 5):
                 raise AssertionError(f"cas gc failed ({p.returncode}): {err.decode(errors='replace')}")
     assert acked, "no put was acknowledged"
-    with Store.open(load_settings(data_dir, env={})) as s, s.index.write() as t:
+    with Store.open_store(load_settings(data_dir, env={})) as s, s.index.write() as t:
         # every process has ended: the leases of killed writers run out (as if `lease` seconds passed)
         for w, _ in list(t.iter_writers()):
             t.put_writer(w, 0.0, b"")
@@ -145,7 +145,7 @@ def test_put_and_gc_processes_killed_at_random(tmp_path):
         done = run_cas(data_dir, "gc", "--delete", "--min-age", "0")
         assert done.returncode == 0, done.stderr
     settings = load_settings(data_dir, env={})
-    with Store.open(settings) as s:
+    with Store.open_store(settings) as s:
         for key, body in acked.items():
             assert s.get_bytes(BUCKET, key) == body, key
         for key, body in maybe.items():

@@ -93,7 +93,7 @@ def test_serve_killed_at_random_moments_keeps_every_acknowledged_write(tmp_path)
     assert len(acked) > 20, "too few uploads were acknowledged for the test to mean anything"
     assert len(interrupted) >= 10, f"only {len(interrupted)} kills landed during a request"
 
-    with Store.open(load_settings(data, env={})) as store:
+    with Store.open_store(load_settings(data, env={})) as store:
         for key, body in acked.items():
             assert store.get_bytes("crash", key) == body, key
     verify = _cas("verify", "--data", str(data), "--deep", "--json")
@@ -105,6 +105,6 @@ def test_serve_killed_at_random_moments_keeps_every_acknowledged_write(tmp_path)
     assert again["orphans"] == 0 and again["condemned"] == 0 and again["dead_writers"] == 0
     after = json.loads(_cas("verify", "--data", str(data), "--json").stdout)
     assert after["clean"] and after["orphans"] == 0 and after["blocks_unreferenced"] == 0
-    with Store.open(load_settings(data, env={})) as store:
+    with Store.open_store(load_settings(data, env={})) as store:
         for key, body in acked.items():
             assert store.get_bytes("crash", key) == body, key

@@ -183,7 +183,7 @@ def test_sigterm_with_uploads_in_flight_stops_cleanly(start_web_server, tmp_path
     assert [o.get("status") for o in outcomes] == [201, 201, 201], outcomes
     settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}}, env={})
     expected = (bytes(range(256)) * 256 * 48)[: 3 << 20]
-    with Store.open(settings) as store:
+    with Store.open_store(settings) as store:
         for i, outcome in enumerate(outcomes):
             names = {e.key for e in store.list("term").entries}
             if outcome.get("status") in (200, 201, 204):  # acknowledged: complete and readable

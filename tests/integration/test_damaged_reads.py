@@ -46,7 +46,7 @@ def _block_ids(data_dir: Path, bucket: str, key: str) -> list[bytes]:
     from cas.store import Store
     from tests.fixtures.gc import manifest_ids
 
-    with Store.open(load_settings(data_dir, env={})) as store:
+    with Store.open_store(load_settings(data_dir, env={})) as store:
         return manifest_ids(store, bucket, key)
 
 

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
                 return int(line.split()[1])
 
     n = 2 << 30
-    with Store.open(load_settings(sys.argv[1], env={})) as s:
+    with Store.open_store(load_settings(sys.argv[1], env={})) as s:
         s.create_bucket("bkt")
         info = s.put("bkt", "big", stream_of(n, seed=5))
         after_put = peak_kib()

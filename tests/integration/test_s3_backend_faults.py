@@ -260,7 +260,7 @@ def _open_store(tmp_path, info, *, endpoint: str | None = None, retries: int = 2
         "retries": retries,
     }
     settings = load_settings(tmp_path / "data", {"blocks": blocks, "gc": {"min_age": 0}}, env={})
-    return Store.open(settings)
+    return Store.open_store(settings)
 
 
 def _stream(n: int, seed: int, piece: int = 1 << 20, on_piece=None):

@@ -327,13 +327,13 @@ def test_store_reopens_with_its_own_params_and_refuses_others(tmp_path):
     from cas.store import Store
 
     d = tmp_path / "s"
-    with Store.open(load_settings(d, chunk_avg="32K", compression="none", env={})) as s:
+    with Store.open_store(load_settings(d, chunk_avg="32K", compression="none", env={})) as s:
         s.create_bucket("bkt")
         s.put("bkt", "k", os.urandom(100_000))
-    with Store.open(load_settings(d, env={})) as s:
+    with Store.open_store(load_settings(d, env={})) as s:
         assert s.settings.chunker.avg == 32768 and s.settings.codec.compression == "none"
     with pytest.raises(ConfigError, match="cannot be opened"):
-        Store.open(load_settings(d, chunk_avg="64K", env={}))
+        Store.open_store(load_settings(d, chunk_avg="64K", env={}))
 
 
 def test_large_stream_round_trip(store, bucket):

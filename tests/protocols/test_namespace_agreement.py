@@ -156,7 +156,7 @@ BOB, BOB_SECRET = "bobns", "bob-secret-ns-456"
 def tenants(tmp_path, start_web_server):
     data = tmp_path / "data"
     settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
-    with Store.open(settings) as store:
+    with Store.open_store(settings) as store:
         store.users.add(ALICE, ALICE_SECRET)
         store.users.add(BOB, BOB_SECRET)
         store.create_bucket("alice-ns", owner=ALICE)

@@ -358,7 +358,7 @@ def _forge(data_dir, bucket: str, key: str, **fields) -> None:
     from cas.config import load_settings
     from cas.store import Store
 
-    store = Store.open(load_settings(data_dir, {}, env={}))
+    store = Store.open_store(load_settings(data_dir, {}, env={}))
     try:
         with store.index.write() as t:
             record = t.get_object(bucket, key)

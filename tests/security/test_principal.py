@@ -29,7 +29,7 @@ ANON_SECRET = "anonymous-user-secret"
 def server(tmp_path, start_web_server):
     data = tmp_path / "data"
     settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
-    with Store.open(settings) as store:
+    with Store.open_store(settings) as store:
         store.users.add(ALICE, ALICE_SECRET)
         store.users.add(BOB, BOB_SECRET)
         # a user called "anonymous", as an older store may hold one (cas user add refuses it now)
@@ -134,7 +134,7 @@ def test_a_new_bucket_of_an_old_name_inherits_nothing(server):
 @pytest.mark.unit
 def test_block_directories_are_private(tmp_path):
     settings = load_settings(tmp_path / "fresh", {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
-    with Store.open(settings) as store:
+    with Store.open_store(settings) as store:
         store.create_bucket("bkt")
         store.put("bkt", "k", b"some bytes " * 1000)
     blocks = tmp_path / "fresh" / "blocks"
@@ -143,7 +143,7 @@ def test_block_directories_are_private(tmp_path):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
     # a store made by an older version (world-readable) is closed up when opened
     blocks.chmod(0o755)
-    with Store.open(settings):
+    with Store.open_store(settings):
         pass
     assert stat.S_IMODE(blocks.stat().st_mode) == 0o700
 
@@ -154,7 +154,7 @@ def test_block_directories_are_private(tmp_path):
 def test_locks_die_with_their_bucket_but_a_lock_null_name_keeps_its_lock(tmp_path):
     from cas.protocols.webdav.lock import StoreLockStorage
 
-    with Store.open(load_settings(tmp_path / "data", env={})) as store:
+    with Store.open_store(load_settings(tmp_path / "data", env={})) as store:
         locks = StoreLockStorage(store)
         store.create_bucket("old-bkt", owner="alice")
         info = {"type": "write", "scope": "exclusive", "depth": "infinity", "owner": b"alice",

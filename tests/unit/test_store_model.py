@@ -47,7 +47,7 @@ class StoreModel(RuleBasedStateMachine):
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="cas-model-"))
         self.settings = load_settings(self.dir / "data", {"gc": {"min_age": 0}}, env={})
-        self.store = Store.open(self.settings)
+        self.store = Store.open_store(self.settings)
         self.store.create_bucket(BUCKET)
         self.model: dict[str, bytes] = {}
 
@@ -99,7 +99,7 @@ class StoreModel(RuleBasedStateMachine):
     @rule()
     def reopen(self):
         self.store.close()
-        self.store = Store.open(self.settings)
+        self.store = Store.open_store(self.settings)
 
     @invariant()
     def names_read_back(self):

@@ -26,7 +26,7 @@ def server(tmp_path_factory):
 
     data = tmp_path_factory.mktemp("api") / "data"
     settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
-    with Store.open(settings) as store:
+    with Store.open_store(settings) as store:
         store.users.add(ALICE, ALICE_SECRET)
         store.users.add(BOB, BOB_SECRET)
     srv = start_web(data)

@@ -29,7 +29,7 @@ def server(tmp_path_factory):
 
     data = tmp_path_factory.mktemp("events") / "data"
     settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
-    with Store.open(settings) as store:
+    with Store.open_store(settings) as store:
         store.users.add(DAVE, DAVE_SECRET)
     srv = start_web(data)
     yield srv
@@ -182,7 +182,7 @@ def test_users_follow_only_their_own_buckets(server):
 def test_cas_events_command_prints_and_follows(tmp_path):
     data = tmp_path / "data"
     settings = load_settings(data)
-    with Store.open(settings) as store:
+    with Store.open_store(settings) as store:
         store.create_bucket("cli", owner="erin")
         store.put("cli", "one.txt", b"1", user="erin")
         store.delete("cli", "one.txt", user="erin")
@@ -200,7 +200,7 @@ def test_cas_events_command_prints_and_follows(tmp_path):
                                "--after", str(events[-1]["seq"])], stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)  # the follower is waiting; a write from another process must reach it
-        with Store.open(settings) as store:
+        with Store.open_store(settings) as store:
             store.put("cli", "two.txt", b"22", user="erin")
         line = _readline(follow, timeout=15)
         assert json.loads(line)["key"] == "two.txt"

@@ -74,7 +74,7 @@ def test_metrics_parse_and_move_with_requests(web_server):
 
 
 def test_the_middleware_measures_any_wsgi_app(tmp_path):
-    with Store.open(load_settings(tmp_path / "d")) as store:
+    with Store.open_store(load_settings(tmp_path / "d")) as store:
         metrics = Metrics(store)
 
         def app(environ, start_response):
@@ -118,7 +118,7 @@ def test_gc_and_verify_runs_show_in_metrics(tmp_path):
     from cas.gc.sweep import collect
     from cas.gc.verify import verify
 
-    with Store.open(load_settings(tmp_path / "d", {"gc": {"min_age": 0}}, env={})) as store:
+    with Store.open_store(load_settings(tmp_path / "d", {"gc": {"min_age": 0}}, env={})) as store:
         store.create_bucket("bkt")
         store.put("bkt", "gone", b"x" * 100_000)
         store.delete("bkt", "gone")

@@ -125,7 +125,7 @@ def idp():
 
 def open_store(path, **auth):
     settings = load_settings(path, {"auth": dict(root_user=ROOT_USER, root_password=ROOT_PASSWORD, **auth)})
-    store = Store.open(settings)
+    store = Store.open_store(settings)
     if store.users.secret(USER) is None:
         store.users.add(USER, USER_SECRET)
     return store
@@ -338,7 +338,7 @@ def test_root_tokens_die_with_roots_secret(tmp_path):
         token = issue_token(store, ROOT_USER)
         assert verify_token(store, token) == ROOT_USER
     settings = load_settings(tmp_path / "d", {"auth": {"root_user": ROOT_USER, "root_password": "rotated-secret-1"}})
-    with Store.open(settings) as store, pytest.raises(AccessDenied, match="earlier user"):
+    with Store.open_store(settings) as store, pytest.raises(AccessDenied, match="earlier user"):
         verify_token(store, token)
 
 

@@ -349,7 +349,7 @@ def test_bearer_token_logs_in(dav_server, dav_user):
     assert alice.mkcol(f"/{bucket}").status == 201
     # a login token as the web UI would issue it (same data dir: same signing secret)
     settings = load_settings(dav_server.data_dir, env={"CAS_ROOT_USER": ROOT_USER, "CAS_ROOT_PASSWORD": ROOT_SECRET})
-    with Store.open(settings) as store:
+    with Store.open_store(settings) as store:
         token = issue_token(store, alice.user)
     anon = dav_server.client(None, None)
     resp = anon.propfind(f"/{bucket}/", depth="0", headers={"Authorization": f"Bearer {token}"})

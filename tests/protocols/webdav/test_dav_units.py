@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store.open(load_settings(tmp_path / "data", env={}))
+    s = Store.open_store(load_settings(tmp_path / "data", env={}))
     yield s
     s.close()
 
@@ -62,9 +62,9 @@ def test_lock_roundtrip_listing_and_expiry(store):
 
 def test_locks_persist_across_reopen(tmp_path):
     settings = load_settings(tmp_path / "data", env={})
-    with Store.open(settings) as s:
+    with Store.open_store(settings) as s:
         token = StoreLockStorage(s).create("/b/f", _lock("/b/f", timeout=-1))["token"]
-    with Store.open(settings) as s:
+    with Store.open_store(settings) as s:
         lm = LockManager(StoreLockStorage(s))
         assert lm.is_url_locked("/b/f")
         assert lm.get_lock(token, key="principal") == "alice"

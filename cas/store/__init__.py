@@ -8,305 +8,72 @@ name up once and stream blocks, verifying each (``ObjectDamaged`` rather than
 wrong bytes; the block's row is marked damaged, see ``blocklife``). The first
 block of a read is fetched when the reader is opened, so a front end learns of
 the damage before it starts its response. Thread-safe; open one Store per process, before starting threads.
+
+The package: ``records.py`` (the dataclasses and record layouts), ``reader.py`` (ObjectReader and the
+WSGI body), ``uploads.py`` (multipart), ``journal.py`` (events and the follow loop); this module is
+the typed ``Store`` facade. Open a store with ``Store.open_store(settings)``.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
-import os
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from . import __version__, blocklife
-from .blocks import open_blockstore
-from .blocks.base import BlockStore
-from .chunker import Chunker, ChunkerParams
-from .codec import Codec, CodecParams
-from .config import Settings, testonly_crash_point
-from .errors import (
+from .. import __version__, blocklife
+from ..blocks import open_blockstore
+from ..blocks.base import BlockStore
+from ..chunker import Chunker, ChunkerParams
+from ..codec import Codec, CodecParams
+from ..config import Settings, testonly_crash_point
+from ..errors import (
     BlockNotFound,
     BucketAlreadyExists,
     BucketNotEmpty,
     BucketNotFound,
     ConfigError,
-    EntityTooSmall,
-    InvalidPart,
     IntegrityError,
-    InvalidPartOrder,
     InvalidRange,
     ObjectDamaged,
     ObjectNotFound,
     PreconditionFailed,
-    UploadNotFound,
 )
-from .headers import check_content_type, check_headers, check_metadata
-from .index import Index, open_index
-from .ids import short
-from .index.schema import FORMAT_VERSION
-from .manifest import Manifest
-from .names import check_bucket, check_key
-from .writer import BlockWriter, WriteResult
+from ..headers import check_content_type, check_headers, check_metadata
+from ..ids import short
+from ..index import Index, open_index
+from ..index.schema import FORMAT_VERSION
+from ..manifest import Manifest
+from ..names import check_bucket, check_key
+from ..writer import BlockWriter, WriteResult
 
 log = logging.getLogger(__name__)
+from .journal import JournalMixin
+from .reader import ObjectReader, ReaderBody
+from .records import (
+    BUCKET_KEYED_KV,
+    DEFAULT_CONTENT_TYPE,
+    BucketInfo,
+    Event,
+    Listing,
+    ObjectInfo,
+    PartInfo,
+    UploadInfo,
+    bucket_id,
+    etag_matches,
+    object_record,
+)
+from .uploads import MIN_PART_SIZE, UploadsMixin
 
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-MIN_PART_SIZE = 5 << 20
 READ_AHEAD = 4
 MANIFEST_CACHE = 64
 
 
-@dataclass(frozen=True)
-class BucketInfo:
-    name: str
-    owner: str
-    created: float
-    #: this incarnation of the name: a bucket deleted and created again (by anyone) gets a new id,
-    #: so state that outlives a bucket (events, locks, properties) is never taken for the new one's
-    id: str = ""
-
-    @classmethod
-    def from_record(cls, name: str, rec: dict) -> BucketInfo:
-        return cls(name, rec["owner"], rec["created"], bucket_id(rec))
-
-
-def bucket_id(rec: dict) -> str:
-    """The incarnation id of a bucket record (records from before ids: told apart by creation time)."""
-    return rec.get("id") or f"t{rec['created']!r}"
-
-
-#: kv namespaces keyed by a bucket's name whose entries die with the bucket (WebDAV's properties
-#: of a bucket); deleted in the bucket's delete txn, whichever protocol or command deletes it
-BUCKET_KEYED_KV = ("davprops",)
-
-
-@dataclass(slots=True)  # not frozen: listings build thousands of these, and frozen init is 3x slower
-class ObjectInfo:
-    bucket: str
-    key: str
-    size: int
-    etag: str
-    content_type: str
-    mtime: float
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    checksums: Mapping[str, str] = field(default_factory=dict)
-    props: Mapping[str, str] = field(default_factory=dict)
-    owner: str = ""
-    seq: int = 0
-    manifest_id: bytes = b""
-    parts: int = 0
-
-    @classmethod
-    def from_record(cls, bucket: str, key: str, r: dict) -> ObjectInfo:
-        return cls(
-            bucket, key, r["size"], r["etag"], r.get("ct") or DEFAULT_CONTENT_TYPE, r["mtime"],
-            r.get("meta", {}), r.get("hdr", {}), r.get("ck", {}), r.get("props", {}),
-            r.get("owner", ""), r.get("seq", 0), bytes.fromhex(r["m"]), r.get("parts", 0),
-        )
-
-
-def _record(info: ObjectInfo) -> dict:
-    r = {"size": info.size, "etag": info.etag, "ct": info.content_type, "mtime": info.mtime,
-         "owner": info.owner, "seq": info.seq, "m": info.manifest_id.hex()}
-    for name, value in (("meta", info.metadata), ("hdr", info.headers), ("ck", info.checksums),
-                        ("props", info.props), ("parts", info.parts)):
-        if value:
-            r[name] = dict(value) if isinstance(value, Mapping) else value
-    return r
-
-
-@dataclass(frozen=True)
-class Listing:
-    entries: list[ObjectInfo]
-    common_prefixes: list[str]
-    truncated: bool
-    next_start_after: str
-
-
-@dataclass(frozen=True)
-class UploadInfo:
-    upload_id: str
-    bucket: str
-    key: str
-    owner: str
-    initiated: float
-    content_type: str
-    metadata: Mapping[str, str]
-    headers: Mapping[str, str]
-    #: the checksum the client declared for the whole object (e.g. "crc32", "COMPOSITE"), if any
-    checksum_algorithm: str | None = None
-    checksum_type: str | None = None
-
-
-@dataclass(frozen=True)
-class PartInfo:
-    number: int
-    size: int
-    etag: str
-    checksums: Mapping[str, str]
-    mtime: float
-    manifest_id: bytes = b""
-
-
-@dataclass(frozen=True)
-class Event:
-    seq: int
-    time: float
-    user: str
-    op: str
-    bucket: str
-    key: str
-    size: int
-    etag: str
-    bucket_id: str = ""  # the bucket's incarnation (empty in events from before ids)
-    owner: str = ""  # the bucket's owner when the event happened
-
-    def to_dict(self) -> dict:
-        return {"seq": self.seq, "time": self.time, "user": self.user, "op": self.op,
-                "bucket": self.bucket, "key": self.key, "size": self.size, "etag": self.etag,
-                "bucket_id": self.bucket_id}
-
-
-def _norm_etag(etag: str) -> str:
-    etag = etag.strip()
-    if etag.startswith("W/"):
-        etag = etag[2:]
-    return etag.strip('"')
-
-
-def etag_matches(condition: str, etag: str) -> bool:
-    """Whether an If-Match / If-None-Match list (``"a", W/"b"`` or ``*``) names ``etag``."""
-    return any(c.strip() == "*" or _norm_etag(c) == etag for c in condition.split(","))
-
-
-class ReaderBody:
-    """An ObjectReader as a WSGI response body: iterate it once; the server's ``close`` stops
-    the read-ahead and ends the block iteration (the one body S3 and the web API hand to WSGI)."""
-
-    def __init__(self, reader: ObjectReader):
-        self._reader = reader
-        self._iter = iter(reader)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._iter
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._iter, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._reader.close()
-
-
-class ObjectReader:
-    """A stream of one object's bytes [start, stop); iterate it, then close it.
-
-    Blocks are fetched and verified ahead of the consumer on the Store's pool
-    (a few at a time, so memory stays bounded). A block that is missing or does
-    not verify raises ``ObjectDamaged``: before the first byte when it is the
-    first block (``prefetch``), otherwise in the middle of the stream, where a
-    front end must cut the connection rather than send short or wrong bytes.
-    """
-
-    def __init__(self, store: Store, info: ObjectInfo, manifest: Manifest, start: int, stop: int,
-                 *, prefetch: bool = True):
-        self.info = info
-        self.start = start
-        self.stop = stop
-        self._store = store
-        self._manifest = manifest
-        self._closed = False
-        self._first: bytes | None = None
-        if prefetch:
-            self.prefetch()
-
-    def prefetch(self) -> None:
-        """Read and verify the first block now (``ObjectDamaged`` if it cannot be read)."""
-        if self._first is None and self.stop > self.start:
-            first = self._manifest.span(self.start, self.stop)[0]
-            self._first = self._fetch(self._manifest.ids[first])
-
-    def _fetch(self, block_id: bytes) -> bytes:
-        return self._store.read_object_block(self.info, block_id)
-
-    @property
-    def length(self) -> int:
-        return self.stop - self.start
-
-    def __iter__(self) -> Iterator[bytes]:
-        first, last, offset = self._manifest.span(self.start, self.stop)
-        lengths = self._manifest.lengths
-        for i, data in zip(range(first, last), self._blocks(first, last)):
-            lo = max(self.start - offset, 0)
-            hi = min(self.stop - offset, lengths[i])
-            offset += lengths[i]
-            if self._closed:
-                return
-            yield data if (lo == 0 and hi == len(data)) else data[lo:hi]
-
-    def _blocks(self, first: int, last: int) -> Iterator[bytes]:
-        """Verified blocks first..last-1: read here for a local store (threads would only fight
-        over the GIL: measured 4x slower), fetched ahead on the pool for a remote one."""
-        ids = self._manifest.ids
-        if first < last and self._first is not None:
-            data, self._first = self._first, None
-            yield data
-            first += 1
-        fetch = self._fetch
-        ahead = self._store.read_ahead
-        if not ahead:
-            for i in range(first, last):
-                yield fetch(ids[i])
-            return
-        pool = self._store.pool
-        pending = [pool.submit(fetch, ids[i]) for i in range(first, min(last, first + ahead))]
-        nxt = first + len(pending)
-        try:
-            while pending:
-                data = pending.pop(0).result()
-                if nxt < last:
-                    pending.append(pool.submit(fetch, ids[nxt]))
-                    nxt += 1
-                yield data
-        finally:
-            for fut in pending:
-                fut.cancel()
-
-    def read_all(self) -> bytes:
-        return b"".join(self)
-
-    def close(self) -> None:
-        self._closed = True
-
-
-class _class_or_instance:
-    """``Store.open(settings)`` opens a store; ``store.open(bucket, key)`` opens an object.
-
-    Both spellings are in the documented API, so the one name dispatches on how it is reached.
-    """
-
-    def __init__(self, on_class):
-        self._on_class = on_class
-
-    def __call__(self, on_instance):
-        self._on_instance = on_instance
-        return self
-
-    def __get__(self, obj, cls):
-        if obj is None:
-            return self._on_class.__get__(None, cls)
-        return self._on_instance.__get__(obj, cls)
-
-
-class Store:
+class Store(UploadsMixin, JournalMixin):
     """Buckets, objects, multipart uploads, users and the journal over one index and BlockStore."""
 
     def __init__(self, settings: Settings, index: Index, blocks: BlockStore,
@@ -327,7 +94,7 @@ class Store:
         self._manifests_lock = threading.Lock()
         # renews the leases of this process's writers (their pins are honoured by GC while they run)
         self.heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self.settings.gc.pin_lease)
-        from .auth.users import UserRegistry
+        from ..auth.users import UserRegistry
 
         self.users = UserRegistry(self)
 
@@ -430,7 +197,7 @@ class Store:
         seq = t.next_seq()
         info = replace(info, seq=seq)
         old = t.get_object(info.bucket, info.key)
-        t.put_object(info.bucket, info.key, _record(info))
+        t.put_object(info.bucket, info.key, object_record(info))
         t.add_counter("objects", 0 if old else 1)
         t.add_counter("logical_bytes", info.size - (old["size"] if old else 0))
         t.add_ref(seq, info.manifest_id)
@@ -559,21 +326,20 @@ class Store:
             rec = self._require_object(t, bucket, key)
         return ObjectInfo.from_record(bucket, key, rec)
 
-    @_class_or_instance(open_store)
     def open(self, bucket: str, key: str, *, range: tuple[int, int] | None = None,
              prefetch: bool = True) -> ObjectReader:
         """A reader of the object, or of bytes [start, stop) of it (stop clipped to the size).
 
         With ``prefetch`` (the default) the first block is read now, so a damaged object raises
         ``ObjectDamaged`` here; without it (HEAD, conditional GETs) call ``reader.prefetch()``
-        before starting a response. Called on the class, ``Store.open(settings)`` opens a store
+        before starting a response. Called on the class, ``Store.open_store(settings)`` opens a store
         (``open_store``)."""
         with self.index.read() as t:
             rec = self._require_object(t, bucket, key)
             raw = t.get_manifest(bytes.fromhex(rec["m"]))
         info = ObjectInfo.from_record(bucket, key, rec)
         if raw is None:
-            from .errors import IntegrityError
+            from ..errors import IntegrityError
 
             raise IntegrityError(f"the manifest of {bucket}/{key} is missing from the index")
         manifest = self._manifest(info.manifest_id, raw)
@@ -702,7 +468,7 @@ class Store:
         with self.index.write() as t:
             rec = self._require_object(t, bucket, key)
             info = change(ObjectInfo.from_record(bucket, key, rec))
-            t.put_object(bucket, key, _record(info))
+            t.put_object(bucket, key, object_record(info))
             self._event(t, t.next_seq(), user, op, bucket, key, info.size, info.etag)
         self._notify()
         return info
@@ -723,157 +489,6 @@ class Store:
         """Set an object's modification time (rclone's X-OC-Mtime)."""
         return self._update(bucket, key, "touch", user, lambda info: replace(info, mtime=float(mtime)))
 
-    # -- multipart uploads ----------------------------------------------------------------------
-    def create_upload(self, bucket: str, key: str, *, user: str = "", content_type: str | None = None,
-                      metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
-                      checksum_algorithm: str | None = None, checksum_type: str | None = None) -> str:
-        check_key(bucket, key)
-        content_type = check_content_type(content_type)
-        metadata, headers = check_metadata(metadata), check_headers(headers)
-        upload_id = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
-        with self.index.write() as t:
-            owner = self._require_bucket(t, bucket)["owner"]
-            t.put_upload(upload_id, {"bucket": bucket, "key": key, "owner": user or owner,
-                                     "initiated": self.clock(), "ct": content_type or DEFAULT_CONTENT_TYPE,
-                                     "meta": dict(metadata or {}), "hdr": dict(headers or {}),
-                                     "ck_alg": checksum_algorithm, "ck_type": checksum_type})
-        return upload_id
-
-    def upload(self, upload_id: str) -> UploadInfo:
-        with self.index.read() as t:
-            rec = t.get_upload(upload_id)
-        if rec is None:
-            raise UploadNotFound(f"upload {upload_id!r} does not exist")
-        return self._upload_info(upload_id, rec)
-
-    @staticmethod
-    def _upload_info(upload_id: str, r: dict) -> UploadInfo:
-        return UploadInfo(upload_id, r["bucket"], r["key"], r["owner"], r["initiated"], r["ct"], r["meta"], r["hdr"],
-                          r.get("ck_alg"), r.get("ck_type"))
-
-    def _commit_part(self, t, upload_id: str, number: int, manifest: Manifest, size: int, etag: str,
-                     checksums, now: float) -> PartInfo:
-        if t.get_upload(upload_id) is None:
-            raise UploadNotFound(f"upload {upload_id!r} does not exist")
-        t.put_manifest(manifest.id, manifest.encode())
-        t.put_part(upload_id, number, {"size": size, "etag": etag, "ck": dict(checksums or {}),
-                                       "mtime": now, "m": manifest.id.hex()})
-        t.add_ref(t.next_seq(), manifest.id)
-        return PartInfo(number, size, etag, dict(checksums or {}), now, manifest.id)
-
-    @staticmethod
-    def _check_part_number(number: int) -> None:
-        if not 1 <= number <= 10_000:
-            from .errors import BadRequest
-
-            raise BadRequest(f"part number {number} is not between 1 and 10000")
-
-    def upload_part(self, upload_id: str, number: int, body, *, expected_md5: bytes | None = None,
-                    expected_size: int | None = None, hashers: Mapping[str, object] | None = None,
-                    before_commit: Callable[[WriteResult], Mapping[str, str] | None] | None = None) -> PartInfo:
-        """Store one part as blocks as it arrives; nothing is visible under a name yet."""
-        self._check_part_number(number)
-        self.upload(upload_id)
-
-        def commit(t, result: WriteResult, checksums, now):
-            return self._commit_part(t, upload_id, number, result.manifest, result.size, result.etag, checksums, now)
-
-        return self._write(body, hashers, expected_size, expected_md5, before_commit, commit)
-
-    def upload_part_copy(self, upload_id: str, number: int, src_bucket: str, src_key: str, *,
-                         range: tuple[int, int] | None = None, checksums: Mapping[str, str] | None = None,
-                         hashers: Mapping[str, object] | None = None,
-                         before_commit: Callable[[WriteResult], Mapping[str, str] | None] | None = None) -> PartInfo:
-        """A part taken from an existing object.
-
-        The whole of a single-part object is bound as it is (metadata only; ``checksums``, if
-        given, are recorded on the part); a range, or a multipart source whose ETag is not an
-        MD5, is streamed through the write path, where ``hashers`` and ``before_commit`` work as
-        in ``upload_part`` (only the cut edges become new blocks).
-        """
-        self._check_part_number(number)
-        self.upload(upload_id)
-        src = self.stat(src_bucket, src_key)
-        if range is None and "-" not in src.etag and hashers is None:
-            with self.index.write() as t:
-                raw = t.get_manifest(src.manifest_id)
-                return self._commit_part(t, upload_id, number, Manifest.decode(raw), src.size, src.etag,
-                                         checksums, self.clock())
-        reader = self.open(src_bucket, src_key, range=range)
-        try:
-            return self.upload_part(upload_id, number, iter(reader), hashers=hashers, before_commit=before_commit)
-        finally:
-            reader.close()
-
-    def list_parts(self, upload_id: str) -> list[PartInfo]:
-        with self.index.read() as t:
-            if t.get_upload(upload_id) is None:
-                raise UploadNotFound(f"upload {upload_id!r} does not exist")
-            return [PartInfo(n, r["size"], r["etag"], r.get("ck", {}), r["mtime"], bytes.fromhex(r["m"]))
-                    for _, n, r in t.iter_parts(upload_id)]
-
-    def list_uploads(self, bucket: str, prefix: str = "") -> list[UploadInfo]:
-        with self.index.read() as t:
-            self._require_bucket(t, bucket)
-            found = [self._upload_info(u, r) for u, r in t.iter_uploads()
-                     if r["bucket"] == bucket and r["key"].startswith(prefix)]
-        return sorted(found, key=lambda u: (u.key.encode(), u.initiated))
-
-    def abort_upload(self, upload_id: str) -> None:
-        with self.index.write() as t:
-            if t.get_upload(upload_id) is None:
-                raise UploadNotFound(f"upload {upload_id!r} does not exist")
-            t.delete_upload(upload_id)
-
-    def complete_upload(self, upload_id: str, parts: Iterable[tuple[int, str]], *, user: str = "",
-                        min_part_size: int = MIN_PART_SIZE, checksums: Mapping[str, str] | None = None,
-                        if_match: str | None = None, if_none_match: str | None = None) -> ObjectInfo:
-        """Bind the listed parts, in order, as one object: a metadata operation."""
-        wanted = list(parts)
-        if not wanted:
-            raise InvalidPart("you must specify at least one part")
-        numbers = [n for n, _ in wanted]
-        if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
-            raise InvalidPartOrder("the list of parts was not in ascending order")
-        with self.index.write() as t:
-            up = t.get_upload(upload_id)
-            if up is None:
-                raise UploadNotFound(f"upload {upload_id!r} does not exist")
-            bucket, key = up["bucket"], up["key"]
-            self._require_bucket(t, bucket)
-            self._check_conditions(t, bucket, key, if_match, if_none_match)
-            manifests, md5s, size = [], b"", 0
-            for i, (number, etag) in enumerate(wanted):
-                rec = t.get_part(upload_id, number)
-                if rec is None or _norm_etag(etag) != rec["etag"]:
-                    raise InvalidPart(f"part {number} was not uploaded or its ETag does not match")
-                if rec["size"] < min_part_size and i < len(wanted) - 1:
-                    raise EntityTooSmall(f"part {number} is {rec['size']} bytes; all but the last "
-                                         f"must be at least {min_part_size}")
-                manifests.append(Manifest.decode(t.get_manifest(bytes.fromhex(rec["m"]))))
-                md5s += bytes.fromhex(rec["etag"])
-                size += rec["size"]
-            manifest = Manifest().concat(manifests)
-            t.put_manifest(manifest.id, manifest.encode())
-            etag = f"{hashlib.md5(md5s).hexdigest()}-{len(wanted)}"
-            info = ObjectInfo(bucket, key, size, etag, up["ct"], self.clock(), up["meta"], up["hdr"],
-                              dict(checksums or {}), {}, user or up["owner"], 0, manifest.id, len(wanted))
-            t.delete_upload(upload_id)
-            out = self._bind(t, info, "put", user)
-            testonly_crash_point("multipart.in_txn")
-        testonly_crash_point("multipart.after_commit")
-        self._notify()
-        return out
-
-    def expire_uploads(self, max_age: float) -> int:
-        """Abort uploads initiated more than ``max_age`` seconds ago; their blocks become garbage."""
-        cutoff = self.clock() - max_age
-        with self.index.write() as t:
-            old = [u for u, r in t.iter_uploads() if r["initiated"] < cutoff]
-            for u in old:
-                t.delete_upload(u)
-        return len(old)
-
     # -- small key-value space for protocol state -----------------------------------------------
     def kv_get(self, ns: str, key: str) -> bytes | None:
         with self.index.read() as t:
@@ -891,80 +506,6 @@ class Store:
         with self.index.read() as t:
             return list(t.kv_scan(ns, prefix))
 
-    # -- journal and figures --------------------------------------------------------------------
-    def events(self, after: int = 0, limit: int = 1000) -> list[Event]:
-        out = []
-        with self.index.read() as t:
-            for rec in t.iter_events(after):
-                if len(out) >= limit:
-                    break
-                out.append(Event(**rec))
-        return out
-
-    def follow_events(self, after: int, *, limit: int = 1000, wait: float = 0.0,
-                      visible: Callable[[Event], bool] | None = None, scan_cap: int = 50_000,
-                      on_wait: Callable[[bool], None] | None = None) -> tuple[list[Event], int]:
-        """The next events after ``after`` that ``visible`` accepts, and the cursor to go on from.
-
-        The one follow loop of the journal (``GET /api/events`` and ``cas events --follow``):
-        reads pages until it has found some events, has looked at ``scan_cap`` events, or — when
-        nothing was found — ``wait`` seconds have passed without a new commit. The cursor also
-        moves past commits that have no event of their own (multipart parts) and past events that
-        ``visible`` refused, so the caller never scans them again. ``on_wait(True/False)`` brackets
-        each wait (a gauge of waiting polls).
-        """
-        deadline = time.monotonic() + wait
-        cursor = after
-        found: list[Event] = []
-        scanned = 0
-        for _ in range(10_000):  # bounded: each round scans events, or waits until the deadline
-            head = self.last_seq()  # read first: every seq <= head is visible to the next read
-            batch = self.events(after=cursor, limit=limit)
-            # seqs without an event (multipart parts) must not make wait_events return at once
-            batch_end = head if len(batch) < limit else batch[-1].seq
-            for ev in batch:
-                cursor = ev.seq
-                if visible is None or visible(ev):
-                    found.append(ev)
-                    if len(found) >= limit:
-                        break
-            if len(found) < limit:
-                cursor = max(cursor, batch_end)
-            scanned += len(batch)
-            if found or scanned >= scan_cap:
-                break
-            if len(batch) == limit:
-                continue  # a full page of refused events: there may be more right behind it
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            if on_wait is not None:
-                on_wait(True)
-            try:
-                self.wait_events(cursor, left)
-            finally:
-                if on_wait is not None:
-                    on_wait(False)
-        return found, cursor
-
-    def last_seq(self) -> int:
-        """The newest commit sequence number (events, bindings and parts all take one)."""
-        with self.index.read() as t:
-            return t.last_seq()
-
-    def wait_events(self, after: int, timeout: float) -> None:
-        """Block until a commit newer than ``after`` exists (in-process wake-up, polling others)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.index.read() as t:
-                if t.last_seq() > after:
-                    return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            with self._changed:
-                self._changed.wait(min(left, 0.5))
-
     def stats(self) -> dict:
         with self.index.read() as t:
             c = {name: t.counter(name) for name in ("objects", "logical_bytes", "unique_blocks",
@@ -973,3 +514,9 @@ class Store:
         c["dedup_ratio"] = round(c["logical_bytes"] / raw, 4) if raw else 1.0
         c["compression_ratio"] = round(raw / c["stored_bytes"], 4) if c["stored_bytes"] else 1.0
         return c
+
+
+__all__ = [
+    "BUCKET_KEYED_KV", "DEFAULT_CONTENT_TYPE", "MIN_PART_SIZE", "BucketInfo", "Event", "Listing", "ObjectInfo",
+    "ObjectReader", "PartInfo", "ReaderBody", "Store", "UploadInfo", "bucket_id", "etag_matches", "object_record",
+]

@@ -1,0 +1,118 @@
+"""Reading an object: ``ObjectReader`` (verified blocks, read-ahead for remote backends, the first
+block fetched before a response starts) and ``ReaderBody``, the one WSGI body of an object that S3
+and the web API hand to the server. Thread-safe per reader; a reader belongs to one request."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from ..manifest import Manifest
+
+log = logging.getLogger(__name__)
+from .records import ObjectInfo
+
+if TYPE_CHECKING:
+    from . import Store
+
+
+class ReaderBody:
+    """An ObjectReader as a WSGI response body: iterate it once; the server's ``close`` stops
+    the read-ahead and ends the block iteration (the one body S3 and the web API hand to WSGI)."""
+
+    def __init__(self, reader: ObjectReader):
+        self._reader = reader
+        self._iter = iter(reader)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._iter
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._iter, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._reader.close()
+
+
+class ObjectReader:
+    """A stream of one object's bytes [start, stop); iterate it, then close it.
+
+    Blocks are fetched and verified ahead of the consumer on the Store's pool
+    (a few at a time, so memory stays bounded). A block that is missing or does
+    not verify raises ``ObjectDamaged``: before the first byte when it is the
+    first block (``prefetch``), otherwise in the middle of the stream, where a
+    front end must cut the connection rather than send short or wrong bytes.
+    """
+
+    def __init__(self, store: Store, info: ObjectInfo, manifest: Manifest, start: int, stop: int,
+                 *, prefetch: bool = True):
+        self.info = info
+        self.start = start
+        self.stop = stop
+        self._store = store
+        self._manifest = manifest
+        self._closed = False
+        self._first: bytes | None = None
+        if prefetch:
+            self.prefetch()
+
+    def prefetch(self) -> None:
+        """Read and verify the first block now (``ObjectDamaged`` if it cannot be read)."""
+        if self._first is None and self.stop > self.start:
+            first = self._manifest.span(self.start, self.stop)[0]
+            self._first = self._fetch(self._manifest.ids[first])
+
+    def _fetch(self, block_id: bytes) -> bytes:
+        return self._store.read_object_block(self.info, block_id)
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[bytes]:
+        first, last, offset = self._manifest.span(self.start, self.stop)
+        lengths = self._manifest.lengths
+        for i, data in zip(range(first, last), self._blocks(first, last)):
+            lo = max(self.start - offset, 0)
+            hi = min(self.stop - offset, lengths[i])
+            offset += lengths[i]
+            if self._closed:
+                return
+            yield data if (lo == 0 and hi == len(data)) else data[lo:hi]
+
+    def _blocks(self, first: int, last: int) -> Iterator[bytes]:
+        """Verified blocks first..last-1: read here for a local store (threads would only fight
+        over the GIL: measured 4x slower), fetched ahead on the pool for a remote one."""
+        ids = self._manifest.ids
+        if first < last and self._first is not None:
+            data, self._first = self._first, None
+            yield data
+            first += 1
+        fetch = self._fetch
+        ahead = self._store.read_ahead
+        if not ahead:
+            for i in range(first, last):
+                yield fetch(ids[i])
+            return
+        pool = self._store.pool
+        pending = [pool.submit(fetch, ids[i]) for i in range(first, min(last, first + ahead))]
+        nxt = first + len(pending)
+        try:
+            while pending:
+                data = pending.pop(0).result()
+                if nxt < last:
+                    pending.append(pool.submit(fetch, ids[nxt]))
+                    nxt += 1
+                yield data
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    def read_all(self) -> bytes:
+        return b"".join(self)
+
+    def close(self) -> None:
+        self._closed = True
