@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .errors import IntegrityError
@@ -19,6 +19,28 @@ from .ids import ID_LEN, block_id
 VERSION = 1
 _HEAD = struct.Struct(">BI")
 _ENTRY = struct.Struct(f">{ID_LEN}sI")
+#: where the entries of an encoded manifest start (for readers that unpack entries their own way)
+ENTRIES_OFFSET = _HEAD.size
+ENTRY_SIZE = _ENTRY.size
+
+
+def entry_count(encoded: bytes) -> int:
+    """Check an encoded manifest's layout (version, length) and return its number of entries.
+
+    The one check of the encoding: ``IntegrityError`` when it is truncated or damaged.
+    """
+    if len(encoded) < _HEAD.size:
+        raise IntegrityError("manifest is truncated")
+    version, count = _HEAD.unpack_from(encoded)
+    if version != VERSION or len(encoded) != _HEAD.size + count * _ENTRY.size:
+        raise IntegrityError("manifest is damaged")
+    return count
+
+
+def iter_entries(encoded: bytes) -> Iterator[tuple[bytes, int]]:
+    """The (block id, raw length) entries of an encoded manifest (checked first: ``IntegrityError``)."""
+    entry_count(encoded)
+    return _ENTRY.iter_unpack(memoryview(encoded)[_HEAD.size :])
 
 
 @dataclass(frozen=True)
@@ -63,14 +85,9 @@ class Manifest:
 
     @classmethod
     def decode(cls, data: bytes) -> Manifest:
-        if len(data) < _HEAD.size:
-            raise IntegrityError("manifest is truncated")
-        version, count = _HEAD.unpack_from(data)
-        if version != VERSION or len(data) != _HEAD.size + count * _ENTRY.size:
-            raise IntegrityError("manifest is damaged")
         ids = []
         lengths = []
-        for bid, n in _ENTRY.iter_unpack(memoryview(data)[_HEAD.size :]):
+        for bid, n in iter_entries(data):
             ids.append(bid)
             lengths.append(n)
         return cls(tuple(ids), tuple(lengths))

@@ -28,11 +28,11 @@ from collections.abc import Callable, Iterable
 
 from ..errors import IntegrityError
 from ..ids import ID_LEN
+from ..manifest import ENTRIES_OFFSET, ENTRY_SIZE, entry_count
 
-_MANIFEST_HEAD = struct.Struct(">BI")
-_MANIFEST_ENTRY = 36  # 32-byte id + u32 length
 # per manifest entry: first id byte, next 8 bytes as u64, skip the other 23 id bytes and the length
-_ENTRY_KEY = struct.Struct(">BQ27x")
+_ENTRY_KEY = struct.Struct(">BQ27x")  # one manifest entry: first id byte, next 8 bytes, rest skipped
+assert _ENTRY_KEY.size == ENTRY_SIZE
 _MIN_COMPACT = 1024
 
 
@@ -72,13 +72,10 @@ class MarkSet:
 
     def add_manifest(self, encoded: bytes) -> int:
         """Mark every block of an encoded manifest; returns how many entries it has."""
-        if len(encoded) < _MANIFEST_HEAD.size:
-            raise IntegrityError("manifest is truncated")
-        _, count = _MANIFEST_HEAD.unpack_from(encoded)
-        if len(encoded) != _MANIFEST_HEAD.size + count * _MANIFEST_ENTRY:
-            raise IntegrityError("manifest is damaged")
+        count = entry_count(encoded)  # IntegrityError when damaged
         add = self._add_key
-        for b, q in _ENTRY_KEY.iter_unpack(memoryview(encoded)[_MANIFEST_HEAD.size:]):
+        # each entry unpacked straight into (bucket byte, key): the ids are not needed as bytes
+        for b, q in _ENTRY_KEY.iter_unpack(memoryview(encoded)[ENTRIES_OFFSET:]):
             add(b, q)
         return count
 
@@ -129,8 +126,6 @@ class Marker:
         self.blocks = MarkSet()
         self.snapshot_seq = 0
         self.remarked_seq = 0
-        self.missing_manifests = 0
-        self.damaged_manifests = 0
 
     def mark_snapshot(self, t, *, skip_uploads: Iterable[str] = (),
                       tick: Callable[[int], None] | None = None) -> None:
@@ -153,8 +148,7 @@ class Marker:
                 try:
                     n = self.blocks.add_manifest(raw)
                 except IntegrityError:
-                    self.damaged_manifests += 1  # verify reports it; its blocks stay unmarked
-                    continue
+                    continue  # verify reports it; its blocks stay unmarked
                 if tick is not None:
                     tick(n)
         self.blocks.freeze()
@@ -170,7 +164,7 @@ class Marker:
                 try:
                     self.blocks.add_manifest(raw)
                 except IntegrityError:
-                    self.damaged_manifests += 1
+                    pass  # as above
             n += 1
             last = max(last, seq)
         # commits that bound no manifest (deletes, bucket changes) also advance the sequence

@@ -41,7 +41,6 @@ manifest entries + blocks (+ bytes stored with ``deep``).
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -51,7 +50,7 @@ from .. import blocklife
 from ..errors import BlockNotFound, IntegrityError
 from ..ids import block_id
 from ..index.schema import CONDEMNED, DAMAGED, DELETING, BlockRow
-from ..manifest import VERSION as MANIFEST_VERSION
+from ..manifest import iter_entries
 from .mark import MarkSet, manifest_ids_of
 from .progress import NullBar, ProgressFactory, no_progress
 from .repair import Repair
@@ -64,8 +63,6 @@ log = logging.getLogger(__name__)
 BATCH = 512
 WORKERS = 4
 LOCK_WAIT = 3600.0
-_HEAD = struct.Struct(">BI")
-_ENTRY = struct.Struct(">32sI")
 
 #: kind -> what it means (also the order findings are listed in)
 KINDS = {
@@ -379,12 +376,11 @@ class _Verify:
 
 
 def _decode(raw: bytes) -> list[tuple[bytes, int]] | None:
-    if len(raw) < _HEAD.size:
+    """The entries of an encoded manifest, or None when it is damaged (a finding, not an error)."""
+    try:
+        return list(iter_entries(raw))
+    except IntegrityError:
         return None
-    version, count = _HEAD.unpack_from(raw)
-    if version != MANIFEST_VERSION or len(raw) != _HEAD.size + count * _ENTRY.size:
-        return None
-    return list(_ENTRY.iter_unpack(memoryview(raw)[_HEAD.size:]))
 
 
 def _part_name(upload_id: str, number: int, upload: dict) -> str:
