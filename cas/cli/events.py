@@ -8,10 +8,13 @@ other processes); ``--follow`` polls for commits made by other processes. The jo
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 
 from ..store import Store
+
+log = logging.getLogger(__name__)
 
 FOLLOW_POLL = 1.0
 PAGE = 1000
@@ -42,11 +45,18 @@ def run(args, settings) -> int:
     def visible(ev) -> bool:
         return args.bucket is None or ev.bucket == args.bucket
 
+    told = []
+
+    def waiting(now: bool) -> None:
+        if now and not told:  # once: a follower (or a test) can tell when it is caught up
+            told.append(True)
+            log.info("caught up at seq %d; waiting for new events", cursor)
+
     with Store.open_store(settings) as store:
         while True:
             sys.stdout.flush()
             batch, cursor = store.follow_events(cursor, limit=PAGE, visible=visible, scan_cap=sys.maxsize,
-                                                wait=FOLLOW_POLL if args.follow else 0.0)
+                                                wait=FOLLOW_POLL if args.follow else 0.0, on_wait=waiting)
             for ev in batch:
                 print(_line(ev, args.json), flush=args.follow)
                 printed += 1

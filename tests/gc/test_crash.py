@@ -69,8 +69,13 @@ def test_writer_meets_rows_left_deleting_by_a_killed_gc(local_gc_store):
                       env=cas_env(CAS_TESTONLY_CRASH_AT="gc.after_block_delete"))
     assert crashed.returncode == -signal.SIGKILL
     w = Background(s.put, BUCKET, "x2", x)
-    time.sleep(0.5)
-    assert w.is_alive()  # waiting for the deleting rows to go
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the writer has pinned (and so seen) the deleting rows
+        with s.index.read() as t:
+            if any(True for _ in t.iter_pins()):
+                break
+        time.sleep(0.01)
+    assert w.is_alive()  # waiting for the deleting rows to go (the next gc run drops them)
     collect(s, delete=True, min_age=0)
     w.result()
     assert_whole(s, {(BUCKET, "x2"): x})

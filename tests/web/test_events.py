@@ -197,9 +197,11 @@ def test_cas_events_command_prints_and_follows(tmp_path):
     assert len(lines) == 2 and "put" in lines[0] and "cli/one.txt" in lines[0] and "erin" in lines[0]
 
     follow = subprocess.Popen([*CAS_COMMAND, "events", "--data", str(data), "--follow", "--json",
-                               "--after", str(events[-1]["seq"])], stdout=subprocess.PIPE, text=True)
+                               "--log-level", "INFO", "--after", str(events[-1]["seq"])],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # the follower is waiting; a write from another process must reach it
+        # the follower says when it has caught up and waits: a write from another process must reach it
+        assert "waiting for new events" in _readline(follow, timeout=30, stream="stderr")
         with Store.open_store(settings) as store:
             store.put("cli", "two.txt", b"22", user="erin")
         line = _readline(follow, timeout=15)
@@ -209,9 +211,10 @@ def test_cas_events_command_prints_and_follows(tmp_path):
         follow.wait(timeout=10)
 
 
-def _readline(proc: subprocess.Popen, timeout: float) -> str:
+def _readline(proc: subprocess.Popen, timeout: float, stream: str = "stdout") -> str:
     got: list[str] = []
-    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+    pipe = getattr(proc, stream)
+    reader = threading.Thread(target=lambda: got.append(pipe.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     assert got and got[0], "no event line from cas events --follow"
