@@ -64,6 +64,7 @@ def verify_header(v: SigV4Verifier, request: HttpRequestView, header: str) -> Au
     amz_date = time.strftime(_AMZ_DATE_FORMAT, time.gmtime(when))
     return Authorization(access_key, amz_date, "", "us-east-1", signature, b"", UNSIGNED_PAYLOAD, False)
 
+
 def verify_query(v: SigV4Verifier, request: HttpRequestView) -> Authorization:
     """``?AWSAccessKeyId=&Signature=&Expires=`` (a V2 presigned URL; at most a week ahead)."""
     params: dict[str, str] = {}
@@ -94,6 +95,7 @@ def verify_query(v: SigV4Verifier, request: HttpRequestView) -> Authorization:
     # An expiry past year 9999 is accepted as "never", but has no yyyymmdd form
     amz_date = time.strftime(_AMZ_DATE_FORMAT, time.gmtime(min(expires, _LAST_AMZ_SECOND)))
     return Authorization(access_key, amz_date, "", "us-east-1", signature, b"", UNSIGNED_PAYLOAD, True)
+
 
 def _match(request: HttpRequestView, secret: str, date_line: str, amz: Mapping[str, str], signature: str) -> None:
     headers = request.headers

@@ -214,15 +214,9 @@ def list_objects_v2(req: S3Request) -> Response:
         ("KeyCount", len(listing.entries) + len(listing.common_prefixes)),
         ("MaxKeys", max_keys),
     ]
-    if delimiter:
-        children.append(("Delimiter", encode(delimiter)))
-    if "encoding-type" in req.params:
-        children.append(("EncodingType", "url"))
-    children.append(("IsTruncated", listing.truncated))
+    children += _listing_flags(req, delimiter, encode, listing)
     fetch_owner = req.params.get("fetch-owner", "").lower() == "true"
-    children += _contents(listing.entries, encode, fetch_owner)
-    children += [("CommonPrefixes", [("Prefix", encode(p))]) for p in listing.common_prefixes]
-    return Response.xml("ListBucketResult", children)
+    return _listing_result(children, listing, encode, fetch_owner)
 
 
 def list_objects_v1(req: S3Request) -> Response:
@@ -239,15 +233,26 @@ def list_objects_v1(req: S3Request) -> Response:
         ("Marker", encode(marker)),
         ("MaxKeys", max_keys),
     ]
-    if delimiter:
-        children.append(("Delimiter", encode(delimiter)))
-    if "encoding-type" in req.params:
-        children.append(("EncodingType", "url"))
-    children.append(("IsTruncated", listing.truncated))
+    children += _listing_flags(req, delimiter, encode, listing)
     if listing.truncated:
         # S3 sends NextMarker only with a delimiter; sending it always helps clients and is valid.
         children.append(("NextMarker", encode(listing.next_start_after)))
-    children += _contents(listing.entries, encode, True)
+    return _listing_result(children, listing, encode, True)
+
+
+def _listing_flags(req: S3Request, delimiter: str, encode, listing) -> list:
+    """Delimiter, EncodingType and IsTruncated, in the order both listing versions send them."""
+    out: list = []
+    if delimiter:
+        out.append(("Delimiter", encode(delimiter)))
+    if "encoding-type" in req.params:
+        out.append(("EncodingType", "url"))
+    out.append(("IsTruncated", listing.truncated))
+    return out
+
+
+def _listing_result(children: list, listing, encode, with_owner: bool) -> Response:
+    children += _contents(listing.entries, encode, with_owner)
     children += [("CommonPrefixes", [("Prefix", encode(p))]) for p in listing.common_prefixes]
     return Response.xml("ListBucketResult", children)
 
