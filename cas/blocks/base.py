@@ -107,5 +107,9 @@ class BlockStore(ABC):
     def check(self) -> None:  # noqa: B027
         """Raise ``StoreError`` when the backend is not reachable (used by readiness checks)."""
 
+    def prepare(self) -> None:  # noqa: B027
+        """Create what a new store needs in the backend (an S3 bucket); idempotent. Called once,
+        when the store is created."""
+
     def close(self) -> None:  # noqa: B027
         """Release resources."""

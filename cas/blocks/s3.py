@@ -345,6 +345,9 @@ class S3BlockStore(BlockStore):
         except PermanentStoreError as exc:
             raise PermanentStoreError(f"{exc} (check the bucket name and the S3 credentials)") from exc
 
+    def prepare(self) -> None:
+        self.ensure_bucket()
+
     def ensure_bucket(self) -> None:
         """Create the bucket unless it exists (for ``cas init`` and tests); retried when transient."""
         where = self._where("CreateBucket")

@@ -110,8 +110,8 @@ class Store(UploadsMixin, JournalMixin):
         try:
             settings, created = cls._check_format(index, settings)
             blockstore = blocks or open_blockstore(settings)
-            if created and hasattr(blockstore, "ensure_bucket"):
-                blockstore.ensure_bucket()
+            if created:
+                blockstore.prepare()
             if blocks is None:
                 blockstore.check()  # a wrong bucket or bad credentials fail here, with a clear message
         except BaseException:
