@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.s3api import CasServer, raw_request, unique_bucket
+from tests.fixtures.s3api import S3Serve, raw_request, unique_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ COMPLETE_BODY = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag
 
 @pytest.fixture(scope="module")
 def anonymous_server(tmp_path_factory):
-    server = CasServer(tmp_path_factory.mktemp("anon") / "data", extra_args=("--anonymous",)).start()
+    server = S3Serve(tmp_path_factory.mktemp("anon") / "data", extra_args=("--anonymous",)).start()
     try:
         root = server.client()
         bucket = unique_bucket()
@@ -33,7 +33,7 @@ def anonymous_server(tmp_path_factory):
         server.stop()
 
 
-def unsigned(server: CasServer, method: str, path: str, headers: dict | None = None, body: bytes = b""):
+def unsigned(server: S3Serve, method: str, path: str, headers: dict | None = None, body: bytes = b""):
     return raw_request(server.port, method, path, {
         "Host": f"127.0.0.1:{server.port}", "Content-Length": str(len(body)), **(headers or {})}, body)
 

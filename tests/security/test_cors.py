@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from cas.config import LOOPBACK_ORIGINS, load_settings
-from tests.fixtures.s3api import CasServer, raw_request, sign_request, unique_bucket
+from tests.fixtures.s3api import S3Serve, raw_request, sign_request, unique_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -23,18 +23,18 @@ def cors_headers(headers: dict) -> dict:
     return {k: v for k, v in headers.items() if k.startswith("access-control-")}
 
 
-def preflight(server: CasServer, path: str, origin: str, method: str = "GET"):
+def preflight(server: S3Serve, path: str, origin: str, method: str = "GET"):
     return raw_request(server.port, "OPTIONS", path, {
         "Host": f"127.0.0.1:{server.port}", "Origin": origin, "Access-Control-Request-Method": method,
         "Access-Control-Request-Headers": "authorization,x-amz-date,x-amz-content-sha256"})
 
 
-def anonymous_get(server: CasServer, path: str, origin: str):
+def anonymous_get(server: S3Serve, path: str, origin: str):
     return raw_request(server.port, "GET", path, {"Host": f"127.0.0.1:{server.port}", "Origin": origin})
 
 
-def start(tmp_path_factory, name: str, *args: str, env: dict | None = None) -> tuple[CasServer, str]:
-    server = CasServer(tmp_path_factory.mktemp(name) / "data", extra_args=args, env_extra=env or {}).start()
+def start(tmp_path_factory, name: str, *args: str, env: dict | None = None) -> tuple[S3Serve, str]:
+    server = S3Serve(tmp_path_factory.mktemp(name) / "data", extra_args=args, env=env or {}).start()
     try:
         bucket = unique_bucket()
         client = server.client()

@@ -144,14 +144,14 @@ BOB, BOB_SECRET = "bobby", "bobby-secret-456"
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    from tests.fixtures.web import _start
+    from tests.fixtures.web import start_web
 
     data = tmp_path_factory.mktemp("isolation-web") / "data"
     settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
     with Store.open_store(settings) as store:
         store.users.add(ALICE, ALICE_SECRET)
         store.users.add(BOB, BOB_SECRET)
-    server = _start(data)
+    server = start_web(data)
     yield server
     server.stop()
 
