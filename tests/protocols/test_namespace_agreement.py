@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from cas.config import load_settings
 from cas.store import Store
-from tests.fixtures.web import ROOT_PASSWORD, ROOT_USER
+from tests.fixtures.web import ROOT_PASSWORD, ROOT_USER, with_users
 
 pytestmark = pytest.mark.integration
 
@@ -154,11 +154,9 @@ BOB, BOB_SECRET = "bobns", "bob-secret-ns-456"
 
 @pytest.fixture
 def tenants(tmp_path, start_web_server):
-    data = tmp_path / "data"
-    settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
+    data = with_users(tmp_path / "data", {ALICE: ALICE_SECRET, BOB: BOB_SECRET})
+    settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}}, env={})
     with Store.open_store(settings) as store:
-        store.users.add(ALICE, ALICE_SECRET)
-        store.users.add(BOB, BOB_SECRET)
         store.create_bucket("alice-ns", owner=ALICE)
         store.put("alice-ns", "dir/secret.txt", b"alice's", user=ALICE)
     return start_web_server(data)

@@ -19,10 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.exceptions import ClientError
 
-from cas.config import load_settings
-from cas.store import Store
 from tests.fixtures.s3api import empty_bucket, raw_request, unique_bucket
-from tests.fixtures.web import ROOT_PASSWORD, ROOT_USER
 
 pytestmark = pytest.mark.integration
 
@@ -144,14 +141,10 @@ BOB, BOB_SECRET = "bobby", "bobby-secret-456"
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
-    from tests.fixtures.web import start_web
+    from tests.fixtures.web import start_web, with_users
 
-    data = tmp_path_factory.mktemp("isolation-web") / "data"
-    settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
-    with Store.open_store(settings) as store:
-        store.users.add(ALICE, ALICE_SECRET)
-        store.users.add(BOB, BOB_SECRET)
-    server = start_web(data)
+    server = start_web(with_users(tmp_path_factory.mktemp("isolation-web") / "data",
+                                  {ALICE: ALICE_SECRET, BOB: BOB_SECRET}))
     yield server
     server.stop()
 

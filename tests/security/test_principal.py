@@ -16,7 +16,7 @@ import pytest
 
 from cas.config import load_settings
 from cas.store import Store
-from tests.fixtures.web import CAS_COMMAND, ROOT_PASSWORD, ROOT_USER
+from tests.fixtures.web import CAS_COMMAND, ROOT_PASSWORD, ROOT_USER, with_users
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +27,9 @@ ANON_SECRET = "anonymous-user-secret"
 
 @pytest.fixture
 def server(tmp_path, start_web_server):
-    data = tmp_path / "data"
-    settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
+    data = with_users(tmp_path / "data", {ALICE: ALICE_SECRET, BOB: BOB_SECRET})
+    settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}}, env={})
     with Store.open_store(settings) as store:
-        store.users.add(ALICE, ALICE_SECRET)
-        store.users.add(BOB, BOB_SECRET)
         # a user called "anonymous", as an older store may hold one (cas user add refuses it now)
         with store.index.write() as t:
             t.put_user("anonymous", {"secret": ANON_SECRET, "created": time.time()})

@@ -9,8 +9,6 @@ import os
 
 import pytest
 
-from cas.config import load_settings
-from cas.store import Store
 from tests.fixtures.web import ROOT_PASSWORD, ROOT_USER
 
 pytestmark = pytest.mark.integration
@@ -22,14 +20,9 @@ BOB, BOB_SECRET = "bobby", "bobby-secret-456"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A server whose store already has two ordinary users besides root."""
-    from tests.fixtures.web import start_web
+    from tests.fixtures.web import start_web, with_users
 
-    data = tmp_path_factory.mktemp("api") / "data"
-    settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
-    with Store.open_store(settings) as store:
-        store.users.add(ALICE, ALICE_SECRET)
-        store.users.add(BOB, BOB_SECRET)
-    srv = start_web(data)
+    srv = start_web(with_users(tmp_path_factory.mktemp("api") / "data", {ALICE: ALICE_SECRET, BOB: BOB_SECRET}))
     yield srv
     srv.stop()
 

@@ -25,13 +25,9 @@ FIELDS = {"seq", "time", "user", "op", "bucket", "key", "size", "etag", "bucket_
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tests.fixtures.web import start_web
+    from tests.fixtures.web import start_web, with_users
 
-    data = tmp_path_factory.mktemp("events") / "data"
-    settings = load_settings(data, {"auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
-    with Store.open_store(settings) as store:
-        store.users.add(DAVE, DAVE_SECRET)
-    srv = start_web(data)
+    srv = start_web(with_users(tmp_path_factory.mktemp("events") / "data", {DAVE: DAVE_SECRET}))
     yield srv
     srv.stop()
 
