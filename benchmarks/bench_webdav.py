@@ -32,7 +32,8 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures.webdav import CasServe, free_port
+from tests.fixtures.seaweed import free_ports
+from tests.fixtures.serve import CasServe
 
 USER, SECRET = "bench", "bench-secret-123"
 PIECE = 1 << 20
@@ -101,7 +102,7 @@ class Conn:
 
 
 def start_plain(root: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+    port = free_ports(1)[0]
     proc = subprocess.Popen([sys.executable, "-c", PLAIN_SERVER, str(root), str(port), USER, SECRET],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 30
@@ -208,7 +209,7 @@ def main() -> int:
         finally:
             stop(proc)
 
-        cas = CasServe(scratch / "cas", env={"CAS_ROOT_USER": USER, "CAS_ROOT_PASSWORD": SECRET}).start()
+        cas = CasServe(scratch / "cas", root=(USER, SECRET)).start()
         try:
             conn = Conn(cas.http_port, "/dav")
             status, _ = conn.request("MKCOL", "/bench")
