@@ -101,6 +101,7 @@ def timed(fn) -> tuple[float, object]:
 
 def one_run(tmp: Path, server, bucket: str, src: Path, size: int, concurrency: int) -> dict[str, dict]:
     from cas.config import load_settings
+    from cas.blocks import innermost
     from cas.store import Store
     from tests.fixtures.seaweed import s3_client
 
@@ -130,7 +131,7 @@ def one_run(tmp: Path, server, bucket: str, src: Path, size: int, concurrency: i
     store = Store.open_store(settings)
     try:
         store.create_bucket("bench")
-        reqs = store.blocks.request_counts
+        reqs = innermost(store.blocks).request_counts
 
         def cas_put(key: str) -> dict:
             before = sum(reqs().values())

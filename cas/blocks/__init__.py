@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import BlockStat, BlockStore
+from .layers import BlockStoreLayer, CountingBlockStore, RetryingBlockStore, counted, innermost, layered
 
 
 def open_blockstore(settings) -> BlockStore:
-    """The BlockStore that ``settings.blocks`` names: ``local`` (DIR/blocks) or ``s3://bucket/prefix``."""
+    """The BlockStore that ``settings.blocks`` names — ``local`` (DIR/blocks) or ``s3://bucket/prefix``
+    — with its layers (``layers.py``): counted; a remote backend's transient failures retried."""
     url = settings.blocks.url
     if url == "local":
         from .local import LocalBlockStore
 
-        return LocalBlockStore(settings.blocks_dir)
+        return layered(LocalBlockStore(settings.blocks_dir))
     if url.startswith("s3://"):
         from .s3 import S3BlockStore
 
@@ -20,8 +22,9 @@ def open_blockstore(settings) -> BlockStore:
     if url == "memory":
         from .memory import MemoryBlockStore
 
-        return MemoryBlockStore()
+        return layered(MemoryBlockStore())
     raise ConfigError(f"unknown block backend {url!r}: use local or s3://BUCKET[/PREFIX]")
 
 
-__all__ = ["BlockStat", "BlockStore", "open_blockstore"]
+__all__ = ["BlockStat", "BlockStore", "BlockStoreLayer", "CountingBlockStore", "RetryingBlockStore", "counted", "innermost", "layered",
+           "open_blockstore"]

@@ -16,8 +16,11 @@ checks them against each one):
   durability, so a backend may batch the expensive flush.
 - ``get`` of a missing id raises ``BlockNotFound``; backend failures raise
   ``TransientStoreError`` (worth retrying) or ``PermanentStoreError``.
-- ``iter_ids()`` yields ``(id, created)`` for every stored block, in no
-  particular order, streaming (memory does not grow with the store).
+- ``iter_ids(start_after)`` yields ``(id, created)`` for every stored block whose id is greater
+  than ``start_after`` (all when None), in ascending id order, streaming (memory does not grow
+  with the store). The order is what lets a listing resume after a failure.
+- Retries, counters and other cross-cutting concerns are layers around a backend
+  (``layers.py``), not part of it.
 - Implementations are safe to call from several threads at once.
 """
 
@@ -27,6 +30,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,6 @@ class BlockStore(ABC):
     #: a short URL-like description, recorded in the index at init ("local", "s3://bucket/prefix")
     kind: str = "abstract"
 
-    def __init__(self) -> None:
-        self.counters = BlockCounters()
-
     @abstractmethod
     def put(self, block_id: bytes, data: bytes) -> None:
         """Store ``data`` under ``block_id``; atomic and idempotent."""
@@ -98,8 +99,12 @@ class BlockStore(ABC):
         """Size and creation time of ``block_id``; ``BlockNotFound`` when absent."""
 
     @abstractmethod
-    def iter_ids(self) -> Iterator[tuple[bytes, float]]:
-        """Yield ``(block_id, created)`` for every stored block."""
+    def iter_ids(self, start_after: bytes | None = None) -> Iterator[tuple[bytes, float]]:
+        """Yield ``(block_id, created)`` for every stored block after ``start_after``, in id order."""
+
+    def iter_temp(self) -> Iterator[tuple[Path, float]]:
+        """Temp files of interrupted writes with their mtimes (GC removes old ones); none by default."""
+        return iter(())
 
     def sync(self, block_ids: Iterable[bytes]) -> None:  # noqa: B027 - default is a no-op on purpose
         """Make the listed blocks durable. Backends that are durable on put need nothing."""

@@ -48,7 +48,6 @@ class LocalBlockStore(BlockStore):
     kind = "local"
 
     def __init__(self, root: str | os.PathLike):
-        super().__init__()
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         try:
@@ -84,7 +83,6 @@ class LocalBlockStore(BlockStore):
             os.replace(tmp, final)
         except OSError as exc:
             raise _mapped(exc, f"cannot write block {short(block_id)}") from exc
-        self.counters.count_put(len(data))
 
     def sync(self, block_ids: Iterable[bytes]) -> None:
         ids = list(block_ids)
@@ -126,7 +124,6 @@ class LocalBlockStore(BlockStore):
             raise BlockNotFound(f"block {short(block_id)} is missing from {self.root}") from None
         except OSError as exc:
             raise _mapped(exc, f"cannot read block {short(block_id)}") from exc
-        self.counters.count_get(len(data))
         return data
 
     def has(self, block_id: bytes) -> bool:
@@ -139,7 +136,6 @@ class LocalBlockStore(BlockStore):
             pass
         except OSError as exc:
             raise _mapped(exc, f"cannot delete block {short(block_id)}") from exc
-        self.counters.count_delete()
 
     def stat(self, block_id: bytes) -> BlockStat:
         try:
@@ -148,17 +144,19 @@ class LocalBlockStore(BlockStore):
             raise BlockNotFound(f"block {short(block_id)} is missing from {self.root}") from None
         return BlockStat(st.st_size, st.st_mtime)
 
-    def iter_ids(self) -> Iterator[tuple[bytes, float]]:
+    def iter_ids(self, start_after: bytes | None = None) -> Iterator[tuple[bytes, float]]:
+        after = start_after.hex() if start_after is not None else ""
         for top in sorted(os.scandir(self.root), key=lambda e: e.name):
-            if len(top.name) != 2 or not top.is_dir():
+            if len(top.name) != 2 or not top.is_dir() or top.name < after[:2]:
                 continue
-            for entry in os.scandir(top.path):
-                name = entry.name
-                if len(name) == 2 * ID_LEN and set(name) <= _HEXCHARS:
-                    try:
-                        yield bytes.fromhex(name), entry.stat().st_mtime
-                    except FileNotFoundError:  # deleted while we listed
-                        continue
+            # one fan-out directory at a time, sorted: ids come in order, memory stays bounded
+            names = sorted(e.name for e in os.scandir(top.path)
+                           if len(e.name) == 2 * ID_LEN and set(e.name) <= _HEXCHARS and e.name > after)
+            for name in names:
+                try:
+                    yield bytes.fromhex(name), os.stat(os.path.join(top.path, name)).st_mtime
+                except FileNotFoundError:  # deleted while we listed
+                    continue
 
     def iter_temp(self) -> Iterator[tuple[Path, float]]:
         """Temp files of interrupted writes, with their mtimes (GC removes old ones)."""

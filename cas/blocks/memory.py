@@ -15,7 +15,6 @@ class MemoryBlockStore(BlockStore):
     kind = "memory"
 
     def __init__(self) -> None:
-        super().__init__()
         self._lock = threading.Lock()
         self._blocks: dict[bytes, tuple[bytes, float]] = {}
 
@@ -23,14 +22,12 @@ class MemoryBlockStore(BlockStore):
         with self._lock:
             if block_id not in self._blocks:
                 self._blocks[block_id] = (bytes(data), time.time())
-        self.counters.count_put(len(data))
 
     def get(self, block_id: bytes) -> bytes:
         with self._lock:
             entry = self._blocks.get(block_id)
         if entry is None:
             raise BlockNotFound(f"block {short(block_id)} is not in the store")
-        self.counters.count_get(len(entry[0]))
         return entry[0]
 
     def has(self, block_id: bytes) -> bool:
@@ -40,7 +37,6 @@ class MemoryBlockStore(BlockStore):
     def delete(self, block_id: bytes) -> None:
         with self._lock:
             self._blocks.pop(block_id, None)
-        self.counters.count_delete()
 
     def stat(self, block_id: bytes) -> BlockStat:
         with self._lock:
@@ -49,7 +45,7 @@ class MemoryBlockStore(BlockStore):
             raise BlockNotFound(f"block {short(block_id)} is not in the store")
         return BlockStat(len(entry[0]), entry[1])
 
-    def iter_ids(self) -> Iterator[tuple[bytes, float]]:
+    def iter_ids(self, start_after: bytes | None = None) -> Iterator[tuple[bytes, float]]:
         with self._lock:
-            items = [(k, v[1]) for k, v in self._blocks.items()]
+            items = sorted((k, v[1]) for k, v in self._blocks.items() if start_after is None or k > start_after)
         yield from items

@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import TransientStoreError
 
@@ -70,3 +70,27 @@ class RetryPolicy:
                 log.debug("%s failed (%s); retry %d/%d in %.2fs", what, exc, attempt + 1, self.attempts - 1, wait)
                 self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises
+
+    def run_iter(self, what: str, open_from: Callable[[Any], Iterator[T]], *, key: Callable[[T], Any],
+                 start: Any = None) -> Iterator[T]:
+        """Iterate ``open_from(start)``; when it fails transiently, wait and reopen it after the last
+        item yielded (``key(item)``). Attempts count failures in a row: progress resets them, so a
+        long listing that fails now and then on different pages still completes."""
+        last = start
+        failures = 0
+        while True:
+            try:
+                for item in open_from(last):
+                    last = key(item)
+                    failures = 0
+                    yield item
+                return
+            except TransientStoreError as exc:
+                failures += 1
+                if failures >= self.attempts:
+                    if self.attempts > 1:
+                        raise TransientStoreError(f"{exc} (gave up after {self.attempts} attempts)") from exc
+                    raise
+                wait = self.delay(failures - 1)
+                log.debug("%s failed (%s); retry %d/%d in %.2fs", what, exc, failures, self.attempts - 1, wait)
+                self.sleep(wait)

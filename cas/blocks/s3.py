@@ -17,13 +17,14 @@ Guarantees (see ``base.py``) and how S3 gives them:
 
 Failures are mapped once, here: a missing key is ``BlockNotFound``; timeouts,
 dropped or reset connections, 5xx, throttling (SlowDown, 429, ...) are
-``TransientStoreError`` and retried per request by a ``RetryPolicy`` (backoff with
-jitter) before they surface; anything else (403, InvalidAccessKeyId,
-SignatureDoesNotMatch, NoSuchBucket, ...) is ``PermanentStoreError`` at once.
-botocore's own retries are off so that this classification is the only one.
+``TransientStoreError`` (the ``RetryingBlockStore`` layer retries them: ``layers.py``;
+``from_settings`` builds the layered store); anything else (403, InvalidAccessKeyId,
+SignatureDoesNotMatch, NoSuchBucket, ...) is ``PermanentStoreError``. Each method sends
+one request (a listing one per page); botocore's own retries are off so that this
+classification is the only one.
 
 Concurrency: at most ``concurrency`` requests are in flight (a semaphore held per
-attempt, never while backing off), and the HTTP connection pool has exactly that
+request, never while a layer above backs off), and the HTTP connection pool has exactly that
 many connections, so callers may use more threads without churning connections.
 Thread-safe: a botocore client is thread-safe and the rest is counters under a lock.
 A HEAD that answers 404 cannot tell a missing key from a missing bucket; ``check``
@@ -45,6 +46,7 @@ from botocore.config import Config
 from ..errors import BlockNotFound, ConfigError, PermanentStoreError, StoreError, TransientStoreError
 from ..ids import ID_LEN, short
 from .base import BlockStat, BlockStore
+from .layers import layered
 from .retry import RetryPolicy
 
 T = TypeVar("T")
@@ -132,12 +134,10 @@ class S3BlockStore(BlockStore):
         secret_key: str | None = None,
         region: str | None = None,
         concurrency: int = 8,
-        retry: RetryPolicy | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         page_size: int = 1000,
     ):
-        super().__init__()
         if not bucket:
             raise ConfigError("S3 block store needs a bucket")
         if (access_key is None) != (secret_key is None):
@@ -148,7 +148,6 @@ class S3BlockStore(BlockStore):
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint
         self.concurrency = concurrency
-        self.retry = retry or RetryPolicy()
         self.page_size = page_size
         self.kind = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._root = f"{self.prefix}/blocks/" if self.prefix else "blocks/"
@@ -160,7 +159,7 @@ class S3BlockStore(BlockStore):
             max_pool_connections=concurrency,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"total_max_attempts": 1, "mode": "standard"},  # RetryPolicy retries, not botocore
+            retries={"total_max_attempts": 1, "mode": "standard"},  # the retrying layer retries, not botocore
             s3={"addressing_style": "path" if endpoint else "auto"},
             tcp_keepalive=True,
             user_agent_extra="cas-blockstore",
@@ -181,21 +180,22 @@ class S3BlockStore(BlockStore):
         return cls(bucket, prefix, **kwargs)
 
     @classmethod
-    def from_settings(cls, blocks: Any) -> S3BlockStore:
-        """``S3BlockStore`` for a ``config.BlocksSettings`` (url, endpoint, keys, region, concurrency, retries).
+    def from_settings(cls, blocks: Any) -> BlockStore:
+        """The S3 store of a ``config.BlocksSettings`` (url, endpoint, keys, region, concurrency,
+        retries), layered as the server uses it: counted, transient failures retried.
 
         ``retries`` counts retries after the first attempt. Keys left unset fall back to
         boto3's standard sources (AWS_* environment variables, ~/.aws, instance roles).
         """
-        return cls.from_url(
+        backend = cls.from_url(
             blocks.url,
             endpoint=blocks.endpoint or None,
             access_key=blocks.access_key or None,
             secret_key=blocks.secret_key or None,
             region=blocks.region or None,
             concurrency=blocks.concurrency,
-            retry=RetryPolicy(attempts=max(0, blocks.retries) + 1),
         )
+        return layered(backend, retry=RetryPolicy(attempts=max(0, blocks.retries) + 1))
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -213,25 +213,21 @@ class S3BlockStore(BlockStore):
 
     # -- requests -----------------------------------------------------------------------------
 
-    def _request(self, op: str, what: str, fn: Callable[[], T], *, retry: RetryPolicy | None = None) -> T:
-        """Run one logical request: mapped errors, bounded concurrency, retried when transient."""
-
-        def attempt() -> T:
-            with self._slots:
-                with self._stats_lock:
-                    self._requests[op] += 1
-                try:
-                    return fn()
-                except (bce.BotoCoreError, bce.ClientError, ConnectionError, TimeoutError) as exc:
-                    raise map_error(exc, what) from exc
-
-        return (retry or self.retry).run(what, attempt)
+    def _request(self, op: str, what: str, fn: Callable[[], T]) -> T:
+        """Send one request: bounded concurrency, counted by operation, failures mapped."""
+        with self._slots:
+            with self._stats_lock:
+                self._requests[op] += 1
+            try:
+                return fn()
+            except (bce.BotoCoreError, bce.ClientError, ConnectionError, TimeoutError) as exc:
+                raise map_error(exc, what) from exc
 
     def _where(self, op: str, key: str = "") -> str:
         return f"S3 {op} s3://{self.bucket}/{key} at {self.endpoint or 'AWS'}"
 
     def request_counts(self) -> dict[str, int]:
-        """HTTP requests sent so far by operation (retries included), for tests and benchmarks."""
+        """HTTP requests sent so far by operation (each retry of a layer above included)."""
         with self._stats_lock:
             return dict(self._requests)
 
@@ -247,7 +243,6 @@ class S3BlockStore(BlockStore):
                 Bucket=self.bucket, Key=key, Body=body, ContentType="application/octet-stream"
             ),
         )
-        self.counters.count_put(len(body))
 
     def get(self, block_id: bytes) -> bytes:
         key = self.key(block_id)
@@ -264,7 +259,6 @@ class S3BlockStore(BlockStore):
             data = self._request("GetObject", self._where("GetObject", key), fetch)
         except BlockNotFound as exc:
             raise BlockNotFound(f"block {short(block_id)} is missing from {self.kind}") from exc
-        self.counters.count_get(len(data))
         return data
 
     def _head(self, block_id: bytes) -> dict[str, Any]:
@@ -299,16 +293,18 @@ class S3BlockStore(BlockStore):
             )
         except BlockNotFound:
             pass  # some servers answer 404 instead of 204 for an absent key
-        self.counters.count_delete()
 
-    def iter_ids(self) -> Iterator[tuple[bytes, float]]:
-        """Page through ``PREFIX/blocks/`` (``page_size`` keys per request), each page retried on its own."""
+    def iter_ids(self, start_after: bytes | None = None) -> Iterator[tuple[bytes, float]]:
+        """Page through ``PREFIX/blocks/`` (``page_size`` keys per request) in key order, which is
+        id order (``blocks/ab/<hex>``); ``start_after`` starts the listing after that id's key."""
         token: str | None = None
         seen_tokens: set[str] = set()
         while True:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._root, "MaxKeys": self.page_size}
             if token is not None:
                 kwargs["ContinuationToken"] = token
+            elif start_after is not None:
+                kwargs["StartAfter"] = self.key(start_after)
             page = self._request(
                 "ListObjectsV2",
                 self._where("ListObjectsV2", self._root),
@@ -338,7 +334,6 @@ class S3BlockStore(BlockStore):
                 "HeadBucket",
                 where,
                 lambda: self._client.head_bucket(Bucket=self.bucket),
-                retry=RetryPolicy(attempts=1),
             )
         except BlockNotFound as exc:  # HEAD has no body: 404 is all we get
             raise PermanentStoreError(f"{where}: bucket {self.bucket!r} does not exist") from exc

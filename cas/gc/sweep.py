@@ -462,12 +462,9 @@ class _Run:
             return 0
 
     def _sweep_temp(self) -> None:
-        iter_temp = getattr(self.blocks, "iter_temp", None)
-        if iter_temp is None:
-            return
         now = self.clock()
         grace = temp_grace(self.min_age)
-        for path, mtime in list(iter_temp()):
+        for path, mtime in list(self.blocks.iter_temp()):
             if not blocklife.grace_over(mtime, now, grace):
                 continue
             try:

@@ -340,9 +340,7 @@ class _Verify:
             self._orphan_batch(pending)
         finally:
             bar.close()
-        iter_temp = getattr(self.blocks, "iter_temp", None)
-        if iter_temp is not None:
-            self.report.temp_files = sum(1 for _ in iter_temp())
+        self.report.temp_files = sum(1 for _ in self.blocks.iter_temp())
 
     def _orphan_batch(self, ids: list[bytes]) -> None:
         with self.index.read() as t:  # fresh: rows committed since the snapshot are not orphans

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .. import __version__, blocklife
-from ..blocks import open_blockstore
+from ..blocks import counted, open_blockstore
 from ..blocks.base import BlockStore
 from ..chunker import Chunker, ChunkerParams
 from ..codec import Codec, CodecParams
@@ -109,7 +109,8 @@ class Store(UploadsMixin, JournalMixin):
         index = open_index(settings)
         try:
             settings, created = cls._check_format(index, settings)
-            blockstore = blocks or open_blockstore(settings)
+            # a block store handed in (tests) gets counters like the one settings name
+            blockstore = counted(blocks) if blocks is not None else open_blockstore(settings)
             if created:
                 blockstore.prepare()
             if blocks is None:

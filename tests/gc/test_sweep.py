@@ -15,6 +15,7 @@ from cas.gc.safety import GcLock
 from cas.gc.sweep import collect, run_periodic
 from cas.ids import block_id
 from cas.manifest import Manifest
+from cas.blocks import innermost
 from tests.fixtures.gc import (
     BUCKET,
     assert_whole,
@@ -181,7 +182,7 @@ def test_run_periodic_collects_until_stopped(local_gc_store):
 @pytest.mark.integration
 def test_old_temp_files_are_removed_young_ones_kept(local_gc_store):
     s = local_gc_store
-    tmp = s.blocks.tmp
+    tmp = innermost(s.blocks).tmp
     old, young = tmp / "old.partial", tmp / "young.partial"
     old.write_bytes(b"x" * 100)
     young.write_bytes(b"y" * 100)

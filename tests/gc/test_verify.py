@@ -8,6 +8,7 @@ import pytest
 
 from cas.gc.verify import verify
 from cas.index.schema import CONDEMNED, BlockRow
+from cas.blocks import innermost
 from tests.fixtures.gc import (
     BUCKET,
     assert_whole,
@@ -94,7 +95,7 @@ def test_truncated_block_is_a_size_mismatch(local_gc_store):
     s = local_gc_store
     s.put(BUCKET, "x", data(500_000, 50))
     bid = manifest_ids(s, BUCKET, "x")[0]
-    path = s.blocks.path(bid)
+    path = innermost(s.blocks).path(bid)
     path.write_bytes(path.read_bytes()[:-10])
     assert [f.kind for f in verify(s).findings] == ["size_mismatch"]
     assert [f.kind for f in verify(s, deep=True).findings] == ["corrupt_block"]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cas.blocks import innermost
 from cas.errors import (
     BadDigest,
     BucketAlreadyExists,
@@ -312,7 +313,7 @@ def test_corrupted_block_file_fails_loudly(local_store):
 
     with local_store.index.read() as t:
         manifest = Manifest.decode(t.get_manifest(info.manifest_id))
-    path = local_store.blocks.path(manifest.ids[1])
+    path = innermost(local_store.blocks).path(manifest.ids[1])
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     path.write_bytes(bytes(raw))

@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
-from cas.errors import BlockNotFound
+from cas.blocks import BlockStoreLayer, CountingBlockStore, RetryingBlockStore
+from cas.blocks.retry import RetryPolicy
+from cas.errors import BlockNotFound, TransientStoreError
 from cas.ids import block_id
 
 pytestmark = pytest.mark.unit
@@ -110,11 +112,45 @@ def test_concurrent_puts_of_same_and_different_blocks(blockstore):
 
 
 def test_counters_count_io(blockstore):
+    counted = CountingBlockStore(blockstore)  # counting is a layer around any backend
     bid, data = _block(1234)
-    before = blockstore.counters.snapshot()
-    blockstore.put(bid, data)
-    blockstore.get(bid)
-    after = blockstore.counters.snapshot()
+    before = counted.counters.snapshot()
+    counted.put(bid, data)
+    counted.get(bid)
+    after = counted.counters.snapshot()
     assert after["puts"] - before["puts"] == 1
     assert after["gets"] - before["gets"] == 1
     assert after["bytes_got"] - before["bytes_got"] == len(data)
+
+
+def test_iter_ids_come_in_order_and_resume_after_an_id(blockstore):
+    """Ids come in ascending order and ``start_after`` skips up to an id: a listing can resume."""
+    blocks = [_block(10 + i) for i in range(12)]
+    for bid, data in blocks:
+        blockstore.put(bid, data)
+    ids = sorted(bid for bid, _ in blocks)
+    listed = [bid for bid, _ in blockstore.iter_ids()]
+    assert listed == sorted(listed) and set(ids) <= set(listed)
+    middle = ids[5]
+    assert [bid for bid, _ in blockstore.iter_ids(middle)] == [b for b in listed if b > middle]
+    assert list(blockstore.iter_ids(listed[-1])) == []
+
+
+def test_a_retrying_layer_resumes_a_failing_listing_where_it_broke(blockstore):
+    """The retry layer reopens a listing after the last id it yielded: nothing twice, nothing lost."""
+    for i in range(20):
+        blockstore.put(*_block(100 + i))
+    expected = [bid for bid, _ in blockstore.iter_ids()]
+    opened: list = []
+
+    class Flaky(BlockStoreLayer):
+        def iter_ids(self, start_after=None):
+            opened.append(start_after)
+            for n, item in enumerate(self.inner.iter_ids(start_after)):
+                if len(opened) < 4 and n == 5:
+                    raise TransientStoreError("listing broke")
+                yield item
+
+    retrying = RetryingBlockStore(Flaky(blockstore), RetryPolicy(attempts=3, base=0, sleep=lambda s: None))
+    assert [bid for bid, _ in retrying.iter_ids()] == expected
+    assert opened[0] is None and opened[1:] == [expected[4], expected[9], expected[14]]
