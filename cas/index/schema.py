@@ -21,10 +21,6 @@ DB_NAMES = (
 # block states (DAMAGED: still referenced, but a read or verify found its stored bytes missing or
 # corrupt; the next writer that holds those bytes writes it again: see cas/blocklife.py)
 LIVE, CONDEMNED, DELETING, DAMAGED = 1, 2, 3, 4
-STATE_NAMES = {LIVE: "live", CONDEMNED: "condemned", DELETING: "deleting", DAMAGED: "damaged"}
-
-# counters kept in `meta` and adjusted in the same txn as the change they count
-COUNTERS = ("objects", "logical_bytes", "unique_blocks", "stored_bytes", "raw_bytes", "seq")
 
 LMDB_MAX_KEY = 511
 SEP = b"\x00"
@@ -107,7 +103,3 @@ class BlockRow:
     @classmethod
     def unpack(cls, raw: bytes) -> BlockRow:
         return cls(*_BLOCK.unpack(raw))
-
-    @property
-    def state_name(self) -> str:
-        return STATE_NAMES.get(self.state, f"unknown({self.state})")
