@@ -47,6 +47,8 @@ import urllib.parse
 from collections.abc import Callable
 from urllib.parse import quote, unquote
 
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as DefusedET
 from wsgidav.lock_man.lock_manager import (
     generate_lock_token,
     normalize_lock_root,
@@ -74,6 +76,25 @@ def _long_id(root: str) -> str:
 
 #: the longest a lock lives without a refresh (seconds); also the default
 LOCK_TIMEOUT_MAX = 3600
+
+
+def _owner_element(owner: bytes) -> bytes:
+    """The LOCK body's ``<owner>`` as one well-formed element.
+
+    wsgidav serialises the element with its tail, so text after ``</D:owner>`` (``...</D:owner>x``)
+    would be stored and later break every lockdiscovery answer with a 500; the tail is dropped. An
+    owner that still does not parse is kept as text (escaped) rather than as XML.
+    """
+    if not owner:
+        return owner
+    end = owner.rfind(b">")
+    candidate = owner[: end + 1] if end >= 0 else owner
+    try:
+        DefusedET.fromstring(candidate)
+        return candidate
+    except (DefusedET.ParseError, ValueError, DefusedXmlException):
+        text = owner.decode("utf-8", "replace").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return f'<D:owner xmlns:D="DAV:">{text}</D:owner>'.encode()
 
 
 class StoreLockStorage:
@@ -174,6 +195,7 @@ class StoreLockStorage:
             timeout = self.LOCK_TIME_OUT_MAX
         lock["timeout"] = timeout
         lock["expire"] = self._clock() + timeout
+        lock["owner"] = _owner_element(lock.get("owner") or b"")
         validate_lock(lock)
         bucket = self._bucket_of(root)
         lock["bucket_id"] = "" if bucket is None else bucket.id
