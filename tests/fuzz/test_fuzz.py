@@ -22,6 +22,9 @@ from tests.fuzz.test_fuzz_regressions import TARGETS
 pytestmark = pytest.mark.slow
 
 SECONDS = int(os.environ.get("CAS_TEST_FUZZ_SECONDS", "30"))
+#: CI replays the same input sequence each run (a failure reproduces); exploring new inputs is done by
+#: running a target directly, or with CAS_TEST_FUZZ_SEED=0 (libFuzzer then picks a random seed)
+SEED = int(os.environ.get("CAS_TEST_FUZZ_SEED", "1"))
 
 
 def _has_atheris() -> bool:
@@ -40,7 +43,7 @@ def test_fuzz_target_finds_no_crash(target, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, str(FUZZ_DIR / f"fuzz_{target}.py"), f"-max_total_time={SECONDS}",
-         f"-artifact_prefix={tmp_path}/", "-print_final_stats=1"],
+         f"-artifact_prefix={tmp_path}/", "-print_final_stats=1", f"-seed={SEED}"],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=SECONDS + 240,
     )
     output = proc.stdout.decode("utf-8", "replace")
