@@ -34,6 +34,7 @@ from .sigv4 import (
     _canonical_uri_candidates,
     _is_ascii_digits,
     _parse_http_date,
+    presign_params,
 )
 
 #: query parameters that are part of a V2 signature's resource (as botocore's HmacV1Auth)
@@ -67,15 +68,8 @@ def verify_header(v: SigV4Verifier, request: HttpRequestView, header: str) -> Au
 
 def verify_query(v: SigV4Verifier, request: HttpRequestView) -> Authorization:
     """``?AWSAccessKeyId=&Signature=&Expires=`` (a V2 presigned URL; at most a week ahead)."""
-    params: dict[str, str] = {}
-    for name, value in request.query:
-        params.setdefault(name, value)
-    try:
-        access_key = params["AWSAccessKeyId"]
-        signature = params["Signature"]
-        expires_text = params["Expires"]
-    except KeyError as exc:
-        raise MalformedPresign(f"Query-string authentication requires the {exc.args[0]} parameter.") from None
+    params = presign_params(request, "AWSAccessKeyId", "Signature", "Expires")
+    access_key, signature, expires_text = params["AWSAccessKeyId"], params["Signature"], params["Expires"]
     if expires_text.startswith("-") and _is_ascii_digits(expires_text[1:]):
         raise RequestExpired()  # a time before 1970
     if not _is_ascii_digits(expires_text):

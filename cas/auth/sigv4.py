@@ -266,18 +266,11 @@ class SigV4Verifier:
     # query (presigned URL) auth
 
     def _verify_query(self, request: HttpRequestView) -> Authorization:
-        params: dict[str, str] = {}
-        for name, value in request.query:
-            params.setdefault(name, value)
-        try:
-            algorithm = params["X-Amz-Algorithm"]
-            credential = params["X-Amz-Credential"]
-            amz_date = params["X-Amz-Date"]
-            expires_text = params["X-Amz-Expires"]
-            signed_headers = params["X-Amz-SignedHeaders"]
-            signature = params["X-Amz-Signature"]
-        except KeyError as exc:
-            raise MalformedPresign(f"Query-string authentication requires the {exc.args[0]} parameter.") from None
+        params = presign_params(request, "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                                "X-Amz-SignedHeaders", "X-Amz-Signature")
+        algorithm, credential, amz_date = params["X-Amz-Algorithm"], params["X-Amz-Credential"], params["X-Amz-Date"]
+        expires_text, signed_headers = params["X-Amz-Expires"], params["X-Amz-SignedHeaders"]
+        signature = params["X-Amz-Signature"]
         if algorithm != ALGORITHM:
             raise MalformedPresign("X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\".")
         access_key, date, region, service = self._parse_credential(credential, MalformedPresign)
@@ -353,6 +346,18 @@ class SigV4Verifier:
 
 
 # -- the SigV4 algorithm itself (also used by tests to sign what no client can)
+
+
+def presign_params(request: HttpRequestView, *required: str) -> dict[str, str]:
+    """A presigned URL's query parameters (the first value of each name, as S3 reads them);
+    ``MalformedPresign`` naming the first of ``required`` that is missing. V4 and V2 alike."""
+    params: dict[str, str] = {}
+    for name, value in request.query:
+        params.setdefault(name, value)
+    missing = next((n for n in required if n not in params), None)
+    if missing is not None:
+        raise MalformedPresign(f"Query-string authentication requires the {missing} parameter.")
+    return params
 
 
 def signing_key(secret: str, date: str, region: str, service: str = "s3") -> bytes:
