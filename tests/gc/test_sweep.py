@@ -9,13 +9,13 @@ import time
 
 import pytest
 
+from cas.blocks import innermost
 from cas.errors import Conflict
 from cas.gc.mark import MarkSet
 from cas.gc.safety import GcLock
 from cas.gc.sweep import collect, run_periodic
 from cas.ids import block_id
 from cas.manifest import Manifest
-from cas.blocks import innermost
 from tests.fixtures.gc import (
     BUCKET,
     assert_whole,
@@ -26,7 +26,6 @@ from tests.fixtures.gc import (
     run_cas,
     stored_ids,
 )
-
 
 # -- mark sets -------------------------------------------------------------------------------------
 

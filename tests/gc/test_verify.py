@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from cas.blocks import innermost
 from cas.gc.verify import verify
 from cas.index.schema import CONDEMNED, BlockRow
-from cas.blocks import innermost
 from tests.fixtures.gc import (
     BUCKET,
     assert_whole,

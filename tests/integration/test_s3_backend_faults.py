@@ -18,10 +18,10 @@ import time
 
 import pytest
 
+from cas.blocks import innermost
 from cas.blocks.retry import RetryPolicy
 from cas.errors import BlockNotFound, PermanentStoreError, TransientStoreError
 from cas.ids import block_id
-from cas.blocks import innermost
 from tests.fixtures.seaweed import FaultProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3backend]
