@@ -125,3 +125,16 @@ def test_full_disk_is_507():
 ])
 def test_parse_basic(header, expected):
     assert parse_basic(header) == expected
+
+
+def test_a_lock_owner_is_stored_as_one_well_formed_element():
+    import xml.etree.ElementTree as ET
+
+    from cas.protocols.webdav.lock import _owner_element
+
+    owner = b'<D:owner xmlns:D="DAV:"><D:href>http://example.org/~me</D:href></D:owner>'
+    assert _owner_element(owner + b"tail text") == owner  # ElementTree's tail is not the owner's
+    assert _owner_element(owner) == owner
+    broken = _owner_element(b"<D:owner><unclosed")  # not XML even without a tail: kept as text
+    assert ET.fromstring(broken).text == "<D:owner><unclosed"
+    assert _owner_element(b"") == b""
