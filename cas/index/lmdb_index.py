@@ -18,7 +18,7 @@ import lmdb
 
 from ..errors import PermanentStoreError, StoreError, TransientStoreError
 from . import schema as s
-from .schema import BlockRow
+from .schema import BlockRow, Loc, PackRow
 
 
 def _mapped(exc: lmdb.Error, what: str) -> StoreError:
@@ -247,6 +247,38 @@ class IndexTxn:
     def iter_blocks(self, start: bytes = b"") -> Iterator[tuple[bytes, BlockRow]]:
         for k, v in self._scan("blocks", b"", start):
             yield k, BlockRow.unpack(v)
+
+    # -- pack locations and packs (cas.blocks.packs) ----------------------------------------
+    def get_loc(self, kind: int, entry_id: bytes) -> Loc | None:
+        raw = self._get("locs", bytes((kind,)) + entry_id)
+        return None if raw is None else Loc.unpack(raw)
+
+    def put_loc(self, kind: int, entry_id: bytes, loc: Loc) -> None:
+        self._put("locs", bytes((kind,)) + entry_id, loc.pack_row())
+
+    def delete_loc(self, kind: int, entry_id: bytes) -> bool:
+        return self._delete("locs", bytes((kind,)) + entry_id)
+
+    def iter_locs(self, kind: int, start_after: bytes | None = None) -> Iterator[tuple[bytes, Loc]]:
+        prefix = bytes((kind,))
+        for k, v in self._scan("locs", prefix, prefix + start_after if start_after is not None else None):
+            if start_after is not None and k[1:] == start_after:
+                continue
+            yield k[1:], Loc.unpack(v)
+
+    def get_pack(self, pack_id: bytes) -> PackRow | None:
+        raw = self._get("packs", pack_id)
+        return None if raw is None else PackRow.unpack(raw)
+
+    def put_pack(self, pack_id: bytes, row: PackRow) -> None:
+        self._put("packs", pack_id, row.pack_row())
+
+    def delete_pack(self, pack_id: bytes) -> bool:
+        return self._delete("packs", pack_id)
+
+    def iter_packs(self) -> Iterator[tuple[bytes, PackRow]]:
+        for k, v in self._scan("packs"):
+            yield k, PackRow.unpack(v)
 
     # -- pins and writers ------------------------------------------------------------------
     def add_pin(self, block_id: bytes, writer_id: bytes) -> None:

@@ -11,11 +11,12 @@ import json
 import struct
 from dataclasses import dataclass
 
+#: 1: one file/object per block; 2: blocks and manifests in packs (``locs`` and ``packs`` tables)
 FORMAT_VERSION = 1
 
 DB_NAMES = (
     "meta", "buckets", "objects", "manifests", "blocks", "pins", "writers",
-    "refs", "uploads", "parts", "users", "kv", "events",
+    "refs", "uploads", "parts", "users", "kv", "events", "locs", "packs",
 )
 
 # block states (DAMAGED: still referenced, but a read or verify found its stored bytes missing or
@@ -29,6 +30,8 @@ _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _BLOCK = struct.Struct(">BIIdd")
 _F64 = struct.Struct(">d")
+_LOC = struct.Struct(">16sQIId")
+_PACK = struct.Struct(">BQIQIdd")  # state, size, entries, live bytes, live entries, created, state time
 
 
 def u64(n: int) -> bytes:
@@ -103,3 +106,58 @@ class BlockRow:
     @classmethod
     def unpack(cls, raw: bytes) -> BlockRow:
         return cls(*_BLOCK.unpack(raw))
+
+
+# pack entry kinds (the first byte of a ``locs`` key and of a pack footer entry)
+KIND_DATA, KIND_MANIFEST = 0, 1
+# pack states: OPEN (a process appends to it), SEALED (footer written, immutable),
+# RETIRED (every live entry was moved or dropped; the file goes once the reader grace is over)
+PACK_OPEN, PACK_SEALED, PACK_RETIRED = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where one block (or manifest) lives: ``length`` stored bytes at ``offset`` of pack ``pack``."""
+
+    pack: bytes
+    offset: int
+    length: int
+    raw_len: int
+    created: float
+
+    def pack_row(self) -> bytes:
+        return _LOC.pack(self.pack, self.offset, self.length, self.raw_len, self.created)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Loc:
+        return cls(*_LOC.unpack(raw))
+
+
+@dataclass(frozen=True)
+class PackRow:
+    """What the index knows about one pack.
+
+    ``live_*`` count the entries that a location points at; they change in the txn that adds,
+    moves or drops a location, so an entry that never got a location (its writer crashed, a
+    repack crashed before switching) is dead without anyone having to notice it.
+    """
+
+    state: int
+    size: int
+    entries: int
+    live_bytes: int
+    live_entries: int
+    created: float
+    state_time: float
+
+    def pack_row(self) -> bytes:
+        return _PACK.pack(self.state, self.size, self.entries, self.live_bytes, self.live_entries,
+                          self.created, self.state_time)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> PackRow:
+        return cls(*_PACK.unpack(raw))
+
+    @property
+    def dead_bytes(self) -> int:
+        return max(0, self.size - self.live_bytes)

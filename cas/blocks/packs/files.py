@@ -1,0 +1,369 @@
+"""Where pack bytes live: ``PackFiles`` (one backend) and ``PackSink`` (one pack being written).
+
+A ``PackFiles`` stores whole packs under 16-byte pack ids and reads byte ranges of them; it
+knows nothing about what a pack holds (``format.py``) or which entries are live (``store.py``).
+
+Contract (``tests/unit/test_packfiles_contract.py`` runs it on every implementation):
+
+- ``create(id)`` starts a pack; the sink's ``write`` appends; ``finish()`` returns once the
+  whole pack is durable and readable by every process, and after it the pack never changes.
+  ``abort()`` forgets an unfinished pack (nothing of it stays readable).
+- ``can_flush``: whether an unfinished pack can be made durable as it grows. Local files can
+  (``flush()`` = fdatasync: everything written so far survives a crash and ``read`` sees it);
+  an S3 object cannot (nothing of a multipart upload is readable before it completes), so a
+  store over S3 finishes a pack wherever a writer needs its blocks durable.
+- ``read(id, offset, length)`` returns exactly ``length`` bytes, or raises ``BlockNotFound``
+  (no such pack), ``IntegrityError`` (the pack is shorter than asked), ``TransientStoreError``
+  or ``PermanentStoreError`` (backend failures).
+- ``iter_packs()`` yields ``(id, size, created)`` of every finished (or, where ``can_flush``,
+  unfinished) pack in ascending id order, streaming.
+- Thread-safe; several processes may create packs in one store (ids are random).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+from ...errors import BlockNotFound, IntegrityError, PermanentStoreError, StoreError, TransientStoreError
+from .format import PACK_ID_LEN
+
+_HEXCHARS = frozenset("0123456789abcdef")
+SUFFIX = ".pack"
+
+
+class PackSink(ABC):
+    """One pack being written (used by one thread at a time)."""
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Append ``data``."""
+
+    def flush(self) -> None:
+        """Make everything written so far durable (only where ``PackFiles.can_flush``)."""
+        raise NotImplementedError("this backend cannot flush an unfinished pack")
+
+    @abstractmethod
+    def finish(self) -> None:
+        """Make the whole pack durable and visible; no writes after it."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Forget the pack (best effort)."""
+
+
+class PackFiles(ABC):
+    """Packs of one store on one backend."""
+
+    kind: str = "abstract"
+    can_flush: bool = False
+
+    @abstractmethod
+    def create(self, pack_id: bytes) -> PackSink: ...
+
+    @abstractmethod
+    def read(self, pack_id: bytes, offset: int, length: int) -> bytes: ...
+
+    @abstractmethod
+    def size(self, pack_id: bytes) -> int:
+        """The stored size of a pack; ``BlockNotFound`` when absent."""
+
+    @abstractmethod
+    def delete(self, pack_id: bytes) -> None:
+        """Remove a pack; deleting an absent pack is not an error."""
+
+    @abstractmethod
+    def iter_packs(self) -> Iterator[tuple[bytes, int, float]]: ...
+
+    def check(self) -> None:  # noqa: B027
+        """Raise ``StoreError`` when the backend is not reachable."""
+
+    def prepare(self) -> None:  # noqa: B027
+        """Create what a new store needs in the backend; idempotent."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release resources."""
+
+
+def pack_name(pack_id: bytes) -> str:
+    return pack_id.hex()
+
+
+def _mapped(exc: OSError, what: str) -> StoreError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        return PermanentStoreError(f"{what}: {exc.strerror}")
+    return TransientStoreError(f"{what}: {exc.strerror or exc}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _LocalSink(PackSink):
+    def __init__(self, files: LocalPackFiles, pack_id: bytes):
+        self._files = files
+        self.pack_id = pack_id
+        self.path = files.path(pack_id)
+        self._dir_synced = False
+        try:
+            self.path.parent.mkdir(mode=0o700, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise _mapped(exc, f"cannot create pack {pack_name(pack_id)}") from exc
+
+    def write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            raise _mapped(exc, f"cannot write pack {pack_name(self.pack_id)}") from exc
+
+    def flush(self) -> None:
+        try:
+            os.fdatasync(self._fd)
+            if not self._dir_synced:  # the new file's name must survive a crash too
+                _fsync_dir(self.path.parent)
+                self._dir_synced = True
+        except OSError as exc:
+            raise _mapped(exc, f"cannot flush pack {pack_name(self.pack_id)}") from exc
+
+    def finish(self) -> None:
+        try:
+            os.fsync(self._fd)
+            if not self._dir_synced:
+                _fsync_dir(self.path.parent)
+                self._dir_synced = True
+        except OSError as exc:
+            raise _mapped(exc, f"cannot flush pack {pack_name(self.pack_id)}") from exc
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def abort(self) -> None:
+        self._close()
+        self._files.delete(self.pack_id)
+
+
+class _Fd:
+    __slots__ = ("fd", "users", "evicted")
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.users = 0
+        self.evicted = False
+
+
+class LocalPackFiles(PackFiles):
+    """Packs as files ``ROOT/packs/ab/<hex>.pack`` (256-way fan-out; 32 MiB packs keep a
+    store of 10 TB under 330k files). Unfinished packs are written in place: readable and,
+    after ``flush``, durable as they grow. Reads use ``pread`` on a small cache of open file
+    descriptors (a descriptor stays valid while a read uses it, even if the pack is deleted)."""
+
+    kind = "local"
+    can_flush = True
+    FD_CACHE = 64
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.packs = self.root / "packs"
+        try:
+            # blocks are other users' data: only the server's account may read them
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.root.stat().st_mode & 0o077:
+                os.chmod(self.root, 0o700)
+            self.packs.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise _mapped(exc, f"cannot create block directory {self.root}") from exc
+        self._fds: OrderedDict[bytes, _Fd] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def path(self, pack_id: bytes) -> Path:
+        h = pack_name(pack_id)
+        return self.packs / h[:2] / (h + SUFFIX)
+
+    def create(self, pack_id: bytes) -> PackSink:
+        return _LocalSink(self, pack_id)
+
+    def _acquire(self, pack_id: bytes) -> _Fd:
+        with self._lock:
+            entry = self._fds.get(pack_id)
+            if entry is not None:
+                self._fds.move_to_end(pack_id)
+                entry.users += 1
+                return entry
+        try:
+            fd = os.open(self.path(pack_id), os.O_RDONLY)
+        except FileNotFoundError:
+            raise BlockNotFound(f"pack {pack_name(pack_id)} is missing from {self.root}") from None
+        except OSError as exc:
+            raise _mapped(exc, f"cannot open pack {pack_name(pack_id)}") from exc
+        with self._lock:
+            entry = self._fds.get(pack_id)
+            if entry is not None:  # another thread opened it meanwhile
+                os.close(fd)
+            else:
+                entry = self._fds[pack_id] = _Fd(fd)
+            entry.users += 1
+            while len(self._fds) > self.FD_CACHE:
+                _, old = self._fds.popitem(last=False)
+                old.evicted = True
+                if old.users == 0:
+                    os.close(old.fd)
+            return entry
+
+    def _release(self, entry: _Fd) -> None:
+        with self._lock:
+            entry.users -= 1
+            if entry.evicted and entry.users == 0:
+                os.close(entry.fd)
+
+    def _forget(self, pack_id: bytes) -> None:
+        with self._lock:
+            entry = self._fds.pop(pack_id, None)
+            if entry is not None:
+                entry.evicted = True
+                if entry.users == 0:
+                    os.close(entry.fd)
+
+    def read(self, pack_id: bytes, offset: int, length: int) -> bytes:
+        entry = self._acquire(pack_id)
+        try:
+            data = os.pread(entry.fd, length, offset)
+        except OSError as exc:
+            raise _mapped(exc, f"cannot read pack {pack_name(pack_id)}") from exc
+        finally:
+            self._release(entry)
+        if len(data) != length:
+            raise IntegrityError(f"pack {pack_name(pack_id)} is truncated: {len(data)} of {length} bytes "
+                                 f"at offset {offset}")
+        return data
+
+    def size(self, pack_id: bytes) -> int:
+        try:
+            return os.stat(self.path(pack_id)).st_size
+        except FileNotFoundError:
+            raise BlockNotFound(f"pack {pack_name(pack_id)} is missing from {self.root}") from None
+
+    def delete(self, pack_id: bytes) -> None:
+        self._forget(pack_id)
+        try:
+            os.unlink(self.path(pack_id))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _mapped(exc, f"cannot delete pack {pack_name(pack_id)}") from exc
+
+    def iter_packs(self) -> Iterator[tuple[bytes, int, float]]:
+        try:
+            tops = sorted(e.name for e in os.scandir(self.packs) if len(e.name) == 2 and e.is_dir())
+        except FileNotFoundError:
+            return
+        for top in tops:
+            names = sorted(e.name for e in os.scandir(self.packs / top)
+                           if e.name.endswith(SUFFIX) and len(e.name) == 2 * PACK_ID_LEN + len(SUFFIX)
+                           and set(e.name[:-len(SUFFIX)]) <= _HEXCHARS)
+            for name in names:
+                try:
+                    st = os.stat(self.packs / top / name)
+                except FileNotFoundError:
+                    continue
+                yield bytes.fromhex(name[:-len(SUFFIX)]), st.st_size, st.st_mtime
+
+    def check(self) -> None:
+        if not os.access(self.packs, os.W_OK):
+            raise PermanentStoreError(f"pack directory {self.packs} is not writable")
+
+    def close(self) -> None:
+        with self._lock:
+            for entry in self._fds.values():
+                entry.evicted = True
+                if entry.users == 0:
+                    os.close(entry.fd)
+            self._fds.clear()
+
+
+class _MemorySink(PackSink):
+    def __init__(self, files: MemoryPackFiles, pack_id: bytes):
+        self._files = files
+        self.pack_id = pack_id
+        with files._lock:
+            files._packs[pack_id] = (bytearray(), time.time())
+
+    def write(self, data: bytes) -> None:
+        with self._files._lock:
+            self._files._packs[self.pack_id][0].extend(data)
+
+    def flush(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self._files.delete(self.pack_id)
+
+
+class MemoryPackFiles(PackFiles):
+    """Packs in a dict, for tests (one process)."""
+
+    kind = "memory"
+    can_flush = True
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._packs: dict[bytes, tuple[bytearray, float]] = {}
+
+    def create(self, pack_id: bytes) -> PackSink:
+        return _MemorySink(self, pack_id)
+
+    def read(self, pack_id: bytes, offset: int, length: int) -> bytes:
+        with self._lock:
+            entry = self._packs.get(pack_id)
+            if entry is None:
+                raise BlockNotFound(f"pack {pack_name(pack_id)} is not in the store")
+            data = bytes(entry[0][offset:offset + length])
+        if len(data) != length:
+            raise IntegrityError(f"pack {pack_name(pack_id)} is truncated at offset {offset}")
+        return data
+
+    def size(self, pack_id: bytes) -> int:
+        with self._lock:
+            entry = self._packs.get(pack_id)
+        if entry is None:
+            raise BlockNotFound(f"pack {pack_name(pack_id)} is not in the store")
+        return len(entry[0])
+
+    def delete(self, pack_id: bytes) -> None:
+        with self._lock:
+            self._packs.pop(pack_id, None)
+
+    def iter_packs(self) -> Iterator[tuple[bytes, int, float]]:
+        with self._lock:
+            items = sorted((pid, len(buf), created) for pid, (buf, created) in self._packs.items())
+        yield from items
+
+    def damage(self, pack_id: bytes, offset: int, data: bytes) -> None:
+        """Tests: overwrite bytes of a stored pack."""
+        with self._lock:
+            buf = self._packs[pack_id][0]
+            buf[offset:offset + len(data)] = data
+
+    def truncate(self, pack_id: bytes, size: int) -> None:
+        """Tests: cut a stored pack short."""
+        with self._lock:
+            del self._packs[pack_id][0][size:]
