@@ -59,6 +59,7 @@ class BlocksSettings:
     region: str = "us-east-1"
     concurrency: int = 8
     retries: int = 5
+    pack_size: int = 32 << 20  # target size of a pack (DESIGN §8; docs/design.md says why 32 MiB)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def _coerce(cls, name: str, value):
         return parse_addr(value) if isinstance(value, str) else tuple(value)
     if name in ("min_age", "interval", "pin_lease", "upload_expiry", "jwt_ttl", "head_timeout"):
         return parse_duration(value)
-    if name in ("map_size",):
+    if name in ("map_size", "pack_size"):
         return parse_size(value)
     if name in ("threads", "concurrency", "retries", "max_conns_per_ip"):
         try:
@@ -196,6 +197,7 @@ _ENV = {
     "CAS_BLOCKS_ENDPOINT": ("blocks", "endpoint"),
     "CAS_BLOCKS_ACCESS_KEY": ("blocks", "access_key"),
     "CAS_BLOCKS_SECRET_KEY": ("blocks", "secret_key"),
+    "CAS_PACK_SIZE": ("blocks", "pack_size"),
 }
 
 

@@ -234,10 +234,15 @@ class BlockWriter:
         raise TransientStoreError(f"block {short(bid)} is still being deleted; try again")
 
     # -- 3: make durable, then commit inside the caller's txn ----------------------------
-    def finish(self) -> None:
-        """Wait for every block put and make them durable (before the commit txn)."""
+    def finish(self, manifest: Manifest | None = None) -> None:
+        """Wait for every block put and make them durable (before the commit txn), with the
+        manifest, which the backend keeps too (packs: everything but the name is in the backend)."""
         self._drain()
-        self._blocks.sync(self._new.keys())
+        ids = list(self._new.keys())
+        if manifest is not None:
+            self._blocks.put_manifest(manifest.id, manifest.encode())
+            ids.append(manifest.id)
+        self._blocks.sync(ids)
         testonly_crash_point("writer.before_commit")
 
     def commit_into(self, t, manifest: Manifest, now: float) -> None:
@@ -258,6 +263,7 @@ class BlockWriter:
         if expired:  # our lease lapsed (process stalled): every block must still be there
             blocklife.revalidate(t, manifest.ids, now)
         t.put_manifest(manifest.id, manifest.encode())
+        self._blocks.bind_manifest(t, manifest.id)
         self._unpin(t)
 
     def _expired(self, t, now: float) -> bool:

@@ -4,27 +4,50 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import BlockStat, BlockStore
-from .layers import BlockStoreLayer, CountingBlockStore, RetryingBlockStore, counted, innermost, layered
+from .layers import (
+    BlockStoreLayer,
+    CountingBlockStore,
+    RetryingBlockStore,
+    counted,
+    innermost,
+    layered,
+    packs_of,
+)
 
 
-def open_blockstore(settings) -> BlockStore:
-    """The BlockStore that ``settings.blocks`` names — ``local`` (DIR/blocks) or ``s3://bucket/prefix``
-    — with its layers (``layers.py``): counted; a remote backend's transient failures retried."""
+def open_packfiles(settings):
+    """The ``PackFiles`` that ``settings.blocks`` names: ``local`` (DIR/blocks), ``memory`` or
+    ``s3://bucket/prefix``."""
     url = settings.blocks.url
     if url == "local":
-        from .local import LocalBlockStore
+        from .packs.files import LocalPackFiles
 
-        return layered(LocalBlockStore(settings.blocks_dir))
+        return LocalPackFiles(settings.blocks_dir)
+    if url == "memory":
+        from .packs.files import MemoryPackFiles
+
+        return MemoryPackFiles()
     if url.startswith("s3://"):
         from .s3 import S3BlockStore
 
-        return S3BlockStore.from_settings(settings.blocks)
-    if url == "memory":
-        from .memory import MemoryBlockStore
-
-        return layered(MemoryBlockStore())
+        return S3BlockStore.from_settings(settings.blocks)  # one object per block until S3 packs land
     raise ConfigError(f"unknown block backend {url!r}: use local or s3://BUCKET[/PREFIX]")
 
 
-__all__ = ["BlockStat", "BlockStore", "BlockStoreLayer", "CountingBlockStore", "RetryingBlockStore", "counted", "innermost", "layered",
-           "open_blockstore"]
+def packed(files, index, settings) -> CountingBlockStore:
+    """A BlockStore over ``files`` (a ``PackFiles``; a ``BlockStore`` is used as it is), counted."""
+    if isinstance(files, BlockStore):
+        return counted(files)
+    from .packs.store import PackedBlockStore
+
+    return CountingBlockStore(PackedBlockStore(files, index, target_size=settings.blocks.pack_size,
+                                               lease=settings.gc.pin_lease))
+
+
+def open_blockstore(settings, index) -> BlockStore:
+    """The BlockStore that ``settings.blocks`` names, over packs, with its layers (``layers.py``)."""
+    return packed(open_packfiles(settings), index, settings)
+
+
+__all__ = ["BlockStat", "BlockStore", "BlockStoreLayer", "CountingBlockStore", "RetryingBlockStore", "counted",
+           "innermost", "layered", "open_blockstore", "open_packfiles", "packed", "packs_of"]

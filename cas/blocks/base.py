@@ -8,15 +8,16 @@ checks them against each one):
 
 - ``put(id, data)`` is atomic: no reader ever observes a half-written block,
   and it is idempotent: putting the same id again is harmless.
-- A block is readable by ``get`` right after ``put`` returns, from any thread
-  and from any process that opens the same store.
+- A block is readable by ``get`` right after ``put`` returns, from any thread of the
+  process that put it; after ``sync`` also from any process that opens the same store.
 - ``sync(ids)`` returns only once every listed block put by this process is
   durable (survives a power loss). The write path calls it before it commits
   a name that relies on those blocks. ``put`` alone promises visibility, not
-  durability, so a backend may batch the expensive flush.
+  durability, so a backend may batch the expensive flush (packs: one flush for
+  every writer that appended before it: group commit).
 - ``get`` of a missing id raises ``BlockNotFound``; backend failures raise
   ``TransientStoreError`` (worth retrying) or ``PermanentStoreError``.
-- ``iter_ids(start_after)`` yields ``(id, created)`` for every stored block whose id is greater
+- ``iter_ids(start_after)`` yields ``(id, created)`` for every synced block whose id is greater
   than ``start_after`` (all when None), in ascending id order, streaming (memory does not grow
   with the store). The order is what lets a listing resume after a failure.
 - Retries, counters and other cross-cutting concerns are layers around a backend
@@ -101,6 +102,26 @@ class BlockStore(ABC):
     @abstractmethod
     def iter_ids(self, start_after: bytes | None = None) -> Iterator[tuple[bytes, float]]:
         """Yield ``(block_id, created)`` for every stored block after ``start_after``, in id order."""
+
+    def get_many(self, block_ids: list[bytes]) -> Iterator[bytes]:
+        """The stored bytes of ``block_ids`` in order (a pack store coalesces neighbours)."""
+        for bid in block_ids:
+            yield self.get(bid)
+
+    def put_manifest(self, manifest_id: bytes, encoded: bytes) -> None:  # noqa: B027
+        """Keep an encoded manifest in the backend too (packs do; others keep it in the index only).
+        ``sync`` with its id makes it durable."""
+
+    def delete_manifest(self, manifest_id: bytes) -> None:  # noqa: B027
+        """Forget a manifest kept by ``put_manifest`` (GC dropped its index row)."""
+
+    def bind_manifest(self, t, manifest_id: bytes) -> None:  # noqa: B027
+        """Inside the index txn that commits a name to ``manifest_id`` (packs keep its entry located)."""
+
+    def delete_many(self, block_ids: list[bytes]) -> None:
+        """``delete`` of each id (a pack store does it in one index txn)."""
+        for bid in block_ids:
+            self.delete(bid)
 
     def iter_temp(self) -> Iterator[tuple[Path, float]]:
         """Temp files of interrupted writes with their mtimes (GC removes old ones); none by default."""

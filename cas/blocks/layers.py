@@ -46,6 +46,21 @@ class BlockStoreLayer(BlockStore):
     def iter_ids(self, start_after: bytes | None = None) -> Iterator[tuple[bytes, float]]:
         return self.inner.iter_ids(start_after)
 
+    def get_many(self, block_ids: list[bytes]) -> Iterator[bytes]:
+        return self.inner.get_many(block_ids)
+
+    def put_manifest(self, manifest_id: bytes, encoded: bytes) -> None:
+        self.inner.put_manifest(manifest_id, encoded)
+
+    def delete_manifest(self, manifest_id: bytes) -> None:
+        self.inner.delete_manifest(manifest_id)
+
+    def bind_manifest(self, t, manifest_id: bytes) -> None:
+        self.inner.bind_manifest(t, manifest_id)
+
+    def delete_many(self, block_ids: list[bytes]) -> None:
+        self.inner.delete_many(block_ids)
+
     def iter_temp(self) -> Iterator[tuple[Path, float]]:
         return self.inner.iter_temp()
 
@@ -116,6 +131,16 @@ class CountingBlockStore(BlockStoreLayer):
         self.inner.delete(block_id)
         self.counters.count_delete()
 
+    def delete_many(self, block_ids: list[bytes]) -> None:
+        self.inner.delete_many(block_ids)
+        for _ in block_ids:
+            self.counters.count_delete()
+
+    def get_many(self, block_ids: list[bytes]) -> Iterator[bytes]:
+        for data in self.inner.get_many(block_ids):
+            self.counters.count_get(len(data))
+            yield data
+
 
 def layered(backend: BlockStore, *, retry: RetryPolicy | None = None) -> CountingBlockStore:
     """``backend`` as the server uses it: counted, and retried when ``retry`` is given."""
@@ -132,3 +157,11 @@ def innermost(blocks: BlockStore) -> BlockStore:
     while isinstance(blocks, BlockStoreLayer):
         blocks = blocks.inner
     return blocks
+
+
+def packs_of(blocks: BlockStore):
+    """The ``PackedBlockStore`` under the layers, or None for a store of one object per block."""
+    from .packs.store import PackedBlockStore
+
+    inner = innermost(blocks)
+    return inner if isinstance(inner, PackedBlockStore) else None

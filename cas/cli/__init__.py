@@ -45,6 +45,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blocks-endpoint", default=None, help="S3 endpoint URL of the block backend")
     p.add_argument("--blocks-access-key", default=None)
     p.add_argument("--blocks-secret-key", default=None)
+    p.add_argument("--pack-size", default=None, metavar="SIZE",
+                   help="target size of a pack of blocks (default 32M; 1M..1G)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace, **overrides):
     blocks = {"url": args.blocks, "endpoint": args.blocks_endpoint,
-              "access_key": args.blocks_access_key, "secret_key": args.blocks_secret_key}
+              "access_key": args.blocks_access_key, "secret_key": args.blocks_secret_key,
+              "pack_size": args.pack_size}
     sections = {"blocks": blocks}
     for section, values in overrides.items():
         sections.setdefault(section, {}).update(values)

@@ -36,8 +36,18 @@ class GcReport:
     manifests_deleted: int = 0
     uploads_expired: int = 0
     dead_writers: int = 0
+    abandoned_packs: int = 0
     dead_pins: int = 0
     refs_trimmed: int = 0
+    packs_retired: int = 0
+    packs_deleted: int = 0
+    pack_bytes_freed: int = 0
+    packs_repacked: int = 0
+    repacked_entries: int = 0
+    repacked_bytes: int = 0
+    repack_skipped: int = 0
+    packs_unreadable: int = 0
+    pack_uploads_aborted: int = 0
     interrupted: bool = False
     seconds: float = 0.0
 
@@ -69,7 +79,9 @@ class GcReport:
                 f"({human_size(self.freed_bytes)}: {self.deleted} unreferenced, "
                 f"{self.orphans} orphans, {self.temp_files} temp files); "
                 f"{self.manifests_deleted} manifests, {self.uploads_expired} expired uploads, "
-                f"{self.dead_writers} dead writers; {self.marked_blocks} blocks in use; {self.seconds:.1f}s"
+                f"{self.dead_writers} dead writers; packs: {would}repack {self.packs_repacked} "
+                f"({human_size(self.repacked_bytes)} live copied), {would}delete {self.packs_deleted} "
+                f"({human_size(self.pack_bytes_freed)}); {self.marked_blocks} blocks in use; {self.seconds:.1f}s"
                 + (" (interrupted)" if self.interrupted else ""))
 
 

@@ -56,11 +56,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import blocklife
+from ..blocks import packs_of
+from ..blocks.packs.store import drop_location
 from ..config import testonly_crash_point
 from ..errors import BlockNotFound, CasError, Conflict
 from ..ids import short
-from ..index.schema import CONDEMNED, DELETING, LIVE
+from ..index.schema import CONDEMNED, DELETING, KIND_MANIFEST, LIVE
 from .mark import Marker
+from .packs import PackSweep
 from .progress import ProgressFactory, no_progress
 from .report import GcReport, human_duration
 from .runs import record_run
@@ -203,6 +206,8 @@ class _Run:
             self._sweep_manifests()
             self._sweep_orphans()
             self._sweep_temp()
+            self.point("before_packs")
+            PackSweep(self)()
             if self.delete:
                 self.point("before_trim")
                 with self.index.write() as t:
@@ -232,7 +237,11 @@ class _Run:
         """Forget writers whose lease expired or whose process died, then every pin without a
         writer row."""
         with self._txn() as t:
-            self.report.dead_writers = len(blocklife.reap_dead_writers(t, self.clock()))
+            dead = blocklife.reap_dead_writers(t, self.clock())
+            # an open pack's lease is a writer row too: a dead one leaves an abandoned pack to repack
+            packs = {w for w in dead if t.get_pack(w) is not None}
+            self.report.dead_writers = len(dead - packs)
+            self.report.abandoned_packs = len(packs)
         stale: list[tuple[bytes, bytes]] = []
         with self._read() as snapshot:
             for pin in blocklife.stale_pins(snapshot):
@@ -353,6 +362,12 @@ class _Run:
     def _delete_files(self, ids: list[bytes], tick: Callable[[int], object] | None = None) -> None:
         """Delete from the BlockStore (outside any txn; a dry run deletes nothing), calling
         ``tick(1)`` after each; the first failure ends the run."""
+        if self.delete and packs_of(self.blocks) is not None:  # locations: one index txn for all
+            self.blocks.delete_many(ids)
+            if tick is not None:
+                for _ in ids:
+                    tick(1)
+            return
         if not self.delete or len(ids) < 8 or self.blocks.kind == "memory":
             for bid in ids:
                 if self.delete:
@@ -400,6 +415,8 @@ class _Run:
             self.marker.remark(t)
             for mid in cands:
                 if mid not in self.marker.manifests and t.delete_manifest(mid):
+                    if self.delete:  # its copy in a pack is dead too
+                        drop_location(t, KIND_MANIFEST, mid)
                     self.report.manifests_deleted += 1
 
     # -- 5: orphans and temp files ---------------------------------------------------------------

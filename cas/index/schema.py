@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 
 #: 1: one file/object per block; 2: blocks and manifests in packs (``locs`` and ``packs`` tables)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 DB_NAMES = (
     "meta", "buckets", "objects", "manifests", "blocks", "pins", "writers",

@@ -26,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .. import __version__, blocklife
-from ..blocks import counted, open_blockstore
+from ..blocks import open_blockstore, packed, packs_of
 from ..blocks.base import BlockStore
+from ..blocks.packs.store import pack_totals
 from ..chunker import Chunker, ChunkerParams
 from ..codec import Codec, CodecParams
 from ..config import Settings, testonly_crash_point
@@ -109,8 +110,8 @@ class Store(UploadsMixin, JournalMixin):
         index = open_index(settings)
         try:
             settings, created = cls._check_format(index, settings)
-            # a block store handed in (tests) gets counters like the one settings name
-            blockstore = counted(blocks) if blocks is not None else open_blockstore(settings)
+            # packs (or a block store) handed in by tests get the layers of the ones settings name
+            blockstore = packed(blocks, index, settings) if blocks is not None else open_blockstore(settings, index)
             if created:
                 blockstore.prepare()
             if blocks is None:
@@ -131,6 +132,10 @@ class Store(UploadsMixin, JournalMixin):
                 t.put_meta("codec", settings.codec.compression)
                 t.put_meta("blocks", {"url": settings.blocks.url, "endpoint": settings.blocks.endpoint})
                 return settings, True
+        if fmt.get("version") == 1:
+            raise ConfigError("this store keeps one file per block (format 1, before packs); this cas keeps "
+                              "blocks in packs (format 2): stop the server and run "
+                              f"`cas migrate --data {settings.data_dir}` to move its blocks into packs")
         if fmt.get("version") != FORMAT_VERSION:
             raise ConfigError(f"index format {fmt.get('version')} is not supported (this cas reads {FORMAT_VERSION})")
         with index.read() as t:
@@ -245,8 +250,8 @@ class Store(UploadsMixin, JournalMixin):
         w = BlockWriter(self, hashers)
         try:
             result = w.write(body, expected_size=expected_size, expected_md5=expected_md5)
+            w.finish(result.manifest)
             checksums = before_commit(result) if before_commit else None
-            w.finish()
             with self.index.write() as t:
                 now = self.clock()
                 w.commit_into(t, result.manifest, now)
@@ -511,9 +516,12 @@ class Store(UploadsMixin, JournalMixin):
         with self.index.read() as t:
             c = {name: t.counter(name) for name in ("objects", "logical_bytes", "unique_blocks",
                                                      "stored_bytes", "raw_bytes")}
+            packs = pack_totals(t) if packs_of(self.blocks) is not None else None
         raw = c.pop("raw_bytes")
         c["dedup_ratio"] = round(c["logical_bytes"] / raw, 4) if raw else 1.0
         c["compression_ratio"] = round(raw / c["stored_bytes"], 4) if c["stored_bytes"] else 1.0
+        if packs is not None:  # packs, their bytes, and the dead bytes in them awaiting repack
+            c.update(packs)
         return c
 
 

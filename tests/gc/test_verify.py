@@ -141,6 +141,7 @@ def test_missing_row_of_a_present_block_is_recreated(gc_store):
 def test_orphans_are_counted_not_findings(local_gc_store):
     s = local_gc_store
     s.blocks.put(b"\x01" * 32, b"junk")
+    s.blocks.sync([b"\x01" * 32])
     r = verify(s)
     assert r.clean and r.orphans == 1
 

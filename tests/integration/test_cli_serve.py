@@ -69,8 +69,9 @@ def test_cli_round_trip_while_server_runs(cas_server, tmp_path):
     assert cas("get", "--data", data, "bkt/dir/f.bin", "-").stdout == src.read_bytes()
     stats = json.loads(cas("stats", "--data", data, "--json").stdout)
     assert set(stats) == {"objects", "logical_bytes", "unique_blocks", "stored_bytes", "dedup_ratio",
-                          "compression_ratio"}
+                          "compression_ratio", "packs", "pack_bytes", "dead_bytes", "retired_packs"}
     assert stats["objects"] == 1 and stats["logical_bytes"] == 3 << 20
+    assert stats["packs"] == 1 and stats["pack_bytes"] > stats["stored_bytes"] > 0
     cas("rm", "--data", data, "bkt/dir/f.bin")
     cas("rb", "--data", data, "bkt")
     with urllib.request.urlopen(cas_server.http_url + "/healthz", timeout=10) as r:

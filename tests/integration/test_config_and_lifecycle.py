@@ -110,13 +110,15 @@ def test_gc_interval_runs_gc_inside_the_server(start_web_server, tmp_path):
     blob = bytes(range(256)) * 4096  # 1 MiB in several blocks
     assert srv.request("PUT", "/api/buckets/gc-inside/object?key=doomed", blob, token=token)[0] in (200, 201)
     assert srv.request("DELETE", "/api/buckets/gc-inside/object?key=doomed", token=token)[0] == 204
-    blocks = tmp_path / "data" / "blocks"
+    packs = tmp_path / "data" / "blocks" / "packs"
 
     def stored() -> int:
-        return sum(1 for d in blocks.iterdir() if d.is_dir() and d.name != "tmp" for _ in d.iterdir())
+        return sum(1 for _ in packs.rglob("*.pack"))
 
     runs_before = _metric(srv, token, "cas_gc_runs_total")
-    deadline = time.monotonic() + 30  # a 1 s interval: the first runs condemn and delete (min age 0)
+    # a 1 s interval: the first runs condemn and delete the blocks (min age 0); the server's open pack
+    # is sealed once idle (10 s), then the next run deletes it, all dead
+    deadline = time.monotonic() + 45
     # blocks go during a run, the run is recorded at its end: wait for both (bounded)
     while (stored() or _metric(srv, token, "cas_gc_runs_total") <= runs_before) and time.monotonic() < deadline:
         time.sleep(0.2)

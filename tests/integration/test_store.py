@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cas.blocks import innermost
+
 from cas.errors import (
     BadDigest,
     BucketAlreadyExists,
@@ -29,6 +29,7 @@ from cas.errors import (
     UploadNotFound,
 )
 from tests.fixtures.core import bytes_of, stream_of
+from tests.fixtures.gc import flip_byte
 
 pytestmark = pytest.mark.integration
 
@@ -313,10 +314,7 @@ def test_corrupted_block_file_fails_loudly(local_store):
 
     with local_store.index.read() as t:
         manifest = Manifest.decode(t.get_manifest(info.manifest_id))
-    path = innermost(local_store.blocks).path(manifest.ids[1])
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
+    flip_byte(local_store, manifest.ids[1], offset=1000)
     with pytest.raises(IntegrityError):
         local_store.get_bytes("bkt", "k")
     assert local_store.get_bytes("bkt", "k", range=(0, 10)) == body[:10]  # undamaged blocks still read

@@ -41,6 +41,7 @@ def test_put_is_idempotent(blockstore):
     blockstore.put(bid, data)
     blockstore.put(bid, data)
     assert blockstore.get(bid) == data
+    blockstore.sync([bid])
     assert [i for i, _ in blockstore.iter_ids()].count(bid) == 1
 
 
@@ -66,6 +67,7 @@ def test_iter_ids_lists_every_block(blockstore):
     blocks = dict(_block(100) for _ in range(40))
     for bid, data in blocks.items():
         blockstore.put(bid, data)
+    blockstore.sync(list(blocks))
     listed = dict(blockstore.iter_ids())
     assert set(listed) == set(blocks)
     assert all(t > 1_600_000_000 for t in listed.values())
@@ -109,6 +111,22 @@ def test_concurrent_puts_of_same_and_different_blocks(blockstore):
     assert not errors
     for bid, data in own:
         assert blockstore.get(bid) == data
+    blockstore.sync([shared_id] + [bid for bid, _ in own])
+    listed = [bid for bid, _ in blockstore.iter_ids()]
+    assert sorted(listed) == sorted({shared_id, *(bid for bid, _ in own)})
+    assert blockstore.get(shared_id) == shared
+
+
+def test_get_many_returns_blocks_in_order(blockstore):
+    pairs = [_block(3000 + i) for i in range(30)]
+    for bid, data in pairs:
+        blockstore.put(bid, data)
+    blockstore.sync([bid for bid, _ in pairs])
+    order = [bid for bid, _ in pairs][::2] + [pairs[3][0], pairs[3][0]]
+    want = dict(pairs)
+    assert list(blockstore.get_many(order)) == [want[b] for b in order]
+    with pytest.raises(BlockNotFound):
+        list(blockstore.get_many([pairs[0][0], _block()[0]]))
 
 
 def test_counters_count_io(blockstore):
@@ -128,6 +146,7 @@ def test_iter_ids_come_in_order_and_resume_after_an_id(blockstore):
     blocks = [_block(10 + i) for i in range(12)]
     for bid, data in blocks:
         blockstore.put(bid, data)
+    blockstore.sync([bid for bid, _ in blocks])
     ids = sorted(bid for bid, _ in blocks)
     listed = [bid for bid, _ in blockstore.iter_ids()]
     assert listed == sorted(listed) and set(ids) <= set(listed)
@@ -138,8 +157,12 @@ def test_iter_ids_come_in_order_and_resume_after_an_id(blockstore):
 
 def test_a_retrying_layer_resumes_a_failing_listing_where_it_broke(blockstore):
     """The retry layer reopens a listing after the last id it yielded: nothing twice, nothing lost."""
+    ids = []
     for i in range(20):
-        blockstore.put(*_block(100 + i))
+        bid, data = _block(100 + i)
+        blockstore.put(bid, data)
+        ids.append(bid)
+    blockstore.sync(ids)
     expected = [bid for bid, _ in blockstore.iter_ids()]
     opened: list = []
 

@@ -1,0 +1,512 @@
+"""PackedBlockStore: the BlockStore over packs (DESIGN §3, §8).
+
+Blocks (and manifests) are appended to the process's open pack; the index's ``locs`` table
+maps each (kind, id) to (pack, offset, stored length), and its ``packs`` table keeps one row
+per pack with its live bytes. What a caller of the BlockStore contract (``base.py``) sees:
+
+- ``put`` appends to the open pack (in the backend's page cache or upload buffer) and is
+  readable at once by this process; ``sync(ids)`` returns once the packs holding those ids
+  are durable (local: one ``fdatasync`` of the open pack; S3: the pack object completed) and
+  their locations are in the index; other processes see a block from then on.
+- Group commit: writers that appended before a flush started share it. A flush takes
+  everything appended so far, so concurrent small commits cost one ``fdatasync`` (local) or
+  one pack object (S3) between them; no writer waits for a timer.
+- ``delete(id)`` drops the location (the pack's live bytes shrink); space comes back when GC
+  repacks or deletes the pack (``maintenance.py``), after the reader grace.
+- A location is replaced when the same id is put again (a damaged block written again, two
+  writers racing on one id): the older entry becomes dead bytes.
+
+Pack lifecycle: a local pack gets its row (``OPEN``) and a writer lease before its first
+byte, so GC can tell an open pack of a live process from one a crashed process left (lease
+gone: GC repacks its located entries). It is sealed (footer, ``fsync``, row ``SEALED``) when
+it reaches ``target_size``, after ``seal_idle`` seconds without writes, or at ``close``. An S3
+pack cannot be read before it is complete, so it is sealed whenever a writer needs its blocks
+durable, and its row is written when it is sealed. A location is only ever committed into a
+pack whose row is ``OPEN`` or ``SEALED``: a writer whose open pack was retired by GC (its lease
+lapsed) fails with a transient error instead of pointing names at a pack about to be deleted.
+
+Reads: ``get_many`` looks up a run of ids in one txn and coalesces neighbours in the same pack
+into one ranged read of up to ``MAX_RANGE`` bytes; a small cache keeps recent ranges of a
+remote backend. The codec verifies every block (BLAKE3) on the caller's side.
+
+Thread-safe: one lock per open pack orders its appends; one flusher per pack at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ... import blocklife
+from ...errors import BlockNotFound, TransientStoreError
+from ...ids import short
+from ...index.schema import KIND_DATA, KIND_MANIFEST, PACK_OPEN, PACK_RETIRED, PACK_SEALED, Loc, PackRow
+from ..base import BlockStat, BlockStore
+from . import format as fmt
+from .files import PackFiles, pack_name
+
+log = logging.getLogger(__name__)
+
+TARGET_SIZE = 32 << 20
+SEAL_IDLE = 10.0
+MAX_RANGE = 8 << 20  # one coalesced ranged read at most
+MAX_GAP = 64 << 10  # dead bytes a coalesced read may skip over
+CACHE_BYTES = 32 << 20  # recently read ranges kept for a remote backend
+CACHE_RANGE = 4 << 20  # larger ranges are not cached
+LIST_BATCH = 1000
+MANIFEST_LOCS = 10_000
+_RAW_LEN = struct.Struct(">I")
+
+
+def _raw_len(encoded: bytes) -> int:
+    """The raw length a codec-encoded block declares (its header's last field)."""
+    return _RAW_LEN.unpack_from(encoded, 4)[0] if len(encoded) >= 8 else 0
+
+
+class _OpenPack:
+    """A pack this process appends to."""
+
+    def __init__(self, pack_id: bytes, sink, created: float):
+        self.id = pack_id
+        self.sink = sink
+        self.created = created
+        self.size = 0
+        self.entries: list[fmt.Entry] = []
+        self.located = 0  # entries[:located] have locations in the index
+        self.closed = False  # no more appends (being sealed)
+        self.sealed: Future | None = None
+        self.failed: BaseException | None = None
+        self.last_write = time.monotonic()
+        self.lock = threading.Lock()  # appends
+        self.flush_lock = threading.Lock()  # one flusher at a time: the others ride along
+
+
+class PackedBlockStore(BlockStore):
+    """Blocks and manifests in packs; locations in the index (module docstring)."""
+
+    def __init__(self, files: PackFiles, index, *, target_size: int = TARGET_SIZE,
+                 seal_idle: float = SEAL_IDLE, lease: float = 600.0, clock=time.time,
+                 cache_bytes: int | None = None):
+        self.files = files
+        self.index = index
+        self.kind = files.kind
+        self.target_size = target_size
+        self.seal_idle = seal_idle
+        self.clock = clock
+        self._lease = lease
+        self._current: _OpenPack | None = None
+        self._alloc = threading.Lock()
+        self._pending: dict[tuple[int, bytes], tuple[_OpenPack, int]] = {}
+        self._pending_lock = threading.Lock()
+        self._manifest_locs: dict[bytes, Loc] = {}  # located manifests a commit may still bind
+        self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cas-seal")
+        self._heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self._lease)
+        self._cache: OrderedDict[tuple[bytes, int, int], bytes] = OrderedDict()
+        self._cache_bytes = 0
+        self._cache_max = (0 if files.can_flush else CACHE_BYTES) if cache_bytes is None else cache_bytes
+        self._cache_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._idle_thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- writing ----------------------------------------------------------------------------
+    def put(self, block_id: bytes, data: bytes) -> None:
+        self._append(KIND_DATA, block_id, data, _raw_len(data))
+
+    def put_manifest(self, manifest_id: bytes, encoded: bytes) -> None:
+        """Store an encoded manifest in a pack too (kind manifest), so the backend holds it."""
+        self._append(KIND_MANIFEST, manifest_id, encoded, len(encoded))
+
+    def _open_pack(self) -> _OpenPack:
+        pack_id = os.urandom(fmt.PACK_ID_LEN)
+        now = self.clock()
+        if self.files.can_flush:  # the row (and a lease) first: GC must know the file is ours
+            with self.index.write(durable=False) as t:
+                t.put_pack(pack_id, PackRow(PACK_OPEN, 0, 0, 0, 0, now, now))
+                blocklife.register_writer(t, pack_id, now + self._lease)
+            self._heartbeat.add(pack_id)
+        sink = self.files.create(pack_id)
+        p = _OpenPack(pack_id, sink, now)
+        header = fmt.header(pack_id)
+        sink.write(header)
+        p.size = len(header)
+        self._start_idle_sealer()
+        return p
+
+    def _writable(self) -> _OpenPack:
+        with self._alloc:
+            p = self._current
+            if p is None or p.closed:
+                p = self._current = self._open_pack()
+            return p
+
+    def _append(self, kind: int, entry_id: bytes, data: bytes, raw_len: int) -> None:
+        while True:
+            p = self._writable()
+            with p.lock:
+                if p.closed:
+                    continue
+                offset = p.size
+                p.sink.write(data)
+                p.size += len(data)
+                p.entries.append(fmt.Entry(kind, entry_id, offset, len(data), raw_len))
+                index = len(p.entries) - 1
+                p.last_write = time.monotonic()
+                full = p.size >= self.target_size
+            with self._pending_lock:
+                self._pending[(kind, entry_id)] = (p, index)
+            if full:
+                self._rotate(p)
+            return
+
+    def _rotate(self, p: _OpenPack) -> Future:
+        """Stop appending to ``p`` and seal it on the sealer thread (the future of that)."""
+        with self._alloc:
+            if self._current is p:
+                self._current = None
+            with p.lock:
+                if not p.closed:
+                    p.closed = True
+                    p.sealed = self._sealer.submit(self._seal, p)
+            return p.sealed
+
+    def _seal(self, p: _OpenPack) -> None:
+        with p.flush_lock:
+            try:
+                with p.lock:
+                    entries = list(p.entries)
+                    table_offset = p.size
+                if entries or not self.files.can_flush:
+                    p.sink.write(fmt.footer(entries, table_offset))
+                    p.sink.finish()
+                    size = table_offset + fmt.footer_len(len(entries))
+                    self._locate(p, len(entries), size, seal=True)
+                else:  # never used: forget it
+                    p.sink.abort()
+                    self._drop_pack_row(p)
+            except BaseException as exc:
+                p.failed = exc
+                log.error("cannot seal pack %s: %s", pack_name(p.id), exc)
+                raise
+            finally:
+                self._heartbeat.discard(p.id)
+
+    def _drop_pack_row(self, p: _OpenPack) -> None:
+        if self.files.can_flush:
+            with self.index.write(durable=False) as t:
+                t.delete_pack(p.id)
+                blocklife.release_writer(t, p.id, ())
+
+    def _locate(self, p: _OpenPack, upto: int, size: int, *, seal: bool = False) -> None:
+        """Commit the locations of ``p.entries[p.located:upto]`` (one index txn)."""
+        now = self.clock()
+        new = p.entries[p.located:upto]
+        with self.index.write(durable=False) as t:
+            row = t.get_pack(p.id)
+            if row is None and not self.files.can_flush:
+                row = PackRow(PACK_OPEN, 0, 0, 0, 0, p.created, now)
+            if row is None or row.state not in (PACK_OPEN, PACK_SEALED):
+                p.closed = True
+                raise TransientStoreError(f"pack {pack_name(p.id)} was retired while it was written "
+                                          "(its writer stalled past its lease); try again")
+            live_bytes, live_entries = row.live_bytes, row.live_entries
+            changed: dict[bytes, PackRow] = {}
+            for e in new:
+                old = t.get_loc(e.kind, e.id)
+                if old is not None:
+                    if old.pack == p.id:
+                        live_bytes -= old.length
+                        live_entries -= 1
+                    else:
+                        orow = changed.get(old.pack) or t.get_pack(old.pack)
+                        if orow is not None:
+                            changed[old.pack] = _with_live(orow, -old.length, -1)
+                t.put_loc(e.kind, e.id, Loc(p.id, e.offset, e.length, e.raw_len, now))
+                live_bytes += e.length
+                live_entries += 1
+            for pid, orow in changed.items():
+                t.put_pack(pid, orow)
+            state = PACK_SEALED if seal else row.state
+            t.put_pack(p.id, PackRow(state, size, upto, live_bytes, live_entries, row.created,
+                                     now if state != row.state else row.state_time))
+            if seal and self.files.can_flush:
+                blocklife.release_writer(t, p.id, ())
+        p.located = upto
+        with self._pending_lock:
+            for i, e in enumerate(new, start=upto - len(new)):
+                if self._pending.get((e.kind, e.id)) == (p, i):
+                    del self._pending[(e.kind, e.id)]
+                if e.kind == KIND_MANIFEST:
+                    if len(self._manifest_locs) >= MANIFEST_LOCS:
+                        self._manifest_locs.clear()  # commits that never came; bind_manifest copes
+                    self._manifest_locs[e.id] = Loc(p.id, e.offset, e.length, e.raw_len, now)
+
+    def bind_manifest(self, t, manifest_id: bytes) -> None:
+        """Inside the txn that commits a name to ``manifest_id``: keep its pack entry located.
+
+        GC drops the location of a manifest no name uses; a writer that stored the same manifest
+        and commits after that drop puts its own entry's location back here, in its commit txn.
+        """
+        with self._pending_lock:
+            loc = self._manifest_locs.pop(manifest_id, None)
+        if loc is None or t.get_loc(KIND_MANIFEST, manifest_id) is not None:
+            return
+        row = t.get_pack(loc.pack)
+        if row is not None and row.state in (PACK_OPEN, PACK_SEALED):
+            t.put_loc(KIND_MANIFEST, manifest_id, loc)
+            t.put_pack(loc.pack, _with_live(row, loc.length, 1))
+
+    def sync(self, block_ids: Iterable[bytes]) -> None:
+        """Make the packs holding ``block_ids`` (data or manifest ids) durable and located."""
+        need: dict[_OpenPack, int] = {}
+        with self._pending_lock:
+            for bid in block_ids:
+                for kind in (KIND_DATA, KIND_MANIFEST):
+                    hit = self._pending.get((kind, bid))
+                    if hit is not None:
+                        p, i = hit
+                        need[p] = max(need.get(p, 0), i + 1)
+        for p, upto in need.items():
+            self._durable(p, upto)
+
+    def _durable(self, p: _OpenPack, upto: int) -> None:
+        if p.located >= upto:
+            return
+        if not self.files.can_flush:
+            self._rotate(p).result()
+        elif p.closed:
+            if p.sealed is not None:
+                p.sealed.result()
+        else:
+            with p.flush_lock:
+                if p.located < upto and not p.closed:  # else a leader flushed for us, or it is sealing
+                    with p.lock:
+                        n, size = len(p.entries), p.size
+                    p.sink.flush()
+                    self._locate(p, n, size)
+            if p.located < upto and p.sealed is not None:
+                p.sealed.result()
+        if p.failed is not None:
+            raise TransientStoreError(f"pack {pack_name(p.id)} could not be written: {p.failed}") from p.failed
+        if p.located < upto:
+            raise TransientStoreError(f"pack {pack_name(p.id)} was closed before its blocks were located; try again")
+
+    # -- idle sealing ------------------------------------------------------------------------
+    def _start_idle_sealer(self) -> None:
+        if self._idle_thread is None and self.seal_idle > 0:
+            self._idle_thread = threading.Thread(target=self._idle_loop, name="cas-seal-idle", daemon=True)
+            self._idle_thread.start()
+
+    def _idle_loop(self) -> None:
+        while not self._stop.wait(min(1.0, self.seal_idle)):
+            p = self._current
+            if p is not None and not p.closed and time.monotonic() - p.last_write >= self.seal_idle:
+                try:
+                    self._rotate(p).result()
+                except Exception:  # logged by _seal; the writers that need it see the failure
+                    pass
+
+    # -- reading -----------------------------------------------------------------------------
+    def _pending_entry(self, kind: int, entry_id: bytes) -> tuple[_OpenPack, fmt.Entry] | None:
+        with self._pending_lock:
+            hit = self._pending.get((kind, entry_id))
+        if hit is None:
+            return None
+        p, i = hit
+        return p, p.entries[i]
+
+    def location(self, entry_id: bytes, kind: int = KIND_DATA) -> Loc | None:
+        with self.index.read() as t:
+            return t.get_loc(kind, entry_id)
+
+    def _read_entry(self, kind: int, entry_id: bytes) -> bytes:
+        hit = self._pending_entry(kind, entry_id)
+        if hit is not None:
+            p, e = hit
+            if not self.files.can_flush:
+                self.sync([entry_id])
+            elif p.failed is None:
+                return self.files.read(p.id, e.offset, e.length)
+        loc = self.location(entry_id, kind)
+        if loc is None:
+            raise BlockNotFound(f"block {short(entry_id)} is not in any pack of {self.kind}")
+        return self._read(loc.pack, loc.offset, loc.length)
+
+    def get(self, block_id: bytes) -> bytes:
+        return self._read_entry(KIND_DATA, block_id)
+
+    def get_manifest(self, manifest_id: bytes) -> bytes:
+        return self._read_entry(KIND_MANIFEST, manifest_id)
+
+    def _read(self, pack_id: bytes, offset: int, length: int) -> bytes:
+        if self._cache_max and length <= CACHE_RANGE:
+            key = (pack_id, offset, length)
+            with self._cache_lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    return hit
+            data = self.files.read(pack_id, offset, length)
+            with self._cache_lock:
+                if key not in self._cache:
+                    self._cache[key] = data
+                    self._cache_bytes += len(data)
+                    while self._cache_bytes > self._cache_max:
+                        _, old = self._cache.popitem(last=False)
+                        self._cache_bytes -= len(old)
+            return data
+        return self.files.read(pack_id, offset, length)
+
+    def get_many(self, block_ids: list[bytes]) -> Iterator[bytes]:
+        """The stored bytes of ``block_ids`` in order; neighbours in one pack come in one read."""
+        locs: list[Loc | None] = []
+        with self.index.read() as t:
+            for bid in block_ids:
+                locs.append(t.get_loc(KIND_DATA, bid) if self._pending_entry(KIND_DATA, bid) is None else None)
+        i = 0
+        n = len(block_ids)
+        while i < n:
+            loc = locs[i]
+            if loc is None:
+                yield self.get(block_ids[i])
+                i += 1
+                continue
+            j = i + 1
+            end = loc.offset + loc.length
+            while j < n:
+                nxt = locs[j]
+                if (nxt is None or nxt.pack != loc.pack or nxt.offset < end
+                        or nxt.offset - end > MAX_GAP or nxt.offset + nxt.length - loc.offset > MAX_RANGE):
+                    break
+                end = nxt.offset + nxt.length
+                j += 1
+            if j == i + 1:
+                yield self._read(loc.pack, loc.offset, loc.length)
+            else:
+                data = self._read(loc.pack, loc.offset, end - loc.offset)
+                view = memoryview(data)
+                for k in range(i, j):
+                    lk = locs[k]
+                    yield bytes(view[lk.offset - loc.offset: lk.offset - loc.offset + lk.length])
+            i = j
+
+    def has(self, block_id: bytes) -> bool:
+        return self._pending_entry(KIND_DATA, block_id) is not None or self.location(block_id) is not None
+
+    def stat(self, block_id: bytes) -> BlockStat:
+        hit = self._pending_entry(KIND_DATA, block_id)
+        if hit is not None:
+            return BlockStat(hit[1].length, hit[0].created)
+        loc = self.location(block_id)
+        if loc is None:
+            raise BlockNotFound(f"block {short(block_id)} is not in any pack of {self.kind}")
+        return BlockStat(loc.length, loc.created)
+
+    def iter_ids(self, start_after: bytes | None = None) -> Iterator[tuple[bytes, float]]:
+        """Located data blocks in id order (a fresh read txn per batch: nothing held long)."""
+        after = start_after
+        while True:
+            with self.index.read() as t:
+                batch = []
+                for bid, loc in t.iter_locs(KIND_DATA, after):
+                    batch.append((bid, loc.created))
+                    if len(batch) >= LIST_BATCH:
+                        break
+            yield from batch
+            if len(batch) < LIST_BATCH:
+                return
+            after = batch[-1][0]
+
+    # -- dropping ----------------------------------------------------------------------------
+    def delete(self, block_id: bytes) -> None:
+        self._drop(KIND_DATA, block_id)
+
+    def delete_many(self, block_ids: list[bytes]) -> None:
+        """``delete`` of each id, in one index txn."""
+        with self._pending_lock:
+            for bid in block_ids:
+                self._pending.pop((KIND_DATA, bid), None)
+        with self.index.write(durable=False) as t:
+            for bid in block_ids:
+                drop_location(t, KIND_DATA, bid)
+
+    def delete_manifest(self, manifest_id: bytes) -> None:
+        self._drop(KIND_MANIFEST, manifest_id)
+
+    def _drop(self, kind: int, entry_id: bytes) -> None:
+        with self._pending_lock:  # an unsynced copy is dead too: it must not be located later
+            self._pending.pop((kind, entry_id), None)
+        with self.index.write(durable=False) as t:
+            drop_location(t, kind, entry_id)
+
+    # -- the rest of the contract -------------------------------------------------------------
+    def check(self) -> None:
+        self.files.check()
+
+    def prepare(self) -> None:
+        self.files.prepare()
+
+    def flush_all(self) -> None:
+        """Seal the open pack now (tests, ``close``)."""
+        with self._alloc:
+            p = self._current
+        if p is not None and p.entries:
+            self._rotate(p).result()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        try:
+            self.flush_all()
+        except Exception as exc:  # the blocks of an unsealed pack are still located (local) or garbage
+            log.error("cannot seal the open pack at close: %s", exc)
+        with self._alloc:
+            p = self._current
+            self._current = None
+        if p is not None and not p.entries and not p.closed:
+            try:
+                p.sink.abort()
+                self._drop_pack_row(p)
+            except Exception as exc:
+                log.debug("cannot drop an empty pack: %s", exc)
+        self._sealer.shutdown(wait=True)
+        self._heartbeat.stop()
+        self.files.close()
+
+
+def _with_live(row: PackRow, dbytes: int, dentries: int) -> PackRow:
+    return PackRow(row.state, row.size, row.entries, max(0, row.live_bytes + dbytes),
+                   max(0, row.live_entries + dentries), row.created, row.state_time)
+
+
+def drop_location(t, kind: int, entry_id: bytes) -> Loc | None:
+    """Inside a write txn: forget where ``entry_id`` lives; its pack's live bytes shrink."""
+    loc = t.get_loc(kind, entry_id)
+    if loc is None:
+        return None
+    t.delete_loc(kind, entry_id)
+    row = t.get_pack(loc.pack)
+    if row is not None:
+        t.put_pack(loc.pack, _with_live(row, -loc.length, -1))
+    return loc
+
+
+def pack_totals(t) -> dict[str, int]:
+    """Packs, their bytes and their dead bytes (``cas stats``)."""
+    packs = pack_bytes = dead = retired = 0
+    for _, row in t.iter_packs():
+        if row.state == PACK_RETIRED:
+            retired += 1
+            continue
+        packs += 1
+        pack_bytes += row.size
+        dead += row.dead_bytes
+    return {"packs": packs, "pack_bytes": pack_bytes, "dead_bytes": dead, "retired_packs": retired}

@@ -1,0 +1,211 @@
+"""Pack maintenance: the last phase of a GC run (DESIGN §8).
+
+Block deletion (``sweep.py``) only drops locations; the bytes stay in their packs until this
+phase reclaims them:
+
+1. **Retire** sealed packs with no live entry, and abandoned open packs (their writer's lease
+   row was reaped in phase 1: the process died or stalled) once their located entries are
+   copied out: row → ``RETIRED`` (one txn). Nothing reads a retired pack but readers that
+   looked a location up before it moved.
+2. **Delete** retired packs whose reader grace (``gc.min_age``, as for blocks) is over: the
+   pack file/object goes, then its row (a crash in between deletes it again next run).
+3. **Repack** sealed packs whose live bytes fell under ``REPACK_BELOW`` of their size, and
+   small packs (a store over S3 writes one small pack per group of small commits) when there
+   are at least ``SMALL_MIN`` of them: their live entries are read (verified: a block must
+   decode to its id), appended to this process's open pack like any write, synced — which
+   moves their locations in one txn per pack flush, so a copy never points anywhere but at
+   verified bytes — and the emptied pack is retired as in 1. A writer that re-puts a block
+   being copied simply moves its location once more (same bytes: content-addressed); a block
+   GC deleted meanwhile gets a location without a row — an orphan the next run collects.
+
+A crash at any step leaves dead copies (entries no location points at: dead bytes in their
+pack) or a pack retired late or deleted twice, never a location without its bytes.
+
+A dry run counts what a real run would retire, delete and repack, and writes nothing.
+Incomplete S3 multipart uploads of packs (a process killed mid-pack) older than the grace are
+aborted too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ..blocks import packs_of
+from ..blocks.packs import format as fmt
+from ..errors import BlockNotFound, IntegrityError
+from ..ids import short
+from ..index.schema import KIND_DATA, KIND_MANIFEST, PACK_OPEN, PACK_RETIRED, PACK_SEALED
+
+log = logging.getLogger(__name__)
+
+REPACK_BELOW = 0.5  # rewrite a sealed pack once less than half of it is live
+SMALL_FRACTION = 8  # a pack under target/8 is small
+SMALL_MIN = 8  # small packs are merged once there are this many
+READ_RANGE = 8 << 20
+
+
+class PackSweep:
+    """Phase 6 of a GC run over the run's store (see the module docstring)."""
+
+    def __init__(self, run):
+        self.run = run
+        self.store = run.store
+        self.index = run.index
+        self.packs = packs_of(run.blocks)
+        self.report = run.report
+        self.delete = run.delete
+        self.min_age = run.min_age
+
+    def __call__(self) -> None:
+        if self.packs is None:
+            return
+        now = self.run.clock()
+        live_writers = set()
+        retire, repack, small, expired = [], [], [], []
+        with self.index.read() as t:
+            live_writers = {w for w, _ in t.iter_writers()}
+            for pid, row in t.iter_packs():
+                if row.state == PACK_RETIRED:
+                    if now - row.state_time >= self.min_age:
+                        expired.append((pid, row))
+                elif row.state == PACK_OPEN:
+                    if pid not in live_writers:  # its writer is gone: copy out what it located
+                        repack.append((pid, row))
+                elif row.live_entries == 0:
+                    retire.append((pid, row))
+                elif row.live_bytes < row.size * REPACK_BELOW:
+                    repack.append((pid, row))
+                elif row.size < self.packs.target_size // SMALL_FRACTION:
+                    small.append((pid, row))
+        if len(small) >= SMALL_MIN:
+            repack.extend(small)
+        self._retire(retire)
+        for pid, row in repack:
+            self.run._check_stop()
+            self._repack(pid, row)
+        self.run.step("after_pack_retire")
+        if self.min_age <= 0:  # what this run retired is past a zero grace at once
+            with self.index.read() as t:
+                expired = [(pid, row) for pid, row in t.iter_packs() if row.state == PACK_RETIRED]
+        self._delete(expired)
+        self._abort_stale_uploads()
+
+    # -- retire ------------------------------------------------------------------------------
+    def _retire(self, packs: list) -> None:
+        if not packs:
+            return
+        if not self.delete:
+            self.report.packs_retired += len(packs)
+            return
+        with self.index.write() as t:
+            now = self.run.clock()
+            for pid, _ in packs:
+                row = t.get_pack(pid)
+                # re-checked: a writer may have located a copy into it since (only open packs)
+                if row is not None and row.state in (PACK_SEALED, PACK_OPEN) and row.live_entries == 0:
+                    t.put_pack(pid, _state(row, PACK_RETIRED, now))
+                    self.report.packs_retired += 1
+
+    # -- delete ------------------------------------------------------------------------------
+    def _delete(self, packs: list) -> None:
+        for pid, row in packs:
+            self.run._check_stop()
+            self.report.packs_deleted += 1
+            self.report.pack_bytes_freed += row.size
+            if not self.delete:
+                continue
+            self.packs.files.delete(pid)
+            self.run.step("after_pack_delete")
+            with self.index.write() as t:
+                cur = t.get_pack(pid)
+                if cur is not None and cur.state == PACK_RETIRED:
+                    t.delete_pack(pid)
+
+    # -- repack ------------------------------------------------------------------------------
+    def _live_entries(self, pid: bytes, row) -> list[fmt.Entry]:
+        """The entries of ``pid`` that a location still points at."""
+        if row.state == PACK_SEALED:
+            try:
+                entries = fmt.read_footer(lambda off, n: self.packs.files.read(pid, off, n), row.size,
+                                          f"pack {pid.hex()}")
+            except (BlockNotFound, IntegrityError) as exc:
+                log.warning("cannot repack pack %s: %s", pid.hex(), exc)
+                self.report.packs_unreadable += 1
+                return []
+            with self.index.read() as t:
+                return [e for e in entries if _points_at(t.get_loc(e.kind, e.id), pid, e.offset)]
+        out = []  # an open pack has no footer yet: its located entries are in the locations table
+        with self.index.read() as t:
+            for kind in (KIND_DATA, KIND_MANIFEST):
+                for eid, loc in t.iter_locs(kind):
+                    if loc.pack == pid:
+                        out.append(fmt.Entry(kind, eid, loc.offset, loc.length, loc.raw_len))
+        out.sort(key=lambda e: e.offset)
+        return out
+
+    def _repack(self, pid: bytes, row) -> None:
+        entries = self._live_entries(pid, row)
+        if not self.delete:
+            self.report.packs_repacked += 1
+            self.report.repacked_entries += len(entries)
+            self.report.repacked_bytes += sum(e.length for e in entries)
+            self.report.packs_retired += 1
+            return
+        moved: list[bytes] = []
+        for group in _ranges(entries):
+            start = group[0].offset
+            data = self.packs.files.read(pid, start, group[-1].offset + group[-1].length - start)
+            for e in group:
+                raw = data[e.offset - start:e.offset - start + e.length]
+                if e.kind == KIND_DATA:
+                    try:
+                        self.store.codec.decode(e.id, raw)
+                    except IntegrityError as exc:  # left where it is: verify reports it, a writer heals it
+                        log.warning("repack of pack %s skips block %s: %s", pid.hex(), short(e.id), exc)
+                        self.report.repack_skipped += 1
+                        continue
+                    self.packs.put(e.id, raw)
+                else:
+                    self.packs.put_manifest(e.id, raw)
+                moved.append(e.id)
+            self.run.step("after_repack_copy")
+        self.packs.sync(moved)
+        self.run.step("after_repack_sync")
+        self.report.packs_repacked += 1
+        self.report.repacked_entries += len(moved)
+        self.report.repacked_bytes += sum(e.length for e in entries)
+        with self.index.write() as t:
+            cur = t.get_pack(pid)
+            if cur is not None and cur.state in (PACK_SEALED, PACK_OPEN) and cur.live_entries == 0:
+                t.put_pack(pid, _state(cur, PACK_RETIRED, self.run.clock()))
+                self.report.packs_retired += 1
+
+    def _abort_stale_uploads(self) -> None:
+        abort: Callable | None = getattr(self.packs.files, "abort_stale_uploads", None)
+        if abort is not None and self.delete:
+            try:
+                self.report.pack_uploads_aborted += abort(max(self.min_age, 3600.0))
+            except Exception as exc:  # best effort: the backend's lifecycle rules may do it too
+                log.warning("cannot abort stale pack uploads: %s", exc)
+
+
+def _points_at(loc, pid: bytes, offset: int) -> bool:
+    return loc is not None and loc.pack == pid and loc.offset == offset
+
+
+def _state(row, state: int, now: float):
+    from ..index.schema import PackRow
+
+    return PackRow(state, row.size, row.entries, row.live_bytes, row.live_entries, row.created, now)
+
+
+def _ranges(entries: list[fmt.Entry]) -> list[list[fmt.Entry]]:
+    """Entries in offset order, grouped into reads of at most ``READ_RANGE`` bytes."""
+    groups: list[list[fmt.Entry]] = []
+    for e in entries:
+        if groups and e.offset + e.length - groups[-1][0].offset <= READ_RANGE:
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    return groups

@@ -1,0 +1,257 @@
+"""Packs (cas/blocks/packs): the format, the pack store's write and read paths, group commit."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from cas.blocks.packs import format as fmt
+from cas.blocks.packs.files import LocalPackFiles, MemoryPackFiles
+from cas.blocks.packs.store import PackedBlockStore, pack_totals
+from cas.codec import Codec
+from cas.errors import BlockNotFound, TransientStoreError
+from cas.ids import block_id
+from cas.index.lmdb_index import LmdbIndex
+from cas.index.schema import KIND_DATA, KIND_MANIFEST, PACK_OPEN, PACK_RETIRED, PACK_SEALED, PackRow
+
+pytestmark = pytest.mark.unit
+
+CODEC = Codec()
+
+
+def _block(n: int = 2000) -> tuple[bytes, bytes]:
+    raw = os.urandom(n)
+    return block_id(raw), CODEC.encode(raw)
+
+
+class CountingFiles(MemoryPackFiles):
+    """Memory packs that count flushes and ranged reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.flushes = 0
+        self.reads = 0
+
+    def create(self, pack_id):
+        sink = super().create(pack_id)
+        files = self
+        orig = sink.flush
+
+        def flush():
+            files.flushes += 1
+            orig()
+
+        sink.flush = flush
+        return sink
+
+    def read(self, pack_id, offset, length):
+        self.reads += 1
+        return super().read(pack_id, offset, length)
+
+
+@pytest.fixture(params=["memory", "local"])
+def packs(request, tmp_path):
+    index = LmdbIndex(tmp_path / "index", map_size=1 << 30)
+    files = CountingFiles() if request.param == "memory" else LocalPackFiles(tmp_path / "blocks")
+    store = PackedBlockStore(files, index, target_size=1 << 20, seal_idle=0)
+    yield store
+    store.close()
+    index.close()
+
+
+def _rows(store):
+    with store.index.read() as t:
+        return dict(t.iter_packs())
+
+
+# -- the format ---------------------------------------------------------------------------------
+def test_format_round_trip_and_damage_is_detected():
+    pid = os.urandom(16)
+    items = [_block(100 + i) for i in range(5)]
+    body = bytearray(fmt.header(pid))
+    entries = []
+    for bid, enc in items:
+        entries.append(fmt.Entry(KIND_DATA, bid, len(body), len(enc), 100))
+        body += enc
+    entries.append(fmt.Entry(KIND_MANIFEST, os.urandom(32), len(body), 3, 3))
+    body += b"mmm"
+    pack = bytes(body) + fmt.footer(entries, len(body))
+    assert fmt.parse_pack(pack, pid) == entries
+    table_at = len(body)
+    for pos in (table_at + 5, len(pack) - 20, len(pack) - 1):  # table, digest, magic
+        bad = bytearray(pack)
+        bad[pos] ^= 0x40
+        with pytest.raises(fmt.PackDamaged):
+            fmt.parse_pack(bytes(bad), pid)
+    for cut in (len(pack) - 1, table_at, 30, 0):
+        with pytest.raises(fmt.PackDamaged):
+            fmt.parse_pack(pack[:cut], pid)
+    with pytest.raises(fmt.PackDamaged):
+        fmt.parse_pack(pack, os.urandom(16))  # another pack's header
+
+
+# -- writing ------------------------------------------------------------------------------------
+def test_sealed_packs_describe_their_entries_and_match_the_locations(packs):
+    items = [_block(100_000) for _ in range(25)]  # ~2.5 MB: several 1 MiB packs
+    for bid, enc in items:
+        packs.put(bid, enc)
+    packs.sync([bid for bid, _ in items])
+    packs.flush_all()
+    rows = _rows(packs)
+    assert len(rows) >= 3 and all(r.state == PACK_SEALED for r in rows.values())
+    seen = {}
+    for pid, row in rows.items():
+        entries = fmt.read_footer(lambda off, n, pid=pid: packs.files.read(pid, off, n), row.size)
+        assert row.entries == len(entries) and row.live_entries == len(entries)
+        for e in entries:
+            loc = packs.location(e.id)
+            assert (loc.pack, loc.offset, loc.length) == (pid, e.offset, e.length)
+            seen[e.id] = packs.files.read(pid, e.offset, e.length)
+    assert seen == dict(items)
+    with packs.index.read() as t:
+        totals = pack_totals(t)
+    assert totals["packs"] == len(rows) and totals["pack_bytes"] == sum(r.size for r in rows.values())
+
+
+def test_concurrent_commits_share_one_flush(packs):
+    """Group commit: writers that appended before a flush started ride along with it."""
+    if not isinstance(packs.files, CountingFiles):
+        pytest.skip("counts flushes of memory packs")
+    n = 16
+    barrier = threading.Barrier(n)
+    errors = []
+
+    def writer():
+        try:
+            bid, enc = _block(4000)
+            packs.put(bid, enc)
+            barrier.wait(timeout=30)
+            packs.sync([bid])
+            assert packs.get(bid) == enc
+        except Exception as exc:  # asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert 1 <= packs.files.flushes < n / 2, packs.files.flushes
+
+
+def test_putting_an_id_again_moves_its_location_and_kills_the_old_entry(packs):
+    bid, enc = _block(5000)
+    packs.put(bid, enc)
+    packs.sync([bid])
+    first = packs.location(bid)
+    packs.flush_all()
+    packs.put(bid, enc)  # a damaged block written again, or two writers racing
+    packs.sync([bid])
+    second = packs.location(bid)
+    assert second.pack != first.pack
+    rows = _rows(packs)
+    assert rows[first.pack].live_entries == 0 and rows[second.pack].live_entries == 1
+    assert packs.get(bid) == enc
+
+
+def test_delete_drops_the_location_and_the_live_bytes(packs):
+    a, b = _block(3000), _block(3000)
+    for bid, enc in (a, b):
+        packs.put(bid, enc)
+    packs.sync([a[0], b[0]])
+    pid = packs.location(a[0]).pack
+    before = _rows(packs)[pid]
+    packs.delete(a[0])
+    after = _rows(packs)[pid]
+    assert after.live_entries == before.live_entries - 1
+    assert after.live_bytes == before.live_bytes - len(a[1])
+    with pytest.raises(BlockNotFound):
+        packs.get(a[0])
+    assert packs.get(b[0]) == b[1]
+
+
+def test_a_writer_whose_open_pack_was_retired_fails_instead_of_pointing_at_it(packs):
+    """GC retires the open pack of a writer whose lease it reaped; the stalled writer must not
+    commit locations into a pack about to be deleted."""
+    if not packs.files.can_flush:
+        pytest.skip("only flushable packs have open rows")
+    a = _block(3000)
+    packs.put(*a)
+    packs.sync([a[0]])
+    pid = packs.location(a[0]).pack
+    with packs.index.write() as t:
+        row = t.get_pack(pid)
+        assert row.state == PACK_OPEN
+        t.put_pack(pid, PackRow(PACK_RETIRED, row.size, row.entries, row.live_bytes, row.live_entries,
+                                row.created, row.state_time))
+    b = _block(3000)
+    packs.put(*b)
+    with pytest.raises(TransientStoreError):
+        packs.sync([b[0]])
+    c = _block(3000)  # the next write goes to a new pack
+    packs.put(*c)
+    packs.sync([c[0]])
+    assert packs.location(c[0]).pack != pid
+
+
+def test_get_many_coalesces_neighbours_into_one_read(packs):
+    if not isinstance(packs.files, CountingFiles):
+        pytest.skip("counts reads of memory packs")
+    items = [_block(10_000) for _ in range(20)]
+    for bid, enc in items:
+        packs.put(bid, enc)
+    packs.sync([bid for bid, _ in items])
+    packs.files.reads = 0
+    assert list(packs.get_many([bid for bid, _ in items])) == [enc for _, enc in items]
+    assert packs.files.reads == 1
+
+
+def test_manifests_live_in_packs_too(packs):
+    mid, encoded = os.urandom(32), b"manifest bytes"
+    packs.put_manifest(mid, encoded)
+    packs.sync([mid])
+    assert packs.get_manifest(mid) == encoded
+    assert [bid for bid, _ in packs.iter_ids()] == []  # not a data block
+    packs.delete_manifest(mid)
+    with pytest.raises(BlockNotFound):
+        packs.get_manifest(mid)
+
+
+def test_close_seals_the_open_pack(tmp_path):
+    index = LmdbIndex(tmp_path / "index", map_size=1 << 30)
+    files = LocalPackFiles(tmp_path / "blocks")
+    store = PackedBlockStore(files, index, seal_idle=0)
+    a = _block(3000)
+    store.put(*a)
+    store.sync([a[0]])
+    store.close()
+    with index.read() as t:
+        rows = dict(t.iter_packs())
+        assert list(t.iter_writers()) == []  # the pack's lease is gone with it
+    (pid, row), = rows.items()
+    assert row.state == PACK_SEALED
+    with open(files.path(pid), "rb") as f:
+        entries = fmt.parse_pack(f.read(), pid)
+    assert [e.id for e in entries] == [a[0]]
+    index.close()
+
+
+def test_an_idle_open_pack_is_sealed(tmp_path):
+    index = LmdbIndex(tmp_path / "index", map_size=1 << 30)
+    store = PackedBlockStore(MemoryPackFiles(), index, seal_idle=0.2)
+    try:
+        a = _block(3000)
+        store.put(*a)
+        store.sync([a[0]])
+        deadline = threading.Event()
+        for _ in range(50):
+            if all(r.state == PACK_SEALED for r in _rows(store).values()):
+                break
+            deadline.wait(0.1)
+        assert [r.state for r in _rows(store).values()] == [PACK_SEALED]
+    finally:
+        store.close()
+        index.close()
