@@ -257,8 +257,8 @@ def report(runs: list[dict], size: int, args) -> None:
     blocks = stats.get("unique_blocks", 0)
     if blocks:
         print(
-            f"\nblocks (last run): {blocks} unique, average stored size {stats.get('stored_bytes', 0) / blocks / 1024:.1f} "
-            f"KiB; direct multipart uses 8 MiB parts"
+            f"\nblocks (last run): {blocks} unique, average stored size "
+            f"{stats.get('stored_bytes', 0) / blocks / 1024:.1f} KiB; direct multipart uses 8 MiB parts"
         )
     if args.json:
         args.json.write_text(json.dumps({"size": size, "runs": runs, "table": rows}, indent=2, default=str))

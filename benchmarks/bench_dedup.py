@@ -414,7 +414,8 @@ def report(args, datasets, results, ideal_rows, versions, how, load_before, load
     print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) before {load_before}, after {load_after}")
     print()
     print("STORED after ingest (lower is better); cell = stored bytes (median of the runs) and ratio logical/stored;")
-    print("compare the du rows: everything each tool keeps on disk (for cas: blocks + index + the rest of its data dir)")
+    print("compare the du rows: everything each tool keeps on disk "
+          "(for cas: blocks + index + the rest of its data dir)")
     print(table(["measure"] + [h for h, _d, _i in cols], rows))
     if runs > 1:
         print("stored bytes, largest spread between runs (max-min)/median: "

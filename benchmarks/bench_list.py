@@ -142,7 +142,8 @@ def main() -> int:
         table.append(["full walk, pages of 1,000", kc.cell(",.0f"), kq.cell(",.0f"), "keys/s",
                       f"{walk_sql.median / walk_cas.median:.2f}x"])
         print(text_table(["operation", "cas", "SQLite", "unit", "cas/SQLite"], table))
-        print("(cells: median (min–max) over runs; cas/SQLite: SQLite's median time / cas's, > 1 means cas is faster)")
+        print("(cells: median (min–max) over runs; cas/SQLite: SQLite's median time / cas's, "
+              "> 1 means cas is faster)")
         store.close()
         db.close()
     return 0

@@ -192,8 +192,8 @@ def main(argv=None) -> int:
 
     files_s = {n: Samples(args.files / s for s in secs[n].values) for n in SYSTEMS}
     mib_s = {n: Samples(total / MiB / s for s in secs[n].values) for n in SYSTEMS}
-    print(f"\nsmall files: rclone copy of {args.files:,} files ({total / MiB:,.1f} MiB, {lo / KiB:g}–{hi / KiB:g} KiB "
-          f"each, mean {total / args.files / KiB:.1f} KiB) over S3; {runs_label(args.runs)}; order alternating")
+    print(f"\nsmall files: rclone copy of {args.files:,} files ({total / MiB:,.1f} MiB, {lo / KiB:g}–{hi / KiB:g} "
+          f"KiB each, mean {total / args.files / KiB:.1f} KiB) over S3; {runs_label(args.runs)}; order alternating")
     print(f"client: {version[0] if version else rclone} (defaults: 4 transfers, 8 checkers)")
     rows = [
         ["files/s", *(files_s[n].cell(",.0f") for n in SYSTEMS),
