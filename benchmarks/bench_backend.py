@@ -14,11 +14,14 @@ start-up. Backend requests are counted on the wire (S3BlockStore's own counts fo
 botocore ``before-send`` hook for the direct client) and shown per GiB: cas stores one object per
 block (~64 KiB average), which is the cost that packing small blocks would cut.
 
-Every figure is the median of ``--runs`` runs; in a run cas and the baseline alternate so that
-load from other users of the machine hits both alike. Nothing is written outside the temp dir,
-removed at the end. Not a test: pytest does not collect it.
+Every figure is the median of ``--runs`` runs (default 3), shown with the min–max of the runs; in
+each phase cas and the baseline take turns going first, run by run (run 1: direct first, run 2:
+cas first, ...), so that neither the order nor load from other users of the machine favours one.
+Every run stores into a fresh cas store (its own prefix) and fresh direct keys. The input is
+fsynced and all dirty pages flushed (untimed) before each timed step. Nothing is written outside
+the temp dir, removed at the end. Not a test: pytest does not collect it.
 
-    python benchmarks/bench_backend.py --size 1G [--runs 1] [--json out.json]
+    python benchmarks/bench_backend.py --size 1G [--runs 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -34,17 +36,13 @@ import time
 import uuid
 from pathlib import Path
 
+from common import Samples, import_cas, runs_arg, runs_label, sync_inputs, text_table, turns
+
 MiB = 1 << 20
 GiB = 1 << 30
-ROOT = Path(__file__).resolve().parents[1]
 
-TARGETS = {"put_unique": 0.70, "put_dup": 3.00, "get": 0.70}  # issue 5: cas / direct
-
-
-def setup_paths() -> None:
-    """Make ``import cas`` and ``import tests.fixtures.seaweed`` work from a checkout."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
+TARGETS = {"put_unique": 0.90, "put_dup": 5.00, "get": 0.90}  # issue 12 (packs): cas / direct
+REQUESTS_PER_GIB = 300  # issue 12: backend requests per GiB that cas may send for a unique PUT or a GET
 
 
 def parse_size(text: str) -> int:
@@ -93,15 +91,18 @@ class RequestCounter:
             self.n += 1
 
 
-def timed(fn) -> tuple[float, object]:
+def timed(fn, *inputs: Path) -> tuple[float, object]:
+    """(seconds, result) of ``fn()``, after syncing ``inputs`` and flushing dirty pages (untimed)."""
+    sync_inputs(*inputs)
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
 
 
-def one_run(tmp: Path, server, bucket: str, src: Path, size: int, concurrency: int) -> dict[str, dict]:
-    from cas.config import load_settings
+def one_run(tmp: Path, server, bucket: str, src: Path, size: int, concurrency: int, run: int) -> dict[str, dict]:
+    """One run of the three phases; in each phase cas and direct go in the order ``turns`` gives."""
     from cas.blocks import innermost
+    from cas.config import load_settings
     from cas.store import Store
     from tests.fixtures.seaweed import s3_client
 
@@ -109,11 +110,7 @@ def one_run(tmp: Path, server, bucket: str, src: Path, size: int, concurrency: i
     client = s3_client(server.endpoint, server.access_key, server.secret_key, max_pool_connections=16)
     counter = RequestCounter(client)
     run_id = uuid.uuid4().hex[:8]
-
-    # direct, unique
-    before = counter.n
-    secs, _ = timed(lambda: client.upload_file(str(src), bucket, f"direct-{run_id}/one"))
-    direct_put = {"seconds": secs, "requests": counter.n - before}
+    order = turns(["direct", "cas"], run)
 
     settings = load_settings(
         tmp / f"data-{run_id}",
@@ -136,36 +133,45 @@ def one_run(tmp: Path, server, bucket: str, src: Path, size: int, concurrency: i
         def cas_put(key: str) -> dict:
             before = sum(reqs().values())
             with open(src, "rb") as f:
-                secs, _ = timed(lambda: store.put("bench", key, f))
+                secs, _ = timed(lambda: store.put("bench", key, f), src)
             return {"seconds": secs, "requests": sum(reqs().values()) - before}
 
-        results["put_unique"] = {"cas": cas_put("one"), "direct": direct_put}
+        def direct_put(key: str) -> dict:
+            before = counter.n
+            secs, _ = timed(lambda: client.upload_file(str(src), bucket, f"direct-{run_id}/{key}"), src)
+            return {"seconds": secs, "requests": counter.n - before}
 
-        before = counter.n
-        secs, _ = timed(lambda: client.upload_file(str(src), bucket, f"direct-{run_id}/two"))
-        direct_dup = {"seconds": secs, "requests": counter.n - before}
-        results["put_dup"] = {"cas": cas_put("two"), "direct": direct_dup}
+        def cas_get() -> dict:
+            def read() -> int:
+                sink = NullSink()
+                reader = store.open("bench", "one")
+                try:
+                    for piece in reader:
+                        sink.write(piece)
+                finally:
+                    reader.close()
+                return sink.n
 
-        def cas_get() -> int:
+            before = sum(reqs().values())
+            secs, n = timed(read)
+            assert n == size, f"cas GET returned {n} bytes, not {size}"
+            return {"seconds": secs, "requests": sum(reqs().values()) - before}
+
+        def direct_get() -> dict:
+            before = counter.n
             sink = NullSink()
-            reader = store.open("bench", "one")
-            try:
-                for piece in reader:
-                    sink.write(piece)
-            finally:
-                reader.close()
-            return sink.n
+            secs, _ = timed(lambda: client.download_fileobj(bucket, f"direct-{run_id}/one", sink))
+            assert sink.n == size
+            return {"seconds": secs, "requests": counter.n - before}
 
-        before = sum(reqs().values())
-        secs, n = timed(cas_get)
-        assert n == size, f"cas GET returned {n} bytes, not {size}"
-        cas_g = {"seconds": secs, "requests": sum(reqs().values()) - before}
-
-        before = counter.n
-        sink = NullSink()
-        secs, _ = timed(lambda: client.download_fileobj(bucket, f"direct-{run_id}/one", sink))
-        assert sink.n == size
-        results["get"] = {"cas": cas_g, "direct": {"seconds": secs, "requests": counter.n - before}}
+        phases = {
+            "put_unique": {"cas": lambda: cas_put("one"), "direct": lambda: direct_put("one")},
+            "put_dup": {"cas": lambda: cas_put("two"), "direct": lambda: direct_put("two")},
+            "get": {"cas": cas_get, "direct": direct_get},
+        }
+        for phase, sides in phases.items():
+            results[phase] = {side: sides[side]() for side in order}
+        results["order"] = order
         results["stats"] = store.stats()
     finally:
         store.close()
@@ -176,11 +182,11 @@ def one_run(tmp: Path, server, bucket: str, src: Path, size: int, concurrency: i
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=parse_size, default=GiB, help="input size (default 1G)")
-    ap.add_argument("--runs", type=int, default=1, help="runs; each figure is the median (default 1)")
+    ap.add_argument("--runs", type=runs_arg, default=3, help="runs; each figure is the median (default 3)")
     ap.add_argument("--concurrency", type=int, default=8, help="S3 block store concurrency (default 8)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
-    setup_paths()
+    import_cas()
     from tests.fixtures.seaweed import SeaweedServer, find_weed
 
     weed = find_weed()
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         server.create_bucket(bucket)
         runs = []
         for i in range(args.runs):
-            runs.append(one_run(tmp, server, bucket, src, args.size, args.concurrency))
+            runs.append(one_run(tmp, server, bucket, src, args.size, args.concurrency, i))
             print(f"run {i + 1}/{args.runs} done", file=sys.stderr, flush=True)
         report(runs, args.size, args)
     finally:
@@ -217,41 +223,42 @@ def report(runs: list[dict], size: int, args) -> None:
     rows = []
     print(
         f"\ncas vs direct boto3 on SeaweedFS, {mib:.0f} MiB unique incompressible data, "
-        f"{args.runs} run(s), medians, S3 block store concurrency {args.concurrency}\n"
+        f"{runs_label(len(runs))}, order alternating, S3 block store concurrency {args.concurrency}\n"
     )
-    print(
-        f"{'phase':<12}{'cas MiB/s':>11}{'direct MiB/s':>14}{'ratio':>8}{'goal':>7}  {'':<5}"
-        f"{'cas req/GiB':>12}{'direct req/GiB':>16}"
-    )
+    table = []
     for phase in ("put_unique", "put_dup", "get"):
-        cas_s = statistics.median(r[phase]["cas"]["seconds"] for r in runs)
-        dir_s = statistics.median(r[phase]["direct"]["seconds"] for r in runs)
-        cas_r = statistics.median(r[phase]["cas"]["requests"] for r in runs) / gib
-        dir_r = statistics.median(r[phase]["direct"]["requests"] for r in runs) / gib
-        ratio = dir_s / cas_s
+        cas = Samples(mib / r[phase]["cas"]["seconds"] for r in runs)
+        direct = Samples(mib / r[phase]["direct"]["seconds"] for r in runs)
+        cas_r = Samples(r[phase]["cas"]["requests"] / gib for r in runs)
+        dir_r = Samples(r[phase]["direct"]["requests"] / gib for r in runs)
+        ratio = cas.median / direct.median
         verdict = "PASS" if ratio >= TARGETS[phase] else "MISS"
+        if phase != "put_dup" and cas_r.median > REQUESTS_PER_GIB:
+            verdict += " (req)"
         rows.append(
             {
                 "phase": phase,
-                "cas_mib_s": mib / cas_s,
-                "direct_mib_s": mib / dir_s,
+                "cas_mib_s": cas.to_dict(),
+                "direct_mib_s": direct.to_dict(),
                 "ratio": ratio,
                 "goal": TARGETS[phase],
                 "verdict": verdict,
-                "cas_requests_per_gib": cas_r,
-                "direct_requests_per_gib": dir_r,
+                "cas_requests_per_gib": cas_r.to_dict(),
+                "direct_requests_per_gib": dir_r.to_dict(),
             }
         )
-        print(
-            f"{phase:<12}{mib / cas_s:>11.1f}{mib / dir_s:>14.1f}{ratio:>8.2f}{TARGETS[phase]:>7.2f}  "
-            f"{verdict:<5}{cas_r:>12.0f}{dir_r:>16.0f}"
-        )
+        table.append([phase, cas.cell(), direct.cell(), f"{ratio:.2f}", f"{TARGETS[phase]:.2f}", verdict,
+                      cas_r.cell(",.0f"), dir_r.cell(",.0f")])
+    print(text_table(["phase", "cas MiB/s", "direct MiB/s", "ratio", "goal", "", "cas req/GiB", "direct req/GiB"],
+                     table))
+    print("(cells: median (min–max) over runs; ratio: of the medians, > 1 means cas is faster; "
+          f"goal: issue 12, and at most {REQUESTS_PER_GIB} cas requests per GiB, else '(req)')")
     stats = runs[-1]["stats"]
     blocks = stats.get("unique_blocks", 0)
     if blocks:
         print(
-            f"\nblocks: {blocks} unique, average stored size {stats.get('stored_bytes', 0) / blocks / 1024:.1f} KiB "
-            f"-> one PUT and one object per block; direct multipart uses 8 MiB parts"
+            f"\nblocks (last run): {blocks} unique, average stored size "
+            f"{stats.get('stored_bytes', 0) / blocks / 1024:.1f} KiB; direct multipart uses 8 MiB parts"
         )
     if args.json:
         args.json.write_text(json.dumps({"size": size, "runs": runs, "table": rows}, indent=2, default=str))

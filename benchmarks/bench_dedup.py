@@ -10,10 +10,12 @@ wheels), then ingests each dataset into a fresh repository of every tool:
   restic  ``restic init --repository-version 2``; ``restic backup --compression auto``
   borg    ``borg init -e none``; ``borg create -C zstd,3`` (default chunker)
 
-and prints logical bytes, stored bytes (``du`` of the repository; for cas also ``cas stats``
-stored_bytes, and ``du`` of the whole data dir, index included, apparent and on disk), the ratio
-logical / stored, the snap2 increment of the tree, and ingest MiB/s (logical bytes / wall time of the
-whole ingest, processes included). A row computed in-process with cas's own chunker (dedup only,
+and prints logical bytes, stored bytes, the ratio logical / stored, the snap2 increment of the
+tree, and ingest MiB/s (logical bytes / wall time of the whole ingest, processes included). Stored
+bytes are compared like with like: ``du`` of the whole cas data dir (blocks, index and everything
+else in it) beside ``du`` of each peer's repository, apparent size and on disk. cas's own
+``stats`` stored_bytes (blocks only, no index) is printed below them as an extra, labelled row: it
+is not the comparison. A row computed in-process with cas's own chunker (dedup only,
 no store, no compression) shows what chunking alone can reach. The reference figures of
 ``datasets/README.md`` follow, labelled as such: they were not measured in this run.
 
@@ -21,7 +23,9 @@ Ingest through cas uses the CLI (``cas put`` per file) for datasets of few files
 tree it uses the Store API in one child process (``--cas-ingest auto``), since a process per file
 would measure Python start-up, not cas. Repositories live in a temp dir that is removed at the end.
 Each dataset is read once before timing so that every tool starts from a warm page cache, and dirty
-pages are flushed (untimed) before each ingest. Not a test: pytest does not collect it.
+pages are flushed (untimed) before each ingest. Every figure is the median (min–max) of ``--runs``
+runs (default 3); the order of the tools rotates run by run (run 1: cas, restic, borg; run 2:
+restic, borg, cas; ...). Not a test: pytest does not collect it.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import BenchError, find_cas, import_cas
+from common import BenchError, Samples, find_cas, import_cas, runs_arg, runs_label, sync_inputs, turns
 
 MiB = 1 << 20
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -190,7 +194,7 @@ class CasTool(Tool):
             how = "cli" if len(step.files) <= CLI_MAX_FILES else "api"
         pairs = [(str(p.relative_to(step.base)), str(p)) for p in step.files]
         if how == "cli":
-            os.sync()
+            sync_inputs()
             t0 = time.perf_counter()
             for key, path in pairs:
                 run(self.cmd + ["put", "--data", str(repo), path, f"{BUCKET}/{key}"])
@@ -198,7 +202,7 @@ class CasTool(Tool):
         listing = self.work / "keys.tsv"
         listing.write_text("".join(f"{k}\t{p}\n" for k, p in pairs))
         argv = [sys.executable, str(Path(__file__).resolve()), "--api-ingest", str(repo), BUCKET, str(listing)]
-        os.sync()
+        sync_inputs()
         t0 = time.perf_counter()
         run(argv)
         dt = time.perf_counter() - t0
@@ -237,7 +241,7 @@ class ResticTool(Tool):
 
     def ingest(self, repo: Path, step: Step) -> tuple[float, str]:
         argv = ["restic", "backup", "--compression", "auto", "--host", "bench", "-q", step.rel]
-        os.sync()
+        sync_inputs()
         t0 = time.perf_counter()
         run(argv, cwd=step.base, env=self.env(repo))
         return time.perf_counter() - t0, "restic backup"
@@ -264,7 +268,7 @@ class BorgTool(Tool):
 
     def ingest(self, repo: Path, step: Step) -> tuple[float, str]:
         argv = ["borg", "create", "-C", "zstd,3", f"::{step.name}", step.rel]
-        os.sync()
+        sync_inputs()
         t0 = time.perf_counter()
         run(argv, cwd=step.base, env=self.env(repo))
         return time.perf_counter() - t0, "borg create"
@@ -388,16 +392,13 @@ def report(args, datasets, results, ideal_rows, versions, how, load_before, load
         (f"+{(logical[ds][1] - logical[ds][0]) / MiB:,.2f} MiB" if i == "inc" else mib(logical[ds][i]))
         for _h, ds, i in cols]]
     tools = [t for t in args.tools]
+    where = {"cas": "whole data dir", "restic": "repo", "borg": "repo"}
+    for t in tools:  # the comparison: du of everything each tool keeps
+        rows.append(row(f"{t}: du -sb {where[t]}", t, lambda m: m["du_apparent"]))
+    for t in tools:
+        rows.append(row(f"{t}: du {where[t]}, on disk", t, lambda m: m["du_disk"]))
     if "cas" in tools:
-        rows.append(row("cas: stats stored_bytes", "cas", lambda m: m["stats"]["stored_bytes"]))
-        rows.append(row("cas: du -sb data dir (blocks+index)", "cas", lambda m: m["du_apparent"]))
-        rows.append(row("cas: du data dir, on disk", "cas", lambda m: m["du_disk"]))
-    if "restic" in tools:
-        rows.append(row("restic: du -sb repo", "restic", lambda m: m["du_apparent"]))
-        rows.append(row("restic: du repo, on disk", "restic", lambda m: m["du_disk"]))
-    if "borg" in tools:
-        rows.append(row("borg: du -sb repo", "borg", lambda m: m["du_apparent"]))
-        rows.append(row("borg: du repo, on disk", "borg", lambda m: m["du_disk"]))
+        rows.append(row("(extra) cas stats stored_bytes, no index", "cas", lambda m: m["stats"]["stored_bytes"]))
     if ideal_rows:
         cells = ["cas chunker, dedup only (computed)"]
         for _h, ds, i in cols:
@@ -407,12 +408,14 @@ def report(args, datasets, results, ideal_rows, versions, how, load_before, load
 
     runs = len(next(iter(next(iter(results.values())).values())))
     print()
-    print(f"cas dedup benchmark -- datasets in {args.lab}/data, medians of {runs} run(s)")
+    print(f"cas dedup benchmark -- datasets in {args.lab}/data, {runs_label(runs)}; tool order rotated each run")
     for t in tools:
         print(f"  {t}: {versions[t]}")
     print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) before {load_before}, after {load_after}")
     print()
-    print("STORED after ingest (lower is better); cell = stored bytes and ratio logical/stored")
+    print("STORED after ingest (lower is better); cell = stored bytes (median of the runs) and ratio logical/stored;")
+    print("compare the du rows: everything each tool keeps on disk "
+          "(for cas: blocks + index + the rest of its data dir)")
     print(table(["measure"] + [h for h, _d, _i in cols], rows))
     if runs > 1:
         print("stored bytes, largest spread between runs (max-min)/median: "
@@ -425,20 +428,22 @@ def report(args, datasets, results, ideal_rows, versions, how, load_before, load
             scols.append((f"tree {s.name}" if ds == "tree" else ds, ds, i))
     srows = []
     for t in tools:
-        cells = [dict(cas="cas", restic="restic", borg="borg")[t]]
+        cells = [t]
         for _h, ds, i in scols:
             secs = statistics.median(r[i]["seconds"] for r in results[ds][t])
-            cells.append(f"{datasets[ds][i].logical / MiB / secs:,.0f} ({secs:.1f} s)")
+            speed = Samples(datasets[ds][i].logical / MiB / r[i]["seconds"] for r in results[ds][t])
+            cells.append(f"{speed.cell(',.0f')} [{secs:.1f} s]")
         srows.append(cells)
     print()
-    print("INGEST MiB/s = logical bytes / wall time of the whole ingest (processes included), (seconds)")
+    print("INGEST MiB/s = logical bytes / wall time of the whole ingest (processes included): "
+          "median (min–max) [median seconds]")
     print(table(["tool"] + [h for h, _d, _i in scols], srows))
     if "cas" in tools:
         print("cas ingest: " + "; ".join((f"tree {s}" if ds == "tree" else ds) + f": {h}" for (ds, s), h in how.items()))
 
     if "cas" in tools:
         print()
-        print("cas stats --json after each dataset (last run):")
+        print("cas stats --json after each dataset (last run; dedup and compression are cas's own ratios):")
         for ds in datasets:
             st = results[ds]["cas"][-1][-1]["measure"]["stats"]
             m = results[ds]["cas"][-1][-1]["measure"]
@@ -491,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated subset of {','.join(ALL_DATASETS)} (default {','.join(DEFAULT_DATASETS)})")
     p.add_argument("--tools", type=csv_list(ALL_TOOLS), default=ALL_TOOLS,
                    help=f"comma-separated subset of {','.join(ALL_TOOLS)} (default all)")
-    p.add_argument("--runs", type=int, default=1, help="runs; medians are reported (default 1)")
+    p.add_argument("--runs", type=runs_arg, default=3, help="runs; medians (min–max) are reported (default 3)")
     p.add_argument("--cas", default=None, help="cas command (default: `cas` beside this Python, else on PATH)")
     p.add_argument("--cas-ingest", choices=["auto", "cli", "api"], default="auto",
                    help=f"cas put per file (cli), Store API in one process (api), or cli for steps of at most "
@@ -499,8 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ideal", action="store_true", help="skip the computed chunker-only row")
     p.add_argument("--tmpdir", default=None, help="where to make the temp dir (default: the system temp dir)")
     args = p.parse_args(argv)
-    if args.runs < 1:
-        p.error("--runs must be at least 1")
+    import_cas()
     lab = Path(args.lab).resolve()
     args.lab = str(lab)
 
@@ -526,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.runs):
             for ds, steps in datasets.items():
                 warm([f for s in steps for f in s.files])
-                for t, tool in tools.items():
+                for t in turns(list(tools), r):
+                    tool = tools[t]
                     repo = work / f"{t}-{ds}"
                     tool.create(repo)
                     per_step = []

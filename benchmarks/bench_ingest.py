@@ -10,15 +10,16 @@ What it measures (issue 2, "Benchmark"), all on the same generated file in a tem
   in-process FastCDC + BLAKE3 per chunk    vs  BLAKE3 of the whole buffer (one thread)
 
 CLI commands are timed as whole processes (``subprocess``, start-up included). Every figure is the
-median of ``--runs`` runs; each run uses a fresh store, and cas and its baseline alternate inside a
-run so that load from other users of the machine hits both alike.
+median (with the min–max) of ``--runs`` runs (default 3); each run uses a fresh store, and in each
+pair cas and its baseline take turns going first, run by run (run 1: cas first, run 2: the baseline
+first, ...), so that neither the order nor load from other users of the machine favours one.
 
 Fairness: the input file is read once before timing, so every reader (cas put, cp, cat) starts
 from a warm page cache (dropping caches needs privileges a shared machine does not give). Before
 every timed command all dirty pages are flushed with ``sync`` (untimed), so no command pays for the
 write-back of the one before. ``cas put`` makes its blocks durable before it commits (syncfs), plain
-``cp`` does not: the table therefore shows ``cp`` (the issue's baseline, which decides PASS/MISS)
-and ``cp + fsync`` (like for like) side by side.
+``cp`` does not: the table therefore shows ``cp`` and ``cp + fsync`` (like for like: the baseline
+that decides PASS/MISS of a unique put, issue 12) side by side.
 
 Nothing is written outside the temp dir, which is removed at the end (also on error / Ctrl-C).
 Not a test: pytest does not collect it (its name does not start with ``test_``).
@@ -40,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BenchError, find_cas, import_cas
+from common import BenchError, find_cas, import_cas, runs_arg, runs_label, turns
 
 MiB = 1 << 20
 SEGMENT = 1 * MiB
@@ -48,8 +49,8 @@ SEGMENT = 1 * MiB
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 \n"
 TEXT_TABLE = bytes(ALPHABET[i % len(ALPHABET)] for i in range(256))
 
-TARGETS = {  # issue 2: ratio of cas to its baseline that counts as PASS
-    "put_unique": 0.40,
+TARGETS = {  # ratio of cas to its baseline that counts as PASS (issue 2; put_unique: issue 12, vs cp + fsync)
+    "put_unique": 0.50,
     "put_dup": 1.00,
     "get_file": 0.50,
     "get_null": 0.50,
@@ -155,8 +156,9 @@ def file_hash(path: Path) -> str:
 # ---------------------------------------------------------------- measurements
 
 
-def cli_round(cas: list[str], src: Path, work: Path, init_args: list[str], check: bool) -> dict:
-    """One run: cas put/put/get/get and the baselines, alternating. Returns seconds per operation."""
+def cli_round(cas: list[str], src: Path, work: Path, init_args: list[str], check: bool, turn: int) -> dict:
+    """One run: cas put/put/get/get, each paired with its baseline; in each pair the side that goes
+    first is the one ``turns`` gives for run number ``turn``. Returns seconds per operation."""
     store = work / "store"
     out = work / "out.bin"
     dst = work / "copy.bin"
@@ -165,40 +167,55 @@ def cli_round(cas: list[str], src: Path, work: Path, init_args: list[str], check
     run(cas + ["init"] + data + init_args)
     run(cas + ["mb"] + data + ["bench"])
     t: dict[str, float] = {}
+    info: dict = {"get_identical": None}
     t["stats_start"] = timed(cas + ["stats"] + data + ["--json"])
 
-    t["put_unique"] = timed(cas + ["put"] + data + [str(src), "bench/unique"])
-    after1 = json.loads(run(cas + ["stats"] + data + ["--json"]).stdout)
-    t["cp"] = timed(["cp", str(src), str(dst)])
-    remove(dst)
-    t["put_dup"] = timed(cas + ["put"] + data + [str(src), "bench/dup"])
-    after2 = json.loads(run(cas + ["stats"] + data + ["--json"]).stdout)
-    t["cp_fsync"] = timed(["sh", "-c", 'cp "$1" "$2" && sync "$2"', "cp+fsync", str(src), str(dst)])
-    remove(dst)
+    def put_unique():
+        t["put_unique"] = timed(cas + ["put"] + data + [str(src), "bench/unique"])
+        info["stats_unique"] = json.loads(run(cas + ["stats"] + data + ["--json"]).stdout)
 
-    t["get_file"] = timed(cas + ["get"] + data + ["bench/unique", str(out)])
-    ok = None
-    if check:
-        ok = file_hash(out) == file_hash(src)
-    remove(out)
-    t["cat_file"] = timed(["cat", str(src)], stdout_path=str(out))
-    remove(out)
-    t["get_null"] = timed(cas + ["get"] + data + ["bench/dup", "-"], stdout_path=os.devnull)
-    t["cat_null"] = timed(["cat", str(src)], stdout_path=os.devnull)
+    def cp():
+        t["cp"] = timed(["cp", str(src), str(dst)])
+        remove(dst)
 
-    info = {
-        "stats_unique": after1,
-        "stats_dup": after2,
-        "du_apparent": du_bytes(store, apparent=True),
-        "du_disk": du_bytes(store, apparent=False),
-        "get_identical": ok,
-    }
+    def put_dup():
+        t["put_dup"] = timed(cas + ["put"] + data + [str(src), "bench/dup"])
+        info["stats_dup"] = json.loads(run(cas + ["stats"] + data + ["--json"]).stdout)
+
+    def cp_fsync():
+        t["cp_fsync"] = timed(["sh", "-c", 'cp "$1" "$2" && sync "$2"', "cp+fsync", str(src), str(dst)])
+        remove(dst)
+
+    def get_file():
+        t["get_file"] = timed(cas + ["get"] + data + ["bench/unique", str(out)])
+        if check:
+            info["get_identical"] = file_hash(out) == file_hash(src)
+        remove(out)
+
+    def cat_file():
+        t["cat_file"] = timed(["cat", str(src)], stdout_path=str(out))
+        remove(out)
+
+    def get_null():
+        t["get_null"] = timed(cas + ["get"] + data + ["bench/dup", "-"], stdout_path=os.devnull)
+
+    def cat_null():
+        t["cat_null"] = timed(["cat", str(src)], stdout_path=os.devnull)
+
+    for ours, base in [(put_unique, cp), (put_dup, cp_fsync), (get_file, cat_file), (get_null, cat_null)]:
+        sides = {"cas": ours, "baseline": base}
+        for side in turns(["cas", "baseline"], turn):
+            sides[side]()
+
+    info["du_apparent"] = du_bytes(store, apparent=True)
+    info["du_disk"] = du_bytes(store, apparent=False)
     remove(store)
     return {"times": t, "info": info}
 
 
-def inprocess_round(buf: bytes, compression: str, chunk_avg: int | None) -> dict:
-    """MiB/s of chunking, chunk+hash, chunk+hash+encode, and raw BLAKE3, on one in-memory buffer."""
+def inprocess_round(buf: bytes, compression: str, chunk_avg: int | None, turn: int) -> dict:
+    """MiB/s of chunking, chunk+hash, chunk+hash+encode, and raw BLAKE3, on one in-memory buffer
+    (BLAKE3 of the whole buffer, the baseline, goes first in every other run)."""
     import blake3
 
     import_cas()
@@ -214,6 +231,13 @@ def inprocess_round(buf: bytes, compression: str, chunk_avg: int | None) -> dict
     chunker = Chunker(params)
     t: dict[str, float] = {}
 
+    def whole_buffer() -> None:
+        t0 = time.perf_counter()
+        blake3.blake3(buf).digest()
+        t["blake3"] = time.perf_counter() - t0
+
+    if turn % 2:
+        whole_buffer()
     t0 = time.perf_counter()
     n = 0
     for _chunk in chunker.chunk_buffer(buf):
@@ -235,9 +259,8 @@ def inprocess_round(buf: bytes, compression: str, chunk_avg: int | None) -> dict
             codec.encode(chunk)
         t["cdc_hash_encode"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    blake3.blake3(buf).digest()
-    t["blake3"] = time.perf_counter() - t0
+    if not turn % 2:
+        whole_buffer()
     return {"times": t, "chunks": n}
 
 
@@ -262,7 +285,7 @@ def report(args, size, rounds, inproc, load_before, load_after, fs, cas_version)
 
     def spread(key, src=rounds):
         rates = [size / MiB / r["times"][key] for r in src]
-        return f"{min(rates):,.0f}-{max(rates):,.0f}"
+        return f"{min(rates):,.0f}–{max(rates):,.0f}"
 
     rows, verdicts = [], []
 
@@ -277,10 +300,11 @@ def report(args, size, rounds, inproc, load_before, load_after, fs, cas_version)
         else:
             verdict, tcell = "(info)", ""
         ours_cells = [f"{ours:,.1f}", f"{med(key):.2f}", spread(key)] if label else ["", "", ""]
-        rows.append([label, *ours_cells, base_label, f"{base:,.1f}", f"{ratio:.0%}", tcell, verdict])
+        rows.append([label, *ours_cells, base_label, f"{base:,.1f}", spread(base_key), f"{ratio:.0%}", tcell,
+                     verdict])
 
-    cli_row("cas put, unique (fresh store)", "put_unique", "cp", "cp", "put_unique")
-    cli_row("", "put_unique", "cp + fsync", "cp_fsync")
+    cli_row("cas put, unique (fresh store)", "put_unique", "cp", "cp")
+    cli_row("", "put_unique", "cp + fsync", "cp_fsync", "put_unique")
     cli_row("cas put, duplicate (2nd name)", "put_dup", "cp", "cp", "put_dup")
     cli_row("", "put_dup", "cp + fsync", "cp_fsync")
     cli_row("cas get -> file", "get_file", "cat > file", "cat_file", "get_file")
@@ -292,22 +316,24 @@ def report(args, size, rounds, inproc, load_before, load_after, fs, cas_version)
             continue
         ours, base = rate(key, inproc), rate("blake3", inproc)
         rows.append([label, f"{ours:,.1f}", f"{med(key, inproc):.2f}", spread(key, inproc),
-                     "BLAKE3 whole buffer", f"{base:,.1f}", f"{ours / base:.0%}", "", "(info)"])
+                     "BLAKE3 whole buffer", f"{base:,.1f}", spread("blake3", inproc), f"{ours / base:.0%}", "",
+                     "(info)"])
 
     last = rounds[-1]["info"]
     s1, s2 = last["stats_unique"], last["stats_dup"]
     chunks = inproc[-1]["chunks"]
     print()
     print(f"cas ingest benchmark -- {fmt_mib(size)} of unique data ({args.content}, seed {args.seed}), "
-          f"medians of {len(rounds)} runs")
+          f"{runs_label(len(rounds))}; cas and baseline take turns going first")
     print(f"cas: {cas_version}; store: chunk avg {args.chunk_avg or 'default'}, compression {args.compression}")
     print(f"disk: input, stores and copies in one temp dir on {fs}")
     print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) before {load_before}, after {load_after}")
     print("timing: whole processes for CLI commands and baselines; warm page cache for every reader; "
           "`sync` (untimed) before each command")
     print()
-    print(table(["operation", "MiB/s", "s", "MiB/s range", "baseline", "MiB/s", "ratio", "target", "result"],
-                rows, right={1, 2, 3, 5, 6}))
+    print(table(["operation", "MiB/s", "s", "MiB/s range", "baseline", "MiB/s", "MiB/s range", "ratio", "target",
+                 "result"], rows, right={1, 2, 3, 5, 6, 7}))
+    print("(MiB/s and s: medians over runs; range: min–max of the runs; ratio: of the medians)")
     print()
     print("store figures (last run):")
     print(f"  after unique put:    stored_bytes {fmt_mib(s1['stored_bytes'])}, unique_blocks "
@@ -340,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--size", type=input_size, default=input_size("1G"), help="input size (default 1G; e.g. 256M)")
-    p.add_argument("--runs", type=int, default=3, help="runs per figure; medians are reported (default 3)")
+    p.add_argument("--runs", type=runs_arg, default=3, help="runs per figure; medians are reported (default 3)")
     p.add_argument("--content", choices=["mixed", "random", "text"], default="mixed",
                    help="input: random (incompressible), text (6-bit alphabet, compressible), or mixed "
                         "(1 MiB of each, alternating; default)")
@@ -352,8 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-inprocess", action="store_true", help="skip the in-process chunk+hash figures")
     p.add_argument("--no-check", action="store_true", help="skip checking that cas get returns the input")
     args = p.parse_args(argv)
-    if args.runs < 1:
-        p.error("--runs must be at least 1")
+    import_cas()
 
     try:
         cas = find_cas(args.cas)
@@ -377,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds = []
         for i in range(args.runs):
             print(f"run {i + 1}/{args.runs}: cas put/get and cp/cat ...", file=sys.stderr)
-            rounds.append(cli_round(cas, src, work, init_args, check=(i == 0 and not args.no_check)))
+            rounds.append(cli_round(cas, src, work, init_args, check=(i == 0 and not args.no_check), turn=i))
 
         inproc = []
         if not args.no_inprocess:
@@ -385,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             chunk_avg = parse_size(args.chunk_avg) if args.chunk_avg else None
             for i in range(args.runs):
                 print(f"run {i + 1}/{args.runs}: in-process chunk+hash ...", file=sys.stderr)
-                inproc.append(inprocess_round(buf, args.compression, chunk_avg))
+                inproc.append(inprocess_round(buf, args.compression, chunk_avg, i))
             del buf
         else:
             inproc = [{"times": {"blake3": 1.0}, "chunks": 0}]

@@ -5,7 +5,9 @@ Seeds N object records (default 1,000,000) under a three-level key layout, then 
 first page of 1,000 keys; a page starting after a key deep in the bucket; a delimiter listing that
 groups keys into common prefixes; and a full walk of every key, page by page (keys/s).
 Seeding writes the index directly in large transactions (a million acknowledged PUTs would measure
-fsync, not listing). Nothing is written to the repository; everything lives in a temp dir.
+fsync, not listing); both are synced to disk before timing. Every figure is the median (min–max) of
+``--runs`` runs (default 3); in each run cas and SQLite take turns going first (run 1: cas, run 2:
+SQLite, ...). Nothing is written to the repository; everything lives in a temp dir.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import Samples, import_cas, runs_arg, runs_label, sync_inputs, text_table, turns
+
+import_cas()
 
 from cas.config import load_settings  # noqa: E402
 from cas.store import Store  # noqa: E402
@@ -29,13 +32,16 @@ def key_of(i: int) -> str:
     return f"dir{i % 1000:03d}/sub{(i // 1000) % 100:02d}/file-{i:08d}.dat"
 
 
-def best(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def paired(cas_fn, sql_fn, runs: int) -> tuple[Samples, Samples]:
+    """Seconds of ``cas_fn`` and ``sql_fn`` over ``runs`` runs, the two taking turns going first."""
+    times = {"cas": Samples(), "sqlite": Samples()}
+    fns = {"cas": cas_fn, "sqlite": sql_fn}
+    for run in range(runs):
+        for side in turns(["cas", "sqlite"], run):
+            t = time.perf_counter()
+            fns[side]()
+            times[side].add(time.perf_counter() - t)
+    return times["cas"], times["sqlite"]
 
 
 def seed_cas(store: Store, n: int) -> None:
@@ -82,7 +88,7 @@ def sqlite_delimited(db, limit: int):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keys", type=int, default=1_000_000)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=runs_arg, default=3, help="runs; figures are medians (default 3)")
     args = ap.parse_args()
     n = args.keys
     with tempfile.TemporaryDirectory(prefix="cas-bench-list-") as tmp:
@@ -115,24 +121,29 @@ def main() -> int:
                 after = rows[-1][0]
 
         assert cas_walk() == n + 1 and sql_walk() == n
+        sync_inputs()
         rows = [
-            ("first page (1,000 keys)", best(lambda: store.list("bench", limit=1000), args.runs),
-             best(lambda: sqlite_page(db, "", 1000), args.runs), "ms"),
-            ("page after a deep key", best(lambda: store.list("bench", start_after=deep, limit=1000), args.runs),
-             best(lambda: sqlite_page(db, deep, 1000), args.runs), "ms"),
-            ("delimiter '/': 1,000 prefixes", best(lambda: store.list("bench", delimiter="/", limit=1000), args.runs),
-             best(lambda: sqlite_delimited(db, 1000), args.runs), "ms"),
+            ("first page (1,000 keys)", *paired(lambda: store.list("bench", limit=1000),
+                                                lambda: sqlite_page(db, "", 1000), args.runs)),
+            ("page after a deep key", *paired(lambda: store.list("bench", start_after=deep, limit=1000),
+                                              lambda: sqlite_page(db, deep, 1000), args.runs)),
+            ("delimiter '/': 1,000 prefixes", *paired(lambda: store.list("bench", delimiter="/", limit=1000),
+                                                      lambda: sqlite_delimited(db, 1000), args.runs)),
         ]
-        walk_cas = best(cas_walk, 1)
-        walk_sql = best(sql_walk, 1)
-        print(f"listing a bucket of {n:,} keys (medians of {args.runs}); baseline: SQLite table, "
-              f"PRIMARY KEY (bucket, key), same keys, same run")
+        walk_cas, walk_sql = paired(cas_walk, sql_walk, args.runs)
+        print(f"listing a bucket of {n:,} keys, {runs_label(args.runs)}, cas and SQLite taking turns; baseline: "
+              f"SQLite table, PRIMARY KEY (bucket, key), same keys, same run")
         print(f"seeding: cas index {n / seed_cas_s:,.0f} keys/s, SQLite {n / seed_sql_s:,.0f} keys/s")
-        print(f"{'operation':34} {'cas':>12} {'SQLite':>12} {'cas/SQLite':>11}")
-        for name, c, q, unit in rows:
-            print(f"{name:34} {c * 1000:>10.2f}{unit} {q * 1000:>10.2f}{unit} {q / c:>10.2f}x")
-        print(f"{'full walk, pages of 1,000':34} {n / walk_cas:>8,.0f} k/s {n / walk_sql:>8,.0f} k/s "
-              f"{walk_sql / walk_cas:>10.2f}x")
+        table = []
+        for name, c, q in rows:
+            ms_c, ms_q = Samples(v * 1000 for v in c.values), Samples(v * 1000 for v in q.values)
+            table.append([name, ms_c.cell(".2f"), ms_q.cell(".2f"), "ms", f"{q.median / c.median:.2f}x"])
+        kc, kq = Samples(n / v for v in walk_cas.values), Samples(n / v for v in walk_sql.values)
+        table.append(["full walk, pages of 1,000", kc.cell(",.0f"), kq.cell(",.0f"), "keys/s",
+                      f"{walk_sql.median / walk_cas.median:.2f}x"])
+        print(text_table(["operation", "cas", "SQLite", "unit", "cas/SQLite"], table))
+        print("(cells: median (min–max) over runs; cas/SQLite: SQLite's median time / cas's, "
+              "> 1 means cas is faster)")
         store.close()
         db.close()
     return 0

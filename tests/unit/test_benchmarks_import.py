@@ -1,6 +1,6 @@
-"""The benchmark scripts stay runnable: everything they import from cas and the test fixtures
-exists (they import some of it lazily, inside functions, so a plain import would not notice), and
-each one answers ``--help``."""
+"""The benchmark scripts stay runnable: everything they (and ``benchmarks/common.py``, which they
+share) import from cas and the test fixtures exists (they import some of it lazily, inside
+functions, so a plain import would not notice), and each one answers ``--help``."""
 
 from __future__ import annotations
 
@@ -14,10 +14,16 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-BENCHMARKS = sorted((Path(__file__).resolve().parents[2] / "benchmarks").glob("bench_*.py"))
+HERE = Path(__file__).resolve().parents[2] / "benchmarks"
+BENCHMARKS = sorted(HERE.glob("bench_*.py"))
 
 
-@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.name)
+def test_the_benchmarks_are_all_there():
+    names = {p.name for p in BENCHMARKS}
+    assert {"bench_s3.py", "bench_smallfiles.py", "bench_gc.py", "bench_dedup.py"} <= names, names
+
+
+@pytest.mark.parametrize("script", [*BENCHMARKS, HERE / "common.py"], ids=lambda p: p.name)
 def test_every_name_a_benchmark_imports_exists(script):
     missing = []
     for node in ast.walk(ast.parse(script.read_text(), str(script))):
