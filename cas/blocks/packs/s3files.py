@@ -263,7 +263,12 @@ class S3PackFiles(PackFiles):
     # -- multipart uploads --------------------------------------------------------------------
 
     def iter_uploads(self) -> Iterator[tuple[bytes, str, float]]:
-        """``(pack id, upload id, initiated)`` of every incomplete multipart upload of a pack."""
+        """``(pack id, upload id, initiated)`` of the incomplete multipart uploads of packs.
+
+        Pages follow NextKeyMarker/NextUploadIdMarker, or the last upload of a page where a server
+        leaves them out. Not every server pages this listing correctly (SeaweedFS 4 lists its
+        first page only), so a caller that must see every upload repeats it (see
+        ``abort_stale_uploads``)."""
         where = self._s3.where("ListMultipartUploads", self._root)
         markers: dict[str, str] = {}
         seen: set[tuple[str, str]] = set()
@@ -272,14 +277,16 @@ class S3PackFiles(PackFiles):
                                       **markers}
             page = self._call("ListMultipartUploads", self._root,
                               lambda kw=kwargs: self._client.list_multipart_uploads(**kw))
-            for upload in page.get("Uploads", ()):
+            uploads = page.get("Uploads", ())
+            for upload in uploads:
                 pid = self._id_of(upload["Key"])
                 if pid is not None:
                     yield pid, upload["UploadId"], upload["Initiated"].timestamp()
-            if not page.get("IsTruncated"):
+            if not page.get("IsTruncated") or not uploads:
                 return
-            nxt = (page.get("NextKeyMarker") or "", page.get("NextUploadIdMarker") or "")
-            if not nxt[0] or nxt in seen:
+            nxt = (page.get("NextKeyMarker") or uploads[-1]["Key"],
+                   page.get("NextUploadIdMarker") or uploads[-1]["UploadId"])
+            if nxt in seen:  # a broken server must not make us loop forever
                 raise PermanentStoreError(f"{where}: truncated listing without a new marker")
             seen.add(nxt)
             markers = {"KeyMarker": nxt[0], "UploadIdMarker": nxt[1]}
@@ -287,14 +294,22 @@ class S3PackFiles(PackFiles):
     def abort_stale_uploads(self, older_than: float, *, now: float | None = None) -> int:
         """Abort the incomplete multipart uploads of packs initiated more than ``older_than``
         seconds before ``now`` (what a process killed mid-pack leaves behind; a live writer
-        finishes a pack long before the cutoff). Returns how many were aborted."""
+        finishes a pack long before the cutoff). Returns how many were aborted.
+
+        Lists again after aborting until a listing finds nothing stale, so that uploads a
+        server's paging missed are found (one extra listing where paging works)."""
         cutoff = (time.time() if now is None else now) - older_than
-        stale = [(pid, upload_id) for pid, upload_id, initiated in self.iter_uploads() if initiated < cutoff]
-        for pid, upload_id in stale:
-            self._abort_upload(self.key(pid), upload_id)
-        if stale:
-            log.info("aborted %d incomplete pack uploads older than %.0f s in %s", len(stale), older_than, self.kind)
-        return len(stale)
+        aborted = 0
+        for _ in range(1000):  # bounded: each pass aborts at least one upload
+            stale = [(pid, upload_id) for pid, upload_id, initiated in self.iter_uploads() if initiated < cutoff]
+            for pid, upload_id in stale:
+                self._abort_upload(self.key(pid), upload_id)
+            aborted += len(stale)
+            if not stale:
+                break
+        if aborted:
+            log.info("aborted %d incomplete pack uploads older than %.0f s in %s", aborted, older_than, self.kind)
+        return aborted
 
     def _create_upload(self, key: str) -> str:
         resp = self._call(
@@ -347,7 +362,7 @@ class S3PackFiles(PackFiles):
             if not isinstance(exc, BlockNotFound) and error_code(exc) not in _GONE_UPLOAD:
                 raise  # gone already (a retried abort, or another process's GC) is what we wanted
 
-    def _put(self, key: str, data: bytes | bytearray) -> None:
+    def _put(self, key: str, data: bytes) -> None:
         self._call(
             "PutObject",
             key,
@@ -422,7 +437,9 @@ class S3PackSink(PackSink):
         except BaseException:
             self._pending.release()
             raise
-        part, self._buf = self._buf, bytearray()
+        # botocore copies a bytearray body (into each attempt); bytes it sends as they are
+        part = bytes(self._buf)
+        self._buf = bytearray()
         with self._lock:
             self._held += len(part)
         try:
@@ -451,7 +468,8 @@ class S3PackSink(PackSink):
         self._require_open()
         try:
             if self._upload_id is None:
-                body, self._buf = self._buf, bytearray()
+                body = bytes(self._buf)
+                self._buf = bytearray()
                 self._files._put(self.key, body)
             else:
                 if self._buf:
