@@ -34,15 +34,7 @@ from ..ids import ID_LEN, short
 from .base import BlockStat, BlockStore
 from .layers import layered
 from .retry import RetryPolicy
-from .s3bucket import (  # noqa: F401 - re-exported: the S3 vocabulary callers know from here
-    MISSING_KEY_CODES,
-    TRANSIENT_CODES,
-    TRANSIENT_EXCEPTIONS,
-    TRANSIENT_STATUS,
-    S3Bucket,
-    map_error,
-    parse_s3_url,
-)
+from .s3bucket import S3Bucket, parse_s3_url
 
 T = TypeVar("T")
 

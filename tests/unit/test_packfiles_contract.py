@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from cas.errors import BlockNotFound, IntegrityError, StoreError
+from cas.errors import BlockNotFound, IntegrityError
 from tests.fixtures.core import bytes_of
 
 pytestmark = pytest.mark.unit

@@ -268,6 +268,22 @@ def test_abort_stale_uploads_finds_more_than_a_page(s3_packfiles_factory):
     assert all(p not in {q for q, _, _ in files.iter_packs()} for p, _ in sinks)
 
 
+def test_an_upload_found_gone_is_judged_by_the_object(s3_packfiles_factory):
+    # A retried CompleteMultipartUpload or AbortMultipartUpload may find its upload gone because
+    # the first attempt did the work and only its answer was lost (AWS answers NoSuchUpload).
+    files = s3_packfiles_factory(part_size=5 * MiB)
+    pid, sink = _write(files, 6 * MiB, seed=12)
+    sink.finish()
+    key = files.key(pid)
+    files._complete_upload(key, "no-such-upload", ["etag"], 6 * MiB)  # the object is there: done
+    with pytest.raises(PermanentStoreError, match="NoSuchUpload"):
+        files._complete_upload(key, "no-such-upload", ["etag"], 6 * MiB + 1)  # not the object we sent
+    with pytest.raises(PermanentStoreError, match="NoSuchUpload"):
+        files._complete_upload(files.key(_pid()), "no-such-upload", ["etag"], 6 * MiB)  # no object at all
+    files._abort_upload(key, "no-such-upload")  # gone is what an abort wants
+    assert files.read(pid, 0, 6 * MiB) == bytes_of(6 * MiB, seed=12)
+
+
 def test_check_and_prepare(s3_packfiles_factory):
     s3_packfiles_factory().check()
     fresh = s3_packfiles_factory(bucket="cas-packs-" + os.urandom(4).hex())

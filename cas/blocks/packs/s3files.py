@@ -201,9 +201,8 @@ class S3PackFiles(PackFiles):
                 raise
             data = b""  # the range starts at or after the end
         if len(data) != length:
-            raise IntegrityError(
-                f"pack {pack_name(pack_id)} in {self.kind} is truncated: {len(data)} of {length} bytes at offset {offset}"
-            )
+            raise IntegrityError(f"pack {pack_name(pack_id)} in {self.kind} is truncated: "
+                                 f"{len(data)} of {length} bytes at offset {offset}")
         return data
 
     def size(self, pack_id: bytes) -> int:
