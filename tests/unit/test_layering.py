@@ -36,8 +36,8 @@ def test_only_the_index_imports_lmdb():
     assert not offenders
 
 
-def test_only_the_s3_block_store_imports_boto3():
-    allowed = {ROOT / "blocks" / "s3.py", ROOT / "blocks" / "retry.py"}
+def test_only_the_s3_bucket_client_imports_boto3():
+    allowed = {ROOT / "blocks" / "s3bucket.py"}
     offenders = [p for p in _modules() if {"boto3", "botocore"} & _imports(p) and p not in allowed]
     assert not offenders
 

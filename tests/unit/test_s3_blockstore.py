@@ -14,7 +14,8 @@ import botocore.exceptions as bce
 import pytest
 
 from cas.blocks.retry import RetryPolicy
-from cas.blocks.s3 import S3BlockStore, map_error, parse_s3_url
+from cas.blocks.s3 import S3BlockStore
+from cas.blocks.s3bucket import map_error, parse_s3_url
 from cas.errors import BlockNotFound, ConfigError, PermanentStoreError, TransientStoreError
 from cas.ids import block_id
 

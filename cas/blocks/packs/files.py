@@ -7,7 +7,8 @@ Contract (``tests/unit/test_packfiles_contract.py`` runs it on every implementat
 
 - ``create(id)`` starts a pack; the sink's ``write`` appends; ``finish()`` returns once the
   whole pack is durable and readable by every process, and after it the pack never changes.
-  ``abort()`` forgets an unfinished pack (nothing of it stays readable).
+  ``abort()`` forgets an unfinished pack (nothing of it stays readable). A sink takes no
+  ``write``/``flush``/``finish`` after ``finish`` or ``abort`` (``RuntimeError``: a caller's bug).
 - ``can_flush``: whether an unfinished pack can be made durable as it grows. Local files can
   (``flush()`` = fdatasync: everything written so far survives a crash and ``read`` sees it);
   an S3 object cannot (nothing of a multipart upload is readable before it completes), so a
@@ -121,7 +122,12 @@ class _LocalSink(PackSink):
         except OSError as exc:
             raise _mapped(exc, f"cannot create pack {pack_name(pack_id)}") from exc
 
+    def _require_open(self) -> None:
+        if self._fd < 0:
+            raise RuntimeError(f"pack {pack_name(self.pack_id)} is finished or aborted")
+
     def write(self, data: bytes) -> None:
+        self._require_open()
         try:
             view = memoryview(data)
             while view:
@@ -130,6 +136,7 @@ class _LocalSink(PackSink):
             raise _mapped(exc, f"cannot write pack {pack_name(self.pack_id)}") from exc
 
     def flush(self) -> None:
+        self._require_open()
         try:
             os.fdatasync(self._fd)
             if not self._dir_synced:  # the new file's name must survive a crash too
@@ -139,6 +146,7 @@ class _LocalSink(PackSink):
             raise _mapped(exc, f"cannot flush pack {pack_name(self.pack_id)}") from exc
 
     def finish(self) -> None:
+        self._require_open()
         try:
             os.fsync(self._fd)
             if not self._dir_synced:
@@ -301,20 +309,28 @@ class _MemorySink(PackSink):
     def __init__(self, files: MemoryPackFiles, pack_id: bytes):
         self._files = files
         self.pack_id = pack_id
+        self._open = True
         with files._lock:
             files._packs[pack_id] = (bytearray(), time.time())
 
+    def _require_open(self) -> None:
+        if not self._open:
+            raise RuntimeError(f"pack {pack_name(self.pack_id)} is finished or aborted")
+
     def write(self, data: bytes) -> None:
+        self._require_open()
         with self._files._lock:
             self._files._packs[self.pack_id][0].extend(data)
 
     def flush(self) -> None:
-        pass
+        self._require_open()
 
     def finish(self) -> None:
-        pass
+        self._require_open()
+        self._open = False
 
     def abort(self) -> None:
+        self._open = False
         self._files.delete(self.pack_id)
 
 
