@@ -28,9 +28,9 @@ def open_packfiles(settings):
 
         return MemoryPackFiles()
     if url.startswith("s3://"):
-        from .s3 import S3BlockStore
+        from .packs.s3files import S3PackFiles
 
-        return S3BlockStore.from_settings(settings.blocks)  # one object per block until S3 packs land
+        return S3PackFiles.from_settings(settings.blocks)
     raise ConfigError(f"unknown block backend {url!r}: use local or s3://BUCKET[/PREFIX]")
 
 

@@ -378,6 +378,21 @@ class Store(UploadsMixin, JournalMixin):
         """One block's verified, uncompressed bytes."""
         return self.codec.decode(block_id, self.blocks.get(block_id))
 
+    def read_object_blocks(self, info: ObjectInfo, block_ids: list[bytes]) -> list[bytes]:
+        """Blocks of ``info``'s object, verified, fetched with coalesced reads; a block that
+        fails is read again on its own and, failing again, marks the object damaged."""
+        try:
+            stored = list(self.blocks.get_many(block_ids))
+        except (BlockNotFound, IntegrityError):
+            return [self.read_object_block(info, bid) for bid in block_ids]
+        out = []
+        for bid, raw in zip(block_ids, stored):
+            try:
+                out.append(self.codec.decode(bid, raw))
+            except IntegrityError:
+                out.append(self.read_object_block(info, bid))
+        return out
+
     def read_object_block(self, info: ObjectInfo, block_id: bytes) -> bytes:
         """A block of ``info``'s object; ``ObjectDamaged`` (and the row marked) if it cannot be read.
 

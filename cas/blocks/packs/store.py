@@ -153,17 +153,42 @@ class PackedBlockStore(BlockStore):
                 if p.closed:
                     continue
                 offset = p.size
-                p.sink.write(data)
-                p.size += len(data)
-                p.entries.append(fmt.Entry(kind, entry_id, offset, len(data), raw_len))
-                index = len(p.entries) - 1
-                p.last_write = time.monotonic()
-                full = p.size >= self.target_size
+                try:
+                    p.sink.write(data)
+                except BaseException as exc:
+                    p.failed = exc
+                    p.closed = True
+                    failed = True
+                else:
+                    failed = False
+                if not failed:
+                    p.size += len(data)
+                if not failed:
+                    p.entries.append(fmt.Entry(kind, entry_id, offset, len(data), raw_len))
+                    index = len(p.entries) - 1
+                    p.last_write = time.monotonic()
+                    full = p.size >= self.target_size
+            if failed:  # this pack is lost: the next write starts another; its writers fail at sync
+                self._abandon(p)
+                raise p.failed
             with self._pending_lock:
                 self._pending[(kind, entry_id)] = (p, index)
             if full:
                 self._rotate(p)
             return
+
+    def _abandon(self, p: _OpenPack) -> None:
+        """A pack whose writes failed: no one appends to it again; its partial bytes are dropped
+        (a local pack's located entries stay: they were made durable before the failure)."""
+        with self._alloc:
+            if self._current is p:
+                self._current = None
+        if not self.files.can_flush:
+            try:
+                p.sink.abort()
+            except Exception as exc:  # the backend is failing; GC aborts stale uploads later
+                log.debug("cannot abort pack %s: %s", pack_name(p.id), exc)
+        self._heartbeat.discard(p.id)
 
     def _rotate(self, p: _OpenPack) -> Future:
         """Stop appending to ``p`` and seal it on the sealer thread (the future of that)."""
@@ -288,7 +313,13 @@ class PackedBlockStore(BlockStore):
                 if p.located < upto and not p.closed:  # else a leader flushed for us, or it is sealing
                     with p.lock:
                         n, size = len(p.entries), p.size
-                    p.sink.flush()
+                    try:
+                        p.sink.flush()
+                    except BaseException as exc:  # what was not flushed may be lost: stop using it
+                        with p.lock:
+                            p.failed, p.closed = exc, True
+                        self._abandon(p)
+                        raise
                     self._locate(p, n, size)
             if p.located < upto and p.sealed is not None:
                 p.sealed.result()
