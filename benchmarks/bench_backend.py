@@ -10,7 +10,7 @@ the end), one generated file of unique, incompressible bytes:
 
 cas runs in-process (``Store`` with ``--blocks s3://...`` settings: chunk, hash, encode, pin,
 one PUT per new block, commit), so the figures show what the backend layout costs, not process
-start-up. Backend requests are counted on the wire (S3BlockStore's own counts for cas, a
+start-up. Backend requests are counted on the wire (S3PackFiles' own counts for cas, a
 botocore ``before-send`` hook for the direct client) and shown per GiB: cas stores one object per
 block (~64 KiB average), which is the cost that packing small blocks would cut.
 
@@ -101,7 +101,7 @@ def timed(fn, *inputs: Path) -> tuple[float, object]:
 
 def one_run(tmp: Path, server, bucket: str, src: Path, size: int, concurrency: int, run: int) -> dict[str, dict]:
     """One run of the three phases; in each phase cas and direct go in the order ``turns`` gives."""
-    from cas.blocks import innermost
+    from cas.blocks import packs_of
     from cas.config import load_settings
     from cas.store import Store
     from tests.fixtures.seaweed import s3_client
@@ -128,7 +128,7 @@ def one_run(tmp: Path, server, bucket: str, src: Path, size: int, concurrency: i
     store = Store.open_store(settings)
     try:
         store.create_bucket("bench")
-        reqs = innermost(store.blocks).request_counts
+        reqs = packs_of(store.blocks).files.request_counts  # the pack backend's requests on the wire
 
         def cas_put(key: str) -> dict:
             before = sum(reqs().values())

@@ -9,7 +9,8 @@ write txn through ``commit_into``. Order of operations:
    (first batch) and pins every chunk; ``blocklife.pin`` says what to do with
    it: rely on it (a condemned row is resurrected), write it (absent or
    damaged), or wait until GC drops its ``deleting`` row and then write it.
-   Encoding and block puts run on a small thread pool outside any txn.
+   Encoding runs on a small thread pool outside any txn; the encoded blocks are put in
+   body order on the writer's thread (neighbours in a body are neighbours in a pack).
 3. ``finish`` waits for the puts and flushes them (``BlockStore.sync``); the
    caller's commit txn then calls ``commit_into``: ``blocklife`` records the
    blocks written (a damaged row written again becomes live), a block relied on
@@ -204,21 +205,23 @@ class BlockWriter:
         for bid, data in to_write:
             if len(self._inflight) >= MAX_INFLIGHT:
                 self._drain(len(self._inflight) - MAX_INFLIGHT + 1)
-            self._inflight.append(self._pool.submit(self._put_block, bid, data))
+            self._inflight.append(self._pool.submit(self._encode, bid, data))
 
-    def _put_block(self, bid: bytes, data: bytes) -> tuple[bytes, int, int]:
-        encoded = self._codec.encode(data)
-        self._blocks.put(bid, encoded)
-        return bid, len(encoded), len(data)
+    def _encode(self, bid: bytes, data: bytes) -> tuple[bytes, bytes, int]:
+        return bid, self._codec.encode(data), len(data)
 
     def _drain(self, count: int | None = None) -> None:
+        """Put the oldest ``count`` encoded blocks (all by default), in body order: a body's
+        blocks lie in its pack in the order a reader wants them (one ranged read for many)."""
         n = len(self._inflight) if count is None else count
         done, self._inflight = self._inflight[:n], self._inflight[n:]
         error = None
         for fut in done:
             try:
-                bid, stored, raw = fut.result()
-                self._new[bid] = (stored, raw)
+                bid, encoded, raw = fut.result()
+                if error is None:
+                    self._blocks.put(bid, encoded)
+                    self._new[bid] = (len(encoded), raw)
             except Exception as exc:  # first error wins; the rest are awaited so nothing runs on
                 error = error or exc
         if error is not None:

@@ -13,7 +13,8 @@ from ..manifest import Manifest
 log = logging.getLogger(__name__)
 from .records import ObjectInfo
 
-WINDOW = 4 << 20  # raw bytes fetched (and held) per window of a read
+WINDOW = 4 << 20  # raw bytes fetched (and held) per window of a read from a local store
+REMOTE_WINDOW = 8 << 20  # ... from a remote store (one ranged request each)
 MAX_WINDOWS_AHEAD = 3  # windows in flight ahead of a remote reader: bounds its memory
 
 if TYPE_CHECKING:
@@ -121,12 +122,13 @@ class ObjectReader:
 
     def _windows(self, first: int, last: int) -> list[tuple[int, int]]:
         lengths = self._manifest.lengths
+        window = REMOTE_WINDOW if self._store.read_ahead else WINDOW
         out = []
         a = first
         size = 0
         for i in range(first, last):
             size += lengths[i]
-            if size >= WINDOW:
+            if size >= window:
                 out.append((a, i + 1))
                 a, size = i + 1, 0
         if a < last:
