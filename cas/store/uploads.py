@@ -142,6 +142,7 @@ class UploadsMixin:
         numbers = [n for n, _ in wanted]
         if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
             raise InvalidPartOrder("the list of parts was not in ascending order")
+        self._store_parts_manifest(upload_id, numbers)
         with self.index.write() as t:
             up = t.get_upload(upload_id)
             if up is None:
@@ -162,6 +163,7 @@ class UploadsMixin:
                 size += rec["size"]
             manifest = Manifest().concat(manifests)
             t.put_manifest(manifest.id, manifest.encode())
+            self.blocks.bind_manifest(t, manifest.id)
             etag = f"{hashlib.md5(md5s).hexdigest()}-{len(wanted)}"
             info = ObjectInfo(bucket, key, size, etag, up["ct"], self.clock(), up["meta"], up["hdr"],
                               dict(checksums or {}), {}, user or up["owner"], 0, manifest.id, len(wanted))
@@ -171,6 +173,22 @@ class UploadsMixin:
         testonly_crash_point("multipart.after_commit")
         self._notify()
         return out
+
+    def _store_parts_manifest(self, upload_id: str, numbers: list[int]) -> None:
+        """Before completing: the object's manifest goes to the backend too (a pack), like every
+        writer's. Parts that change before the commit txn (or are missing: the txn refuses then)
+        only leave a dead entry; the txn stores the manifest it builds in the index regardless."""
+        with self.index.read() as t:
+            manifests = []
+            for number in numbers:
+                rec = t.get_part(upload_id, number)
+                raw = t.get_manifest(bytes.fromhex(rec["m"])) if rec is not None else None
+                if raw is None:
+                    return
+                manifests.append(Manifest.decode(raw))
+        manifest = Manifest().concat(manifests)
+        self.blocks.put_manifest(manifest.id, manifest.encode())
+        self.blocks.sync([manifest.id])
 
     def expire_uploads(self, max_age: float) -> int:
         """Abort uploads initiated more than ``max_age`` seconds ago; their blocks become garbage."""

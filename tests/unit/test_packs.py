@@ -267,3 +267,23 @@ def test_an_idle_open_pack_is_sealed(tmp_path):
     finally:
         store.close()
         index.close()
+
+
+# -- the store over packs -------------------------------------------------------------------------
+def test_every_name_has_its_manifest_in_a_pack(local_store):
+    """Everything needed to read an object but its name is in the backend: put, multipart, copy."""
+    from cas.blocks import packs_of
+
+    s = local_store
+    s.create_bucket("bkt")
+    s.put("bkt", "one", os.urandom(300_000))
+    up = s.create_upload("bkt", "multi")
+    parts = [s.upload_part(up, n, os.urandom(5 << 20 if n == 1 else 1000)) for n in (1, 2)]
+    s.complete_upload(up, [(p.number, p.etag) for p in parts])
+    s.copy("bkt", "one", "bkt", "copied")
+    packs = packs_of(s.blocks)
+    for key in ("one", "multi", "copied"):
+        info = s.stat("bkt", key)
+        with s.index.read() as t:
+            in_index = t.get_manifest(info.manifest_id)
+        assert packs.get_manifest(info.manifest_id) == in_index, key
