@@ -137,6 +137,7 @@ class BlockWriter:
         self._inflight: list[Future] = []
         self._registered = False
         self._damage_marks = 0  # blocklife's counter when this writer first pinned
+        self._tokens: list = []  # the pack entries of what this writer put (``bind`` locates them)
 
     # -- 1-2: body to pinned blocks -------------------------------------------------------
     def write(self, body, *, expected_size: int | None = None, expected_md5: bytes | None = None) -> WriteResult:
@@ -220,7 +221,9 @@ class BlockWriter:
             try:
                 bid, encoded, raw = fut.result()
                 if error is None:
-                    self._blocks.put(bid, encoded)
+                    token = self._blocks.put(bid, encoded)
+                    if token is not None:
+                        self._tokens.append(token)
                     self._new[bid] = (len(encoded), raw)
             except Exception as exc:  # first error wins; the rest are awaited so nothing runs on
                 error = error or exc
@@ -243,9 +246,14 @@ class BlockWriter:
         self._drain()
         ids = list(self._new.keys())
         if manifest is not None:
-            self._blocks.put_manifest(manifest.id, manifest.encode())
+            token = self._blocks.put_manifest(manifest.id, manifest.encode())
+            if token is not None:
+                self._tokens.append(token)
             ids.append(manifest.id)
-        self._blocks.sync(ids)
+        if self._tokens:  # packs: durable now, located by ``bind`` in the commit txn
+            self._blocks.flush(self._tokens)
+        else:
+            self._blocks.sync(ids)
         testonly_crash_point("writer.before_commit")
 
     def commit_into(self, t, manifest: Manifest, now: float) -> None:
@@ -266,7 +274,7 @@ class BlockWriter:
         if expired:  # our lease lapsed (process stalled): every block must still be there
             blocklife.revalidate(t, manifest.ids, now)
         t.put_manifest(manifest.id, manifest.encode())
-        self._blocks.bind_manifest(t, manifest.id)
+        self._blocks.bind(t, self._tokens)
         self._unpin(t)
 
     def _expired(self, t, now: float) -> bool:

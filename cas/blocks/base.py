@@ -130,6 +130,14 @@ class BlockStore(ABC):
     def sync(self, block_ids: Iterable[bytes]) -> None:  # noqa: B027 - default is a no-op on purpose
         """Make the listed blocks durable. Backends that are durable on put need nothing."""
 
+    def flush(self, tokens: Iterable) -> None:  # noqa: B027
+        """Make durable the blocks whose ``put`` returned ``tokens`` (None for a backend without
+        tokens, which ``sync`` handles), to be ``bind``-ed in the writer's commit txn."""
+
+    def bind(self, t, tokens: Iterable) -> None:  # noqa: B027
+        """Inside the commit txn of a writer that ``flush``-ed: make its blocks (and manifest)
+        findable by every process, atomically with the commit (packs)."""
+
     def check(self) -> None:  # noqa: B027
         """Raise ``StoreError`` when the backend is not reachable (used by readiness checks)."""
 

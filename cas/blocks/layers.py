@@ -28,8 +28,8 @@ class BlockStoreLayer(BlockStore):
         self.inner = inner
         self.kind = inner.kind
 
-    def put(self, block_id: bytes, data: bytes) -> None:
-        self.inner.put(block_id, data)
+    def put(self, block_id: bytes, data: bytes):
+        return self.inner.put(block_id, data)
 
     def get(self, block_id: bytes) -> bytes:
         return self.inner.get(block_id)
@@ -49,8 +49,8 @@ class BlockStoreLayer(BlockStore):
     def get_many(self, block_ids: list[bytes]) -> Iterator[bytes]:
         return self.inner.get_many(block_ids)
 
-    def put_manifest(self, manifest_id: bytes, encoded: bytes) -> None:
-        self.inner.put_manifest(manifest_id, encoded)
+    def put_manifest(self, manifest_id: bytes, encoded: bytes):
+        return self.inner.put_manifest(manifest_id, encoded)
 
     def delete_manifest(self, manifest_id: bytes) -> None:
         self.inner.delete_manifest(manifest_id)
@@ -66,6 +66,12 @@ class BlockStoreLayer(BlockStore):
 
     def sync(self, block_ids: Iterable[bytes]) -> None:
         self.inner.sync(block_ids)
+
+    def flush(self, tokens) -> None:
+        self.inner.flush(tokens)
+
+    def bind(self, t, tokens) -> None:
+        self.inner.bind(t, tokens)
 
     def check(self) -> None:
         self.inner.check()
@@ -84,8 +90,8 @@ class RetryingBlockStore(BlockStoreLayer):
         super().__init__(inner)
         self.policy = policy or RetryPolicy()
 
-    def put(self, block_id: bytes, data: bytes) -> None:
-        self.policy.run("put", lambda: self.inner.put(block_id, data))
+    def put(self, block_id: bytes, data: bytes):
+        return self.policy.run("put", lambda: self.inner.put(block_id, data))
 
     def get(self, block_id: bytes) -> bytes:
         return self.policy.run("get", lambda: self.inner.get(block_id))
@@ -118,9 +124,10 @@ class CountingBlockStore(BlockStoreLayer):
         super().__init__(inner)
         self.counters = BlockCounters()
 
-    def put(self, block_id: bytes, data: bytes) -> None:
-        self.inner.put(block_id, data)
+    def put(self, block_id: bytes, data: bytes):
+        token = self.inner.put(block_id, data)
         self.counters.count_put(len(data))
+        return token
 
     def get(self, block_id: bytes) -> bytes:
         data = self.inner.get(block_id)

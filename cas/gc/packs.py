@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from ..blocks import packs_of
 from ..blocks.packs import format as fmt
+from ..blocks.packs.store import drop_location
 from ..errors import BlockNotFound, IntegrityError
 from ..ids import short
 from ..index.schema import KIND_DATA, KIND_MANIFEST, PACK_OPEN, PACK_RETIRED, PACK_SEALED
@@ -145,7 +146,10 @@ class PackSweep:
         return out
 
     def _repack(self, pid: bytes, row) -> None:
-        entries = self._live_entries(pid, row)
+        located = self._live_entries(pid, row)
+        with self.index.read() as t:  # a located manifest no index row has is dead (its writer gave up)
+            stale = [e for e in located if e.kind == KIND_MANIFEST and t.get_manifest(e.id) is None]
+        entries = [e for e in located if e not in stale]
         if not self.delete:
             self.report.packs_repacked += 1
             self.report.repacked_entries += len(entries)
@@ -176,6 +180,9 @@ class PackSweep:
         self.report.repacked_entries += len(moved)
         self.report.repacked_bytes += sum(e.length for e in entries)
         with self.index.write() as t:
+            for e in stale:
+                if _points_at(t.get_loc(e.kind, e.id), pid, e.offset) and t.get_manifest(e.id) is None:
+                    drop_location(t, e.kind, e.id)
             cur = t.get_pack(pid)
             if cur is not None and cur.state in (PACK_SEALED, PACK_OPEN) and cur.live_entries == 0:
                 t.put_pack(pid, _state(cur, PACK_RETIRED, self.run.clock()))

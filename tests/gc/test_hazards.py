@@ -281,12 +281,15 @@ def test_stalled_writer_relying_on_reclaimed_blocks_fails_instead_of_dangling(gc
 
 def test_stalled_writer_whose_new_blocks_were_reclaimed_does_not_commit_them(gc_store, clock):
     s = gc_store
-    z = data(2_000_000, 16)  # > 16 blocks: the local backend flushes with one syncfs
+    z = data(2_000_000, 16)
     gate = Gate()
     w = Background(s.put, BUCKET, "z", z, before_commit=gate)
     assert gate.reached.wait(30)
     clock.advance(s.settings.gc.pin_lease + 1)
-    assert collect(s, delete=True, min_age=0).orphans > 0
+    report = collect(s, delete=True, min_age=0)
+    # reclaimed: as orphans where its pack was sealed and located them (S3), or with its abandoned
+    # open pack (local: flushed, never located; the pack's lease lapsed with the writer's)
+    assert report.orphans > 0 or report.packs_retired > 0
     gate.release.set()
     try:
         w.result()

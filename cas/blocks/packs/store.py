@@ -78,7 +78,8 @@ class _OpenPack:
         self.created = created
         self.size = 0
         self.entries: list[fmt.Entry] = []
-        self.located = 0  # entries[:located] have locations in the index
+        self.located = 0  # entries[:located] have locations in the index (more may be bound)
+        self.flushed = 0  # bytes made durable by a flush
         self.closed = False  # no more appends (being sealed)
         self.sealed: Future | None = None
         self.failed: BaseException | None = None
@@ -116,12 +117,13 @@ class PackedBlockStore(BlockStore):
         self._closed = False
 
     # -- writing ----------------------------------------------------------------------------
-    def put(self, block_id: bytes, data: bytes) -> None:
-        self._append(KIND_DATA, block_id, data, _raw_len(data))
+    def put(self, block_id: bytes, data: bytes) -> tuple[_OpenPack, int]:
+        """Append a block; returns its entry (a token for ``flush`` and ``bind``)."""
+        return self._append(KIND_DATA, block_id, data, _raw_len(data))
 
-    def put_manifest(self, manifest_id: bytes, encoded: bytes) -> None:
+    def put_manifest(self, manifest_id: bytes, encoded: bytes) -> tuple[_OpenPack, int]:
         """Store an encoded manifest in a pack too (kind manifest), so the backend holds it."""
-        self._append(KIND_MANIFEST, manifest_id, encoded, len(encoded))
+        return self._append(KIND_MANIFEST, manifest_id, encoded, len(encoded))
 
     def _open_pack(self) -> _OpenPack:
         pack_id = os.urandom(fmt.PACK_ID_LEN)
@@ -146,7 +148,7 @@ class PackedBlockStore(BlockStore):
                 p = self._current = self._open_pack()
             return p
 
-    def _append(self, kind: int, entry_id: bytes, data: bytes, raw_len: int) -> None:
+    def _append(self, kind: int, entry_id: bytes, data: bytes, raw_len: int) -> tuple[_OpenPack, int]:
         while True:
             p = self._writable()
             with p.lock:
@@ -175,7 +177,7 @@ class PackedBlockStore(BlockStore):
                 self._pending[(kind, entry_id)] = (p, index)
             if full:
                 self._rotate(p)
-            return
+            return p, index
 
     def _abandon(self, p: _OpenPack) -> None:
         """A pack whose writes failed: no one appends to it again; its partial bytes are dropped
@@ -244,6 +246,8 @@ class PackedBlockStore(BlockStore):
             changed: dict[bytes, PackRow] = {}
             for e in new:
                 old = t.get_loc(e.kind, e.id)
+                if old is not None and old.pack == p.id and old.offset == e.offset:
+                    continue  # bound by its writer's commit already
                 if old is not None:
                     if old.pack == p.id:
                         live_bytes -= old.length
@@ -288,7 +292,8 @@ class PackedBlockStore(BlockStore):
             t.put_pack(loc.pack, _with_live(row, loc.length, 1))
 
     def sync(self, block_ids: Iterable[bytes]) -> None:
-        """Make the packs holding ``block_ids`` (data or manifest ids) durable and located."""
+        """Make the packs holding ``block_ids`` (data or manifest ids) durable and their
+        locations committed."""
         need: dict[_OpenPack, int] = {}
         with self._pending_lock:
             for bid in block_ids:
@@ -298,10 +303,25 @@ class PackedBlockStore(BlockStore):
                         p, i = hit
                         need[p] = max(need.get(p, 0), i + 1)
         for p, upto in need.items():
-            self._durable(p, upto)
+            self._durable(p, upto, True)
 
-    def _durable(self, p: _OpenPack, upto: int) -> None:
+    def flush(self, tokens: Iterable[tuple[_OpenPack, int]]) -> None:
+        """Make the entries ``put`` returned durable, without locating them: a writer ``bind``s
+        them in its own commit txn (one index txn fewer per commit). An entry whose writer never
+        commits is located when its pack is sealed (an orphan for GC), or dies with the pack."""
+        need: dict[_OpenPack, int] = {}
+        for p, i in tokens:
+            need[p] = max(need.get(p, 0), i + 1)
+        for p, upto in need.items():
+            self._durable(p, upto, not self.files.can_flush)
+
+    def _done(self, p: _OpenPack, upto: int, locate: bool) -> bool:
         if p.located >= upto:
+            return True
+        return not locate and p.flushed >= p.entries[upto - 1].offset + p.entries[upto - 1].length
+
+    def _durable(self, p: _OpenPack, upto: int, locate: bool = True) -> None:
+        if self._done(p, upto, locate):
             return
         if not self.files.can_flush:
             self._rotate(p).result()
@@ -309,24 +329,63 @@ class PackedBlockStore(BlockStore):
             if p.sealed is not None:
                 p.sealed.result()
         else:
-            with p.flush_lock:
-                if p.located < upto and not p.closed:  # else a leader flushed for us, or it is sealing
+            with p.flush_lock:  # group commit: a leader's flush covers whoever appended before it
+                if not self._done(p, upto, locate) and not p.closed:
                     with p.lock:
                         n, size = len(p.entries), p.size
-                    try:
-                        p.sink.flush()
-                    except BaseException as exc:  # what was not flushed may be lost: stop using it
-                        with p.lock:
-                            p.failed, p.closed = exc, True
-                        self._abandon(p)
-                        raise
-                    self._locate(p, n, size)
-            if p.located < upto and p.sealed is not None:
+                    if p.flushed < size:
+                        try:
+                            p.sink.flush()
+                        except BaseException as exc:  # what was not flushed may be lost: stop using it
+                            with p.lock:
+                                p.failed, p.closed = exc, True
+                            self._abandon(p)
+                            raise
+                        p.flushed = size
+                    if locate:
+                        self._locate(p, n, size)
+            if not self._done(p, upto, locate) and p.sealed is not None:
                 p.sealed.result()
         if p.failed is not None:
             raise TransientStoreError(f"pack {pack_name(p.id)} could not be written: {p.failed}") from p.failed
-        if p.located < upto:
+        if not self._done(p, upto, locate):
             raise TransientStoreError(f"pack {pack_name(p.id)} was closed before its blocks were located; try again")
+
+    def bind(self, t, tokens: Iterable[tuple[_OpenPack, int]]) -> None:
+        """Inside a writer's commit txn: point each flushed entry's id at that entry (any durable
+        copy is right; this one is the writer's own, so a damaged copy is replaced). Idempotent;
+        the pack's later seal skips what is bound here."""
+        now = self.clock()
+        rows: dict[bytes, PackRow] = {}
+        for p, i in tokens:
+            e = p.entries[i]
+            row = rows.get(p.id) or t.get_pack(p.id)
+            if (row is None or row.state not in (PACK_OPEN, PACK_SEALED)) and e.kind == KIND_MANIFEST:
+                # GC dropped this manifest (no name used it yet) and retired its small pack: the
+                # index keeps the manifest; only the backend's copy is missing until it is stored
+                # again (the next commit of it, or a repack of the index's manifests)
+                log.info("manifest %s: its pack was retired before the commit; kept in the index only",
+                         short(e.id))
+                continue
+            if row is None or row.state not in (PACK_OPEN, PACK_SEALED):
+                raise TransientStoreError(f"pack {pack_name(p.id)} was retired while it was written "
+                                          "(its writer stalled past its lease); try again")
+            old = t.get_loc(e.kind, e.id)
+            if old is not None and old.pack == p.id and old.offset == e.offset:
+                continue
+            if old is not None:
+                if old.pack == p.id:
+                    row = _with_live(row, -old.length, -1)
+                else:
+                    orow = rows.get(old.pack) or t.get_pack(old.pack)
+                    if orow is not None:
+                        rows[old.pack] = _with_live(orow, -old.length, -1)
+            t.put_loc(e.kind, e.id, Loc(p.id, e.offset, e.length, e.raw_len, now))
+            row = _with_live(row, e.length, 1)
+            rows[p.id] = PackRow(row.state, max(row.size, e.offset + e.length), max(row.entries, i + 1),
+                                 row.live_bytes, row.live_entries, row.created, row.state_time)
+        for pid, row in rows.items():
+            t.put_pack(pid, row)
 
     # -- idle sealing ------------------------------------------------------------------------
     def _start_idle_sealer(self) -> None:
