@@ -47,6 +47,18 @@ def test_streaming_hashers_match_botocore(algorithm, cls):
     assert ours.b64digest() == theirs.b64digest()
 
 
+def test_crc32_matches_zlib_over_any_pieces():
+    # CRC32 comes from zlib-ng: the same CRC as zlib's, whatever the pieces and buffer types
+    data = os.urandom(3 << 20)
+    for sizes in ([len(data)], [0, 1, 5119, 5120, 5121, 65536, 1 << 20], [7] * 100):
+        ours, pos = checksum.new_hasher("crc32"), 0
+        for n in sizes:
+            piece = data[pos:pos + n]
+            ours.update(piece if n % 3 else memoryview(bytearray(piece)))
+            pos += n
+        assert ours.digest() == zlib.crc32(data[:pos]).to_bytes(4, "big")
+
+
 def test_known_check_values():
     for algorithm, expected in [("crc32", 0xCBF43926), ("crc32c", 0xE3069283), ("crc64nvme", 0xAE8B14860A799888)]:
         h = checksum.new_hasher(algorithm)
