@@ -134,7 +134,8 @@ def test_signed_payload_hash_and_sha256_checksum_both_checked(cas_s3, s3_client,
                                  headers={"x-amz-checksum-sha256": wrong})
     assert status == 400 and code(body) == "BadDigest"
     assert_absent(s3_client, s3_bucket, "bad-checksum")
-    status, _, body = put_signed(cas_s3, s3_bucket, "bad-payload", data, payload_hash=hashlib.sha256(data[:-1]).hexdigest(),
+    status, _, body = put_signed(cas_s3, s3_bucket, "bad-payload", data,
+                                 payload_hash=hashlib.sha256(data[:-1]).hexdigest(),
                                  headers={"x-amz-checksum-sha256": wrong})
     assert status == 400 and code(body) == "XAmzContentSHA256Mismatch"
     assert_absent(s3_client, s3_bucket, "bad-payload")
