@@ -21,7 +21,7 @@ write txn through ``commit_into``. Order of operations:
 Block rows, pins, leases and counters are ``blocklife``'s: this module only
 decides when to call it. Memory is bounded by one batch plus the blocks in
 flight, whatever the size of the body. A writer is used by one thread; the
-Store's pool is shared.
+Store's pool and the hashing threads are shared.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,45 +50,101 @@ BATCH_CHUNKS = 512
 BATCH_BYTES = 16 << 20
 MAX_INFLIGHT = 64  # block puts queued on the pool at most (with their bytes: bounds memory)
 DELETING_WAIT = 120.0
-HASH_PIECE = 16  # chunks handed to the hashing thread at a time
-HASH_BACKLOG = 8  # pieces queued at most (bounds memory)
+HASH_PIECE = 16  # chunks handed to the hashing threads at a time
+HASH_BACKLOG = 8  # pieces queued at most per body (bounds memory)
 INLINE_HASH_BYTES = 4 << 20  # bodies up to this size are hashed on the writing thread
+HASH_THREADS = max(2, os.cpu_count() or 2)
+
+_hash_pool: ThreadPoolExecutor | None = None
+_hash_pool_lock = threading.Lock()
+
+
+def _hash_executor() -> ThreadPoolExecutor:
+    """The process's hashing threads, shared by every writer (started once, not per body)."""
+    global _hash_pool
+    with _hash_pool_lock:
+        if _hash_pool is None:
+            _hash_pool = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="cas-hash")
+        return _hash_pool
+
+
+def _forget_hash_pool() -> None:  # a forked child has none of its parent's threads
+    global _hash_pool, _hash_pool_lock
+    _hash_pool, _hash_pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_hash_pool)
 
 
 class _BodyHasher:
-    """MD5 and the protocol's hashers, fed in order; on a thread of their own for large bodies.
+    """MD5 and the protocol's hashers, each fed every byte once, in order; off the writing thread for large bodies.
 
     MD5 is the slowest thing on the write path (~700 MB/s) and hashlib releases
     the GIL, so for a large body hashing in parallel with chunking, BLAKE3 and
-    block writes keeps both cores busy. Small bodies are hashed inline: starting
-    a thread would cost more than it saves. Pieces of a few chunks bound the
-    hand-over cost.
+    block writes keeps both cores busy. Small bodies are hashed inline: a hand-over
+    would cost more than it saves. Pieces of a few chunks bound the hand-over cost.
+
+    The hashing threads are shared by all writers (a thread per body cost a thread
+    start per part, under ``concurrent.futures``' process-wide lock that every
+    block put's submit also takes). At most one step of a body is scheduled at a
+    time, which keeps its pieces in order; each step hashes one piece and queues
+    the next behind other bodies' steps, so concurrent uploads share the threads.
     """
 
     def __init__(self, hashers: list):
         self._hashers = hashers
         self._inline = INLINE_HASH_BYTES
-        self._exec: ThreadPoolExecutor | None = None
         self._slots = threading.Semaphore(HASH_BACKLOG)
         self._piece: list[bytes] = []
+        self._queue: deque[list[bytes]] = deque()
+        self._lock = threading.Lock()
+        self._idle = threading.Event()  # no step scheduled
+        self._idle.set()
+        self._error: BaseException | None = None
 
     def _hash(self, piece: list[bytes]) -> None:
         for data in piece:
             for h in self._hashers:
                 h.update(data)
 
-    def _run(self, piece: list[bytes]) -> None:
+    def _step(self) -> None:
+        with self._lock:
+            piece = self._queue.popleft()
         try:
-            self._hash(piece)
+            if self._error is None:
+                self._hash(piece)
+        except BaseException as exc:  # handed to the writer by finish()
+            self._error = exc
         finally:
             self._slots.release()
+        with self._lock:
+            more = bool(self._queue)
+            if not more:
+                self._idle.set()
+        if more:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            _hash_executor().submit(self._step)
+        except BaseException as exc:  # interpreter shutting down: nothing will run the queue
+            with self._lock:
+                self._error = self._error or exc
+                for _ in self._queue:
+                    self._slots.release()
+                self._queue.clear()
+                self._idle.set()
+            raise
 
     def _submit(self) -> None:
-        if self._exec is None:
-            self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cas-hash")
         self._slots.acquire()
-        self._exec.submit(self._run, self._piece)
+        with self._lock:
+            self._queue.append(self._piece)
+            start = self._idle.is_set()
+            self._idle.clear()
         self._piece = []
+        if start:
+            self._schedule()
 
     def update(self, data: bytes) -> None:
         if self._inline > 0:
@@ -99,10 +156,12 @@ class _BodyHasher:
             self._submit()
 
     def finish(self) -> None:
+        """Wait until every byte given is hashed."""
         if self._piece:
             self._submit()
-        if self._exec is not None:
-            self._exec.shutdown(wait=True)
+        self._idle.wait()
+        if self._error is not None:
+            raise self._error
 
 
 @dataclass

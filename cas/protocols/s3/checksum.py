@@ -7,7 +7,9 @@ hasher here has ``update(bytes)``, ``digest() -> bytes`` and ``b64digest()``,
 so the write path can feed it every byte of a body as it streams through
 (``Store.put(hashers=...)``) and the handler compares before the commit.
 
-CRC32 comes from ``zlib``, SHA1/SHA256 from ``hashlib``; CRC32C and CRC64NVME
+CRC32 comes from ``zlib-ng`` (the same CRC as ``zlib``'s, carry-less-multiply
+accelerated: about 8x faster than the system zlib and awscrt here, and CRC32 is
+what boto3 sends by default), SHA1/SHA256 from ``hashlib``; CRC32C and CRC64NVME
 from ``awscrt`` (the AWS common runtime, hardware-accelerated, the same code
 botocore uses for them), so nothing here is written by hand. The ``combine``
 functions give the CRC of a concatenation from the parts' CRCs and lengths:
@@ -22,10 +24,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import zlib
 from collections.abc import Mapping
 
 from awscrt import checksums as _crt
+from zlib_ng import zlib_ng as _zlib_ng
 
 from cas.errors import (  # noqa: F401 - re-exported where callers expect them
     BadRequest,
@@ -67,7 +69,7 @@ class _CrcHasher:
 
 class Crc32Hasher(_CrcHasher):
     __slots__ = ()
-    _fn = staticmethod(zlib.crc32)
+    _fn = staticmethod(_zlib_ng.crc32)
 
 
 class Crc32cHasher(_CrcHasher):

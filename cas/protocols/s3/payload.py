@@ -15,6 +15,9 @@ asked for, else CRC64NVME as S3 does by default), and what the body is held to:
 
 All of these run in :meth:`before_commit`, which the Store calls after the body ended and
 before anything is bound to a name, so a body that fails any of them stores nothing.
+
+Each digest is computed once per body, by the writer as the body streams: one MD5 serves
+the ETag and Content-MD5, one SHA-256 serves a signed payload hash and a SHA256 checksum.
 """
 
 from __future__ import annotations
@@ -97,15 +100,17 @@ class Payload:
 
         self.hashers = {self.algorithm: checksum.new_hasher(self.algorithm)}
         self._sha256 = auth.payload_sha256 if auth is not None else None
-        if self._sha256 is not None:
-            self.hashers[_SHA256_KEY] = checksum.Sha256Hasher()
+        # A signed payload hash and a SHA256 checksum are the same digest: hash the body once.
+        self._sha256_key = "sha256" if self.algorithm == "sha256" else _SHA256_KEY
+        if self._sha256 is not None and self._sha256_key not in self.hashers:
+            self.hashers[self._sha256_key] = checksum.Sha256Hasher()
         md5 = headers.get("content-md5")
         self.expected_md5 = bytes.fromhex(checksum.decode_content_md5(md5)) if md5 is not None else None
 
     def before_commit(self, result) -> dict[str, str]:
         """Verify everything the client promised; the checksums to keep with the object."""
         digests = result.digests
-        if self._sha256 is not None and not hmac.compare_digest(digests[_SHA256_KEY].hex(), self._sha256):
+        if self._sha256 is not None and not hmac.compare_digest(digests[self._sha256_key].hex(), self._sha256):
             raise sigv4.PayloadHashMismatch()
         ours = checksum.b64(digests[self.algorithm])
         claimed = self.header_checksums.get(self.algorithm)

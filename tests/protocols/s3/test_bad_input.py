@@ -120,6 +120,27 @@ def test_unsigned_trailer_checksum_mismatch(cas_s3, s3_client, s3_bucket):
     assert status == 200, body
 
 
+def test_signed_payload_hash_and_sha256_checksum_both_checked(cas_s3, s3_client, s3_bucket):
+    # one SHA-256 of the body serves both promises; each is still held
+    data = os.urandom(200_000)
+    sha = hashlib.sha256(data)
+    good = base64.b64encode(sha.digest()).decode()
+    status, headers, body = put_signed(cas_s3, s3_bucket, "both", data, payload_hash=sha.hexdigest(),
+                                       headers={"x-amz-checksum-sha256": good})
+    assert status == 200, body
+    assert headers["x-amz-checksum-sha256"] == good
+    wrong = base64.b64encode(hashlib.sha256(data[:-1]).digest()).decode()
+    status, _, body = put_signed(cas_s3, s3_bucket, "bad-checksum", data, payload_hash=sha.hexdigest(),
+                                 headers={"x-amz-checksum-sha256": wrong})
+    assert status == 400 and code(body) == "BadDigest"
+    assert_absent(s3_client, s3_bucket, "bad-checksum")
+    status, _, body = put_signed(cas_s3, s3_bucket, "bad-payload", data,
+                                 payload_hash=hashlib.sha256(data[:-1]).hexdigest(),
+                                 headers={"x-amz-checksum-sha256": wrong})
+    assert status == 400 and code(body) == "XAmzContentSHA256Mismatch"
+    assert_absent(s3_client, s3_bucket, "bad-payload")
+
+
 def test_payload_hash_mismatch_and_short_content_length(cas_s3, s3_client, s3_bucket):
     data = os.urandom(10_000)
     status, _, body = put_signed(cas_s3, s3_bucket, "sha", data, payload_hash=hashlib.sha256(b"other").hexdigest())

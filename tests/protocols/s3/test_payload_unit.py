@@ -12,7 +12,7 @@ import pytest
 from botocore import httpchecksum
 
 from cas.auth import sigv4
-from cas.errors import IncompleteBody
+from cas.errors import BadDigest, IncompleteBody
 from cas.protocols.s3 import checksum
 from cas.protocols.s3.chunked import AwsChunkedReader, BodyReader, MalformedChunk, MalformedTrailer
 from tests.fixtures.s3api import SignedRequest, signed_chunked_body, signing_key
@@ -45,6 +45,18 @@ def test_streaming_hashers_match_botocore(algorithm, cls):
     theirs = cls()
     theirs.update(data)
     assert ours.b64digest() == theirs.b64digest()
+
+
+def test_crc32_matches_zlib_over_any_pieces():
+    # CRC32 comes from zlib-ng: the same CRC as zlib's, whatever the pieces and buffer types
+    data = os.urandom(3 << 20)
+    for sizes in ([len(data)], [0, 1, 5119, 5120, 5121, 65536, 1 << 20], [7] * 100):
+        ours, pos = checksum.new_hasher("crc32"), 0
+        for n in sizes:
+            piece = data[pos:pos + n]
+            ours.update(piece if n % 3 else memoryview(bytearray(piece)))
+            pos += n
+        assert ours.digest() == zlib.crc32(data[:pos]).to_bytes(4, "big")
 
 
 def test_known_check_values():
@@ -166,3 +178,61 @@ def test_body_reader_readline_and_short_body():
     with pytest.raises(IncompleteBody):
         read_all(BodyReader(io.BytesIO(b"short"), 10))
     assert hashlib.sha256(b"").hexdigest() == sigv4.EMPTY_SHA256
+
+
+# -- Payload: which hashers a body gets, and that each promise is still checked
+
+
+def _payload(body: bytes, headers: dict, payload_hash: str):
+    from cas.config import load_settings
+    from cas.protocols.s3.payload import Payload
+    from cas.protocols.s3.request import S3Request
+
+    environ = {"REQUEST_METHOD": "PUT", "PATH_INFO": "/bkt/key", "HTTP_HOST": "127.0.0.1",
+               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+    environ.update({"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()})
+    req = S3Request(environ, None, load_settings("/nonexistent", {}, env={}))
+    req.auth = sigv4.Authorization("k", "20260101T000000Z", "20260101/us-east-1/s3/aws4_request", "us-east-1",
+                                   "0" * 64, b"k" * 32, payload_hash, False)
+    return Payload(req)
+
+
+def _digests(payload, body: bytes):
+    """What the writer hands ``before_commit``: each hasher fed every byte once."""
+    from cas.protocols.s3.payload import _Digests
+
+    data = payload.reader.read(len(body) + 1)
+    for hasher in payload.hashers.values():
+        hasher.update(data)
+    return _Digests({name: h.digest() for name, h in payload.hashers.items()})
+
+
+def test_signed_payload_hash_and_sha256_checksum_share_one_hasher():
+    body = os.urandom(5000)
+    sha = hashlib.sha256(body)
+    other = hashlib.sha256(b"other")
+    good = base64.b64encode(sha.digest()).decode()
+    payload = _payload(body, {"x-amz-checksum-sha256": good}, sha.hexdigest())
+    assert len(payload.hashers) == 1  # one SHA-256 over the body, not two
+    assert payload.before_commit(_digests(payload, body)) == {"sha256": good}
+    # a wrong checksum with a right signed hash is still BadDigest
+    payload = _payload(body, {"x-amz-checksum-sha256": base64.b64encode(other.digest()).decode()}, sha.hexdigest())
+    with pytest.raises(BadDigest):
+        payload.before_commit(_digests(payload, body))
+    # a wrong signed hash is still XAmzContentSHA256Mismatch, whatever the checksum says
+    for claimed in (good, base64.b64encode(other.digest()).decode()):
+        payload = _payload(body, {"x-amz-checksum-sha256": claimed}, other.hexdigest())
+        with pytest.raises(sigv4.PayloadHashMismatch):
+            payload.before_commit(_digests(payload, body))
+
+
+def test_signed_payload_hash_with_another_checksum_gets_both_hashers():
+    body = os.urandom(5000)
+    sha = hashlib.sha256(body)
+    crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    payload = _payload(body, {"x-amz-checksum-crc32": crc}, sha.hexdigest())
+    assert len(payload.hashers) == 2
+    assert payload.before_commit(_digests(payload, body)) == {"crc32": crc}
+    payload = _payload(body, {"x-amz-checksum-crc32": crc}, hashlib.sha256(b"other").hexdigest())
+    with pytest.raises(sigv4.PayloadHashMismatch):
+        payload.before_commit(_digests(payload, body))
