@@ -14,7 +14,8 @@ phase reclaims them:
    are at least ``SMALL_MIN`` of them: their live entries are read (verified: a block must
    decode to its id), appended to this process's open pack like any write, synced — which
    moves their locations in one txn per pack flush, so a copy never points anywhere but at
-   verified bytes — and the emptied pack is retired as in 1. A writer that re-puts a block
+   verified bytes — and the emptied pack is retired as in 1. An open pack of this very
+   process is never taken for abandoned, even when its lease lapsed. A writer that re-puts a block
    being copied simply moves its location once more (same bytes: content-addressed); a block
    GC deleted meanwhile gets a location without a row — an orphan the next run collects.
 
@@ -70,7 +71,9 @@ class PackSweep:
                     if now - row.state_time >= self.min_age:
                         expired.append((pid, row))
                 elif row.state == PACK_OPEN:
-                    if pid not in live_writers:  # its writer is gone: copy out what it located
+                    # its writer is gone (a GC inside the writing process never copies its own
+                    # open pack into itself, whatever that pack's lease says): copy out what it located
+                    if pid not in live_writers and not self.packs.appending_to(pid):
                         repack.append((pid, row))
                 elif row.live_entries == 0:
                     retire.append((pid, row))

@@ -107,6 +107,7 @@ class PackedBlockStore(BlockStore):
         self._manifest_locs: dict[bytes, Loc] = {}  # located manifests a commit may still bind
         self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cas-seal")
         self._heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self._lease)
+        self._appending: set[bytes] = set()  # local packs this process has open (their leases beat)
         self._cache: OrderedDict[tuple[bytes, int, int], bytes] = OrderedDict()
         self._cache_bytes = 0
         self._cache_max = (0 if files.can_flush else CACHE_BYTES) if cache_bytes is None else cache_bytes
@@ -131,6 +132,7 @@ class PackedBlockStore(BlockStore):
                 t.put_pack(pack_id, PackRow(PACK_OPEN, 0, 0, 0, 0, now, now))
                 blocklife.register_writer(t, pack_id, now + self._lease)
             self._heartbeat.add(pack_id)
+            self._appending.add(pack_id)
         sink = self.files.create(pack_id)
         p = _OpenPack(pack_id, sink, now)
         header = fmt.header(pack_id)
@@ -189,6 +191,7 @@ class PackedBlockStore(BlockStore):
             except Exception as exc:  # the backend is failing; GC aborts stale uploads later
                 log.debug("cannot abort pack %s: %s", pack_name(p.id), exc)
         self._heartbeat.discard(p.id)
+        self._appending.discard(p.id)
 
     def _rotate(self, p: _OpenPack) -> Future:
         """Stop appending to ``p`` and seal it on the sealer thread (the future of that)."""
@@ -221,6 +224,12 @@ class PackedBlockStore(BlockStore):
                 raise
             finally:
                 self._heartbeat.discard(p.id)
+                self._appending.discard(p.id)
+
+    def appending_to(self, pack_id: bytes) -> bool:
+        """Whether ``pack_id`` is an open pack of this process: never abandoned, even when its
+        lease row lapsed (a clock jump, a stall) and GC reaped it."""
+        return pack_id in self._appending
 
     def _drop_pack_row(self, p: _OpenPack) -> None:
         if self.files.can_flush:
