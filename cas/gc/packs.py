@@ -12,9 +12,10 @@ phase reclaims them:
 3. **Repack** sealed packs whose live bytes fell under ``REPACK_BELOW`` of their size, and
    small packs (a store over S3 writes one small pack per group of small commits) when there
    are at least ``SMALL_MIN`` of them: their live entries are read (verified: a block must
-   decode to its id), appended to this process's open pack like any write, synced — which
+   decode to its id), appended to this process's open pack like any write, synced once per
+   ``target_size`` of copies (on S3 a sync seals the pack: small packs merge into one) — which
    moves their locations in one txn per pack flush, so a copy never points anywhere but at
-   verified bytes — and the emptied pack is retired as in 1. An open pack of this very
+   verified bytes — and the emptied packs are retired as in 1. An open pack of this very
    process is never taken for abandoned, even when its lease lapsed. A writer that re-puts a block
    being copied simply moves its location once more (same bytes: content-addressed); a block
    GC deleted meanwhile gets a location without a row — an orphan the next run collects.
@@ -84,9 +85,7 @@ class PackSweep:
         if len(small) >= SMALL_MIN:
             repack.extend(small)
         self._retire(retire)
-        for pid, row in repack:
-            self.run._check_stop()
-            self._repack(pid, row)
+        self._repack_all(repack)
         self.run.step("after_pack_retire")
         if self.min_age <= 0:  # what this run retired is past a zero grace at once
             with self.index.read() as t:
@@ -147,15 +146,36 @@ class PackSweep:
         out.sort(key=lambda e: e.offset)
         return out
 
-    def _repack(self, pid: bytes, row) -> None:
-        entries = self._live_entries(pid, row)
-        if not self.delete:
-            self.report.packs_repacked += 1
-            self.report.repacked_entries += len(entries)
-            self.report.repacked_bytes += sum(e.length for e in entries)
-            self.report.packs_retired += 1
-            return
+    def _repack_all(self, packs: list) -> None:
+        """Copy the live entries of ``packs`` out, a batch of about ``target_size`` copied bytes
+        per sync: a sync seals the pack on S3, so small packs merge instead of being copied one
+        to one (a run stopped early still switches what it copied)."""
+        batch: list[bytes] = []
         moved: list[bytes] = []
+        copied = 0
+        for pid, row in packs:
+            if self.run.stop is not None and self.run.stop.is_set():
+                break
+            copied += self._copy(pid, row, moved)
+            batch.append(pid)
+            if copied >= self.packs.target_size:
+                self._switch(batch, moved)
+                batch, moved, copied = [], [], 0
+        if batch:
+            self._switch(batch, moved)
+        self.run._check_stop()
+
+    def _copy(self, pid: bytes, row, moved: list[bytes]) -> int:
+        """Append the live entries of ``pid`` to this process's open pack (ids added to ``moved``);
+        the bytes copied (a dry run only counts)."""
+        entries = self._live_entries(pid, row)
+        self.report.packs_repacked += 1
+        self.report.repacked_bytes += sum(e.length for e in entries)
+        if not self.delete:
+            self.report.repacked_entries += len(entries)
+            self.report.packs_retired += 1
+            return 0
+        copied = 0
         for group in _ranges(entries):
             start = group[0].offset
             data = self.packs.files.read(pid, start, group[-1].offset + group[-1].length - start)
@@ -172,17 +192,24 @@ class PackSweep:
                 else:
                     self.packs.put_manifest(e.id, raw)
                 moved.append(e.id)
+                copied += e.length
+                self.report.repacked_entries += 1
             self.run.step("after_repack_copy")
+        return copied
+
+    def _switch(self, packs: list[bytes], moved: list[bytes]) -> None:
+        """Make the copies durable (which moves their locations), then retire the emptied packs."""
+        if not self.delete:
+            return
         self.packs.sync(moved)
         self.run.step("after_repack_sync")
-        self.report.packs_repacked += 1
-        self.report.repacked_entries += len(moved)
-        self.report.repacked_bytes += sum(e.length for e in entries)
         with self.index.write() as t:
-            cur = t.get_pack(pid)
-            if cur is not None and cur.state in (PACK_SEALED, PACK_OPEN) and cur.live_entries == 0:
-                t.put_pack(pid, _state(cur, PACK_RETIRED, self.run.clock()))
-                self.report.packs_retired += 1
+            now = self.run.clock()
+            for pid in packs:
+                cur = t.get_pack(pid)
+                if cur is not None and cur.state in (PACK_SEALED, PACK_OPEN) and cur.live_entries == 0:
+                    t.put_pack(pid, _state(cur, PACK_RETIRED, now))
+                    self.report.packs_retired += 1
 
     def _abort_stale_uploads(self) -> None:
         abort: Callable | None = getattr(self.packs.files, "abort_stale_uploads", None)

@@ -304,6 +304,23 @@ def test_block_deleted_between_copy_and_sync_ends_as_an_orphan_the_next_run_recl
 
 # -- small packs, abandoned packs ----------------------------------------------------------------
 
+def test_small_packs_are_merged(gc_store):
+    """A store over S3 writes a pack per small commit; a local one does when sealed each time."""
+    s = gc_store
+    bodies = {f"s{i}": data(150_000, 200 + i) for i in range(12)}
+    for key, body in bodies.items():
+        s.put(BUCKET, key, body)
+        seal(s)
+    before = pack_rows(s)
+    assert len(before) >= 12
+    report = collect(s, delete=True, min_age=0)
+    assert report.packs_repacked >= 8
+    after = pack_rows(s)
+    assert len(after) <= 2, f"{len(before)} small packs became {len(after)}"
+    assert not set(after) & set(before) and pack_files(s) == set(after)
+    assert_packs_sound(s)
+    assert_whole(s, {(BUCKET, k): b for k, b in bodies.items()})
+
 
 def test_the_open_pack_of_a_killed_put_is_reclaimed(local_gc_store, tmp_path):
     s = local_gc_store
