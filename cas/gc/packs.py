@@ -23,7 +23,9 @@ phase reclaims them:
 A crash at any step leaves dead copies (entries no location points at: dead bytes in their
 pack) or a pack retired late or deleted twice, never a location without its bytes.
 
-A dry run counts what a real run would retire, delete and repack, and writes nothing.
+A dry run counts what a real run would retire, delete and repack, and writes nothing: its
+sweep notes the locations the real run would have dropped by now (``DryDrops``), and this
+phase counts as if they were gone (and the writers the real run reaps, dead).
 Incomplete S3 multipart uploads of packs (a process killed mid-pack) older than the grace are
 aborted too.
 """
@@ -37,7 +39,8 @@ from ..blocks import packs_of
 from ..blocks.packs import format as fmt
 from ..errors import BlockNotFound, IntegrityError
 from ..ids import short
-from ..index.schema import KIND_DATA, KIND_MANIFEST, PACK_OPEN, PACK_RETIRED, PACK_SEALED
+from ..index.schema import KIND_DATA, KIND_MANIFEST, PACK_OPEN, PACK_RETIRED, PACK_SEALED, PackRow
+from .mark import MarkSet
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,36 @@ REPACK_BELOW = 0.5  # rewrite a sealed pack once less than half of it is live
 SMALL_FRACTION = 8  # a pack under target/8 is small
 SMALL_MIN = 8  # small packs are merged once there are this many
 READ_RANGE = 8 << 20
+
+
+class DryDrops:
+    """The locations a dry run's sweep would have dropped: per pack the dead bytes and entries
+    they add, per id a ``MarkSet`` (8 bytes an id). Each id is noted once (the sweep meets a
+    block row, an orphan or a manifest once per run)."""
+
+    def __init__(self) -> None:
+        self._ids = {KIND_DATA: MarkSet(), KIND_MANIFEST: MarkSet()}
+        self._packs: dict[bytes, tuple[int, int]] = {}
+
+    def note(self, t, kind: int, ids) -> None:
+        """Inside a read txn: the real run drops the locations of ``ids`` here."""
+        for eid in ids:
+            loc = t.get_loc(kind, eid)
+            if loc is not None:
+                self._ids[kind].add(eid)
+                nbytes, count = self._packs.get(loc.pack, (0, 0))
+                self._packs[loc.pack] = (nbytes + loc.length, count + 1)
+
+    def dropped(self, kind: int, eid: bytes) -> bool:
+        return eid in self._ids[kind]
+
+    def row(self, pid: bytes, row: PackRow) -> PackRow:
+        """``row`` as the real run would see it once those locations are gone."""
+        nbytes, count = self._packs.get(pid, (0, 0))
+        if not count:
+            return row
+        return PackRow(row.state, row.size, row.entries, max(0, row.live_bytes - nbytes),
+                       max(0, row.live_entries - count), row.created, row.state_time)
 
 
 class PackSweep:
@@ -65,9 +98,13 @@ class PackSweep:
         now = self.run.clock()
         live_writers = set()
         retire, repack, small, expired = [], [], [], []
+        drops = self.run.dry_drops
         with self.index.read() as t:
-            live_writers = {w for w, _ in t.iter_writers()}
+            # a dry run: the writers the real run reaped first are dead here too
+            live_writers = {w for w, _ in t.iter_writers()} - self.run._dry_writers
             for pid, row in t.iter_packs():
+                if not self.delete:
+                    row = drops.row(pid, row)
                 if row.state == PACK_RETIRED:
                     if now - row.state_time >= self.min_age:
                         expired.append((pid, row))
@@ -88,8 +125,11 @@ class PackSweep:
         self._repack_all(repack)
         self.run.step("after_pack_retire")
         if self.min_age <= 0:  # what this run retired is past a zero grace at once
-            with self.index.read() as t:
-                expired = [(pid, row) for pid, row in t.iter_packs() if row.state == PACK_RETIRED]
+            if self.delete:
+                with self.index.read() as t:
+                    expired = [(pid, row) for pid, row in t.iter_packs() if row.state == PACK_RETIRED]
+            else:  # what the real run would have retired by now
+                expired = expired + retire + repack
         self._delete(expired)
         self._abort_stale_uploads()
 
@@ -126,7 +166,14 @@ class PackSweep:
 
     # -- repack ------------------------------------------------------------------------------
     def _live_entries(self, pid: bytes, row) -> list[fmt.Entry]:
-        """The entries of ``pid`` that a location still points at."""
+        """The entries of ``pid`` that a location still points at (in a dry run: that the real
+        run's sweep has not dropped)."""
+        entries = self._located_entries(pid, row)
+        if self.delete:
+            return entries
+        return [e for e in entries if not self.run.dry_drops.dropped(e.kind, e.id)]
+
+    def _located_entries(self, pid: bytes, row) -> list[fmt.Entry]:
         if row.state == PACK_SEALED:
             try:
                 entries = fmt.read_footer(lambda off, n: self.packs.files.read(pid, off, n), row.size,

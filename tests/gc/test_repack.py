@@ -51,6 +51,8 @@ from tests.fixtures.gc import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 GRACE = 3600.0
+PACK_COUNTS = ("packs_retired", "packs_deleted", "pack_bytes_freed", "packs_repacked", "repacked_entries",
+               "repacked_bytes", "repack_skipped")
 
 
 def _mixed_pack(s, seed: int, dead: int = 3_000_000, live: int = 1_000_000):
@@ -373,3 +375,61 @@ def test_the_open_pack_of_a_killed_process_with_committed_objects_is_repacked(lo
     assert s.stats()["dead_bytes"] <= pack_overhead(s)
     assert_packs_sound(s)
     assert_whole(s, {(BUCKET, "committed"): body})
+
+
+# -- dry run -------------------------------------------------------------------------------------
+
+def _pack_state(s):
+    return pack_rows(s), pack_files(s), locations(s)
+
+
+def _numbers(report) -> dict:
+    d = report.to_dict()
+    return {k: d[k] for k in PACK_COUNTS}
+
+
+@pytest.mark.parametrize("grace", [GRACE, 0.0])
+def test_dry_run_counts_what_the_real_run_does_and_changes_nothing(gc_store, clock, grace):
+    s = gc_store
+    x, old, shared = _mixed_pack(s, 90)  # a pack to repack
+    s.put(BUCKET, "dead", data(800_000, 92))
+    seal(s)
+    s.delete(BUCKET, "dead")  # a pack to retire
+    if grace:  # D's and dead's blocks condemned; the next run deletes them
+        collect(s, delete=True, min_age=grace)
+        clock.advance(grace + 1)
+    rounds = 0
+    while True:
+        state = _pack_state(s)
+        dry = collect(s, delete=False, min_age=grace)
+        assert _pack_state(s) == state  # a dry run changes nothing
+        real = collect(s, delete=True, min_age=grace)
+        assert _numbers(dry) == _numbers(real)
+        rounds += 1
+        if real.packs_deleted:
+            break
+        assert real.packs_retired >= 2 and real.packs_repacked >= 1 and rounds == 1
+        clock.advance(grace + 1)
+    assert old not in pack_files(s)
+    assert_packs_sound(s)
+    assert_whole(s, {(BUCKET, "x"): x})
+
+
+def test_dry_run_counts_the_open_pack_of_a_killed_writer_too(local_gc_store, tmp_path):
+    """The real run reaps the dead writer's pack lease first: its pack counts as abandoned in the
+    dry run as well, and the orphans in it as dropped."""
+    s = local_gc_store
+    s.put(BUCKET, "keep", data(300_000, 93))
+    src = tmp_path / "body"
+    src.write_bytes(data(1_000_000, 94))
+    crashed = run_cas(s.settings.data_dir, "put", str(src), f"{BUCKET}/lost",
+                      env=cas_env(CAS_TESTONLY_CRASH_AT="writer.before_commit"))
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    state = _pack_state(s)
+    dry = collect(s, delete=False, min_age=0)
+    assert _pack_state(s) == state
+    real = collect(s, delete=True, min_age=0)
+    assert real.abandoned_packs == 1 and real.packs_deleted == 1
+    assert _numbers(dry) == _numbers(real) and dry.abandoned_packs == 1
+    assert_packs_sound(s)
+    assert_whole(s, {(BUCKET, "keep"): data(300_000, 93)})
