@@ -9,9 +9,10 @@ phase reclaims them:
    looked a location up before it moved.
 2. **Delete** retired packs whose reader grace (``gc.min_age``, as for blocks) is over: the
    pack file/object goes, then its row (a crash in between deletes it again next run).
-3. **Repack** sealed packs whose live bytes fell under ``REPACK_BELOW`` of their size, and
-   small packs (a store over S3 writes one small pack per group of small commits) when there
-   are at least ``SMALL_MIN`` of them: their live entries are read (verified: a block must
+3. **Repack** sealed packs whose live bytes fell under ``REPACK_BELOW`` of their entries'
+   bytes (``payload_bytes``: header and footer do not count), and small packs (a store over
+   S3 writes one small pack per group of small commits) when there are at least
+   ``SMALL_MIN`` of them: their live entries are read (verified: a block must
    decode to its id), appended to this process's open pack like any write, synced once per
    ``target_size`` of copies (on S3 a sync seals the pack: small packs merge into one) — which
    moves their locations in one txn per pack flush, so a copy never points anywhere but at
@@ -115,7 +116,7 @@ class PackSweep:
                         repack.append((pid, row))
                 elif row.live_entries == 0:
                     retire.append((pid, row))
-                elif row.live_bytes < row.size * REPACK_BELOW:
+                elif row.live_bytes < payload_bytes(row) * REPACK_BELOW:
                     repack.append((pid, row))
                 elif row.size < self.packs.target_size // SMALL_FRACTION:
                     small.append((pid, row))
@@ -265,6 +266,13 @@ class PackSweep:
                 self.report.pack_uploads_aborted += abort(max(self.min_age, 3600.0))
             except Exception as exc:  # best effort: the backend's lifecycle rules may do it too
                 log.warning("cannot abort stale pack uploads: %s", exc)
+
+
+def payload_bytes(row: PackRow) -> int:
+    """The bytes of a pack's entries, live or dead: its size without header and footer (the live
+    fraction is measured against these: a pack of one tiny object is all header and footer, and
+    rewriting it would give the same pack again, run after run)."""
+    return max(0, row.size - fmt.HEADER_LEN - fmt.footer_len(row.entries))
 
 
 def _points_at(loc, pid: bytes, offset: int) -> bool:
