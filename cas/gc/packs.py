@@ -7,9 +7,12 @@ phase reclaims them:
    row was reaped in phase 1: the process died or stalled) once their located entries are
    copied out: row → ``RETIRED`` (one txn). Nothing reads a retired pack but readers that
    looked a location up before it moved.
-2. **Delete** retired packs whose reader grace (``gc.min_age``, as for blocks) is over: the
+2. **Adopt** packs in the backend that have no row (a process killed between an S3 pack's
+   completion and the txn recording it) once older than ``UNKNOWN_GRACE`` (or ``min_age``):
+   a ``RETIRED`` row (a writer that comes late finds it and fails), then deleted as in 3.
+3. **Delete** retired packs whose reader grace (``gc.min_age``, as for blocks) is over: the
    pack file/object goes, then its row (a crash in between deletes it again next run).
-3. **Repack** sealed packs whose live bytes fell under ``REPACK_BELOW`` of their entries'
+4. **Repack** sealed packs whose live bytes fell under ``REPACK_BELOW`` of their entries'
    bytes (``payload_bytes``: header and footer do not count), and small packs (a store over
    S3 writes one small pack per group of small commits) when there are at least
    ``SMALL_MIN`` of them: their live entries are read (verified: a block must
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 REPACK_BELOW = 0.5  # rewrite a sealed pack once less than half of it is live
 SMALL_FRACTION = 8  # a pack under target/8 is small
 SMALL_MIN = 8  # small packs are merged once there are this many
+UNKNOWN_GRACE = 600.0  # a pack without a row is taken in (retired) once this old, or min_age
 READ_RANGE = 8 << 20
 
 
@@ -99,6 +103,7 @@ class PackSweep:
         now = self.run.clock()
         live_writers = set()
         retire, repack, small, expired = [], [], [], []
+        adopted = self._adopt_unknown(now)
         drops = self.run.dry_drops
         with self.index.read() as t:
             # a dry run: the writers the real run reaped first are dead here too
@@ -130,9 +135,35 @@ class PackSweep:
                 with self.index.read() as t:
                     expired = [(pid, row) for pid, row in t.iter_packs() if row.state == PACK_RETIRED]
             else:  # what the real run would have retired by now
-                expired = expired + retire + repack
+                expired = expired + retire + repack + adopted
         self._delete(expired)
         self._abort_stale_uploads()
+
+    # -- packs the index does not know --------------------------------------------------------
+    def _adopt_unknown(self, now: float) -> list:
+        """Packs in the backend without a row — a process killed between an S3 pack's completion
+        and the txn that records it, or a row lost with a txn that was not durable — get a
+        ``RETIRED`` row once older than the grace, and go like any retired pack. A writer that
+        still comes to record one finds it retired and fails (``_locate``) instead of pointing at
+        it. A dry run only counts them (its adopted rows, for the delete count)."""
+        grace = max(self.min_age, UNKNOWN_GRACE)
+        old = [(pid, size, created) for pid, size, created in self.packs.files.iter_packs()
+               if now - created >= grace]
+        if not old:
+            return []
+        with self.index.read() as t:
+            unknown = [(pid, size, created) for pid, size, created in old if t.get_pack(pid) is None]
+        rows = [(pid, PackRow(PACK_RETIRED, size, 0, 0, 0, created, now)) for pid, size, created in unknown]
+        if not self.delete:
+            self.report.unknown_packs += len(rows)
+            return rows
+        with self.index.write() as t:
+            for pid, row in rows:
+                if t.get_pack(pid) is None:  # re-checked: its writer may have recorded it since
+                    t.put_pack(pid, row)
+                    self.report.unknown_packs += 1
+                    log.warning("pack %s is in the backend but not in the index: retired", pid.hex())
+        return rows
 
     # -- retire ------------------------------------------------------------------------------
     def _retire(self, packs: list) -> None:

@@ -15,6 +15,7 @@ the surviving objects read back byte-identical and ``verify --deep`` clean.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -24,11 +25,14 @@ import pytest
 
 from cas import blocklife
 from cas.blocks import packs_of
+from cas.blocks.packs import format as fmt
 from cas.blocks.packs.store import drop_location
 from cas.config import load_settings
-from cas.errors import BlockNotFound, IntegrityError
+from cas.errors import BlockNotFound, IntegrityError, TransientStoreError
+from cas.gc.packs import UNKNOWN_GRACE
 from cas.gc.sweep import collect
-from cas.index.schema import KIND_DATA, LIVE, PACK_OPEN, PACK_RETIRED, PACK_SEALED
+from cas.ids import block_id
+from cas.index.schema import KIND_DATA, LIVE, PACK_OPEN, PACK_RETIRED, PACK_SEALED, PackRow
 from tests.fixtures.gc import (
     BUCKET,
     GC_KINDS,
@@ -322,6 +326,61 @@ def test_small_packs_are_merged(gc_store):
     assert not set(after) & set(before) and pack_files(s) == set(after)
     assert_packs_sound(s)
     assert_whole(s, {(BUCKET, k): b for k, b in bodies.items()})
+
+
+def _unknown_pack(s) -> bytes:
+    """What a process killed between an S3 pack's completion and the txn recording it leaves: a
+    complete pack in the backend that the index has no row for."""
+    files = packs_of(s.blocks).files
+    pid = os.urandom(fmt.PACK_ID_LEN)
+    raw = data(50_000, 95)
+    sink = files.create(pid)
+    sink.write(fmt.header(pid))
+    sink.write(raw)
+    entry = fmt.Entry(KIND_DATA, os.urandom(32), fmt.HEADER_LEN, len(raw), len(raw))
+    sink.write(fmt.footer([entry], fmt.HEADER_LEN + len(raw)))
+    sink.finish()
+    return pid
+
+
+def test_a_pack_the_index_does_not_know_is_retired_after_a_grace_and_deleted(gc_store, clock):
+    s = gc_store
+    keep = data(300_000, 96)
+    s.put(BUCKET, "keep", keep)
+    seal(s)
+    pid = _unknown_pack(s)
+    assert pid in pack_files(s) and pid not in pack_rows(s)
+    report = collect(s, delete=True, min_age=0)
+    assert report.unknown_packs == 0 and pid in pack_files(s)  # young: its writer may record it yet
+    clock.advance(UNKNOWN_GRACE + 1)
+    dry = collect(s, delete=False, min_age=0)
+    assert dry.unknown_packs == 1 and dry.packs_deleted == 1 and pid in pack_files(s)
+    report = collect(s, delete=True, min_age=0)
+    assert report.unknown_packs == 1 and report.packs_deleted == 1
+    assert pid not in pack_files(s) and pid not in pack_rows(s)
+    assert_packs_sound(s)
+    assert_whole(s, {(BUCKET, "keep"): keep})
+
+
+@pytest.mark.parametrize("gc_store", [k for k in GC_KINDS if k == "s3"], indirect=True)
+def test_a_writer_recording_a_pack_gc_took_in_fails_instead_of_pointing_at_it(gc_store):
+    """The other side of the race: GC gave a row-less pack a retired row before its writer
+    recorded it (only an S3 pack has no row before it is complete: a local one has it first)."""
+    s = gc_store
+    packs = packs_of(s.blocks)
+    raw = data(40_000, 97)
+    bid = block_id(raw)
+    packs.put(bid, s.codec.encode(raw))
+    p, _ = packs._pending_entry(KIND_DATA, bid)
+    with s.index.write() as t:  # what _adopt_unknown writes
+        t.put_pack(p.id, PackRow(PACK_RETIRED, 0, 0, 0, 0, s.clock(), s.clock()))
+    with pytest.raises(TransientStoreError):
+        packs.sync([bid])
+    assert packs.location(bid) is None
+    assert_packs_sound(s)
+    collect(s, delete=True, min_age=0)
+    assert p.id not in pack_files(s) and p.id not in pack_rows(s)
+    assert_whole(s, {})
 
 
 def test_a_pack_whose_dead_bytes_are_its_header_and_footer_is_left_alone(gc_store):
