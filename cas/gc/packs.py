@@ -7,21 +7,29 @@ phase reclaims them:
    row was reaped in phase 1: the process died or stalled) once their located entries are
    copied out: row → ``RETIRED`` (one txn). Nothing reads a retired pack but readers that
    looked a location up before it moved.
-2. **Delete** retired packs whose reader grace (``gc.min_age``, as for blocks) is over: the
+2. **Count** packs in the backend that have no row (``unknown_packs``), and leave them alone:
+   every pack gets its row before its first byte, so such a pack is not this index's to judge
+   (another store's on the same prefix, or this store's with its index lost).
+3. **Delete** retired packs whose reader grace (``gc.min_age``, as for blocks) is over: the
    pack file/object goes, then its row (a crash in between deletes it again next run).
-3. **Repack** sealed packs whose live bytes fell under ``REPACK_BELOW`` of their size, and
-   small packs (a store over S3 writes one small pack per group of small commits) when there
-   are at least ``SMALL_MIN`` of them: their live entries are read (verified: a block must
-   decode to its id), appended to this process's open pack like any write, synced — which
+4. **Repack** sealed packs whose live bytes fell under ``REPACK_BELOW`` of their entries'
+   bytes (``payload_bytes``: header and footer do not count), and small packs (a store over
+   S3 writes one small pack per group of small commits) when there are at least
+   ``SMALL_MIN`` of them: their live entries are read (verified: a block must
+   decode to its id), appended to this process's open pack like any write, synced once per
+   ``target_size`` of copies (on S3 a sync seals the pack: small packs merge into one) — which
    moves their locations in one txn per pack flush, so a copy never points anywhere but at
-   verified bytes — and the emptied pack is retired as in 1. A writer that re-puts a block
+   verified bytes — and the emptied packs are retired as in 1. An open pack of this very
+   process is never taken for abandoned, even when its lease lapsed. A writer that re-puts a block
    being copied simply moves its location once more (same bytes: content-addressed); a block
    GC deleted meanwhile gets a location without a row — an orphan the next run collects.
 
 A crash at any step leaves dead copies (entries no location points at: dead bytes in their
 pack) or a pack retired late or deleted twice, never a location without its bytes.
 
-A dry run counts what a real run would retire, delete and repack, and writes nothing.
+A dry run counts what a real run would retire, delete and repack, and writes nothing: its
+sweep notes the locations the real run would have dropped by now (``DryDrops``), and this
+phase counts as if they were gone (and the writers the real run reaps, dead).
 Incomplete S3 multipart uploads of packs (a process killed mid-pack) older than the grace are
 aborted too.
 """
@@ -36,7 +44,8 @@ from ..blocks.packs import format as fmt
 from ..blocks.packs.store import drop_location
 from ..errors import BlockNotFound, IntegrityError
 from ..ids import short
-from ..index.schema import KIND_DATA, KIND_MANIFEST, PACK_OPEN, PACK_RETIRED, PACK_SEALED
+from ..index.schema import KIND_DATA, KIND_MANIFEST, PACK_OPEN, PACK_RETIRED, PACK_SEALED, PackRow
+from .mark import MarkSet
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,36 @@ REPACK_BELOW = 0.5  # rewrite a sealed pack once less than half of it is live
 SMALL_FRACTION = 8  # a pack under target/8 is small
 SMALL_MIN = 8  # small packs are merged once there are this many
 READ_RANGE = 8 << 20
+
+
+class DryDrops:
+    """The locations a dry run's sweep would have dropped: per pack the dead bytes and entries
+    they add, per id a ``MarkSet`` (8 bytes an id). Each id is noted once (the sweep meets a
+    block row, an orphan or a manifest once per run)."""
+
+    def __init__(self) -> None:
+        self._ids = {KIND_DATA: MarkSet(), KIND_MANIFEST: MarkSet()}
+        self._packs: dict[bytes, tuple[int, int]] = {}
+
+    def note(self, t, kind: int, ids) -> None:
+        """Inside a read txn: the real run drops the locations of ``ids`` here."""
+        for eid in ids:
+            loc = t.get_loc(kind, eid)
+            if loc is not None:
+                self._ids[kind].add(eid)
+                nbytes, count = self._packs.get(loc.pack, (0, 0))
+                self._packs[loc.pack] = (nbytes + loc.length, count + 1)
+
+    def dropped(self, kind: int, eid: bytes) -> bool:
+        return eid in self._ids[kind]
+
+    def row(self, pid: bytes, row: PackRow) -> PackRow:
+        """``row`` as the real run would see it once those locations are gone."""
+        nbytes, count = self._packs.get(pid, (0, 0))
+        if not count:
+            return row
+        return PackRow(row.state, row.size, row.entries, max(0, row.live_bytes - nbytes),
+                       max(0, row.live_entries - count), row.created, row.state_time)
 
 
 class PackSweep:
@@ -64,33 +103,51 @@ class PackSweep:
         now = self.run.clock()
         live_writers = set()
         retire, repack, small, expired = [], [], [], []
+        adopted = self._adopt_unknown(now)
+        drops = self.run.dry_drops
         with self.index.read() as t:
-            live_writers = {w for w, _ in t.iter_writers()}
+            # a dry run: the writers the real run reaped first are dead here too
+            live_writers = {w for w, _ in t.iter_writers()} - self.run._dry_writers
             for pid, row in t.iter_packs():
+                if not self.delete:
+                    row = drops.row(pid, row)
                 if row.state == PACK_RETIRED:
                     if now - row.state_time >= self.min_age:
                         expired.append((pid, row))
                 elif row.state == PACK_OPEN:
-                    if pid not in live_writers:  # its writer is gone: copy out what it located
+                    # its writer is gone (a GC inside the writing process never copies its own
+                    # open pack into itself, whatever that pack's lease says): copy out what it located
+                    if pid not in live_writers and not self.packs.appending_to(pid):
                         repack.append((pid, row))
                 elif row.live_entries == 0:
                     retire.append((pid, row))
-                elif row.live_bytes < row.size * REPACK_BELOW:
+                elif row.live_bytes < payload_bytes(row) * REPACK_BELOW:
                     repack.append((pid, row))
                 elif row.size < self.packs.target_size // SMALL_FRACTION:
                     small.append((pid, row))
         if len(small) >= SMALL_MIN:
             repack.extend(small)
         self._retire(retire)
-        for pid, row in repack:
-            self.run._check_stop()
-            self._repack(pid, row)
+        self._repack_all(repack)
         self.run.step("after_pack_retire")
         if self.min_age <= 0:  # what this run retired is past a zero grace at once
-            with self.index.read() as t:
-                expired = [(pid, row) for pid, row in t.iter_packs() if row.state == PACK_RETIRED]
+            if self.delete:
+                with self.index.read() as t:
+                    expired = [(pid, row) for pid, row in t.iter_packs() if row.state == PACK_RETIRED]
+            else:  # what the real run would have retired by now
+                expired = expired + retire + repack + adopted
         self._delete(expired)
         self._abort_stale_uploads()
+
+    # -- packs the index does not know --------------------------------------------------------
+    def _adopt_unknown(self, now: float) -> list:
+        """Packs in the backend without a row are counted, never deleted: every pack gets its row
+        before its first byte, so an unknown pack is not one of this index's (another store's on
+        the same prefix, or this store's with its index lost: recovery's, not GC's, to judge)."""
+        with self.index.read() as t:
+            known = {pid for pid, _ in t.iter_packs()}
+        self.report.unknown_packs += sum(1 for pid, _, _ in self.packs.files.iter_packs() if pid not in known)
+        return []
 
     # -- retire ------------------------------------------------------------------------------
     def _retire(self, packs: list) -> None:
@@ -125,7 +182,14 @@ class PackSweep:
 
     # -- repack ------------------------------------------------------------------------------
     def _live_entries(self, pid: bytes, row) -> list[fmt.Entry]:
-        """The entries of ``pid`` that a location still points at."""
+        """The entries of ``pid`` that a location still points at (in a dry run: that the real
+        run's sweep has not dropped)."""
+        entries = self._located_entries(pid, row)
+        if self.delete:
+            return entries
+        return [e for e in entries if not self.run.dry_drops.dropped(e.kind, e.id)]
+
+    def _located_entries(self, pid: bytes, row) -> list[fmt.Entry]:
         if row.state == PACK_SEALED:
             try:
                 entries = fmt.read_footer(lambda off, n: self.packs.files.read(pid, off, n), row.size,
@@ -145,18 +209,40 @@ class PackSweep:
         out.sort(key=lambda e: e.offset)
         return out
 
-    def _repack(self, pid: bytes, row) -> None:
+    def _repack_all(self, packs: list) -> None:
+        """Copy the live entries of ``packs`` out, a batch of about ``target_size`` copied bytes
+        per sync: a sync seals the pack on S3, so small packs merge instead of being copied one
+        to one (a run stopped early still switches what it copied)."""
+        batch: list[bytes] = []
+        moved: list[bytes] = []
+        copied = 0
+        for pid, row in packs:
+            if self.run.stop is not None and self.run.stop.is_set():
+                break
+            copied += self._copy(pid, row, moved)
+            batch.append(pid)
+            if copied >= self.packs.target_size:
+                self._switch(batch, moved)
+                batch, moved, copied = [], [], 0
+        if batch:
+            self._switch(batch, moved)
+        self.run._check_stop()
+
+    def _copy(self, pid: bytes, row, moved: list[bytes]) -> int:
+        """Append the live entries of ``pid`` to this process's open pack (ids added to ``moved``);
+        the bytes copied (a dry run only counts)."""
         located = self._live_entries(pid, row)
         with self.index.read() as t:  # a located manifest no index row has is dead (its writer gave up)
             stale = [e for e in located if e.kind == KIND_MANIFEST and t.get_manifest(e.id) is None]
         entries = [e for e in located if e not in stale]
+        self._stale.extend((pid, e) for e in stale)
+        self.report.packs_repacked += 1
+        self.report.repacked_bytes += sum(e.length for e in entries)
         if not self.delete:
-            self.report.packs_repacked += 1
             self.report.repacked_entries += len(entries)
-            self.report.repacked_bytes += sum(e.length for e in entries)
             self.report.packs_retired += 1
-            return
-        moved: list[bytes] = []
+            return 0
+        copied = 0
         for group in _ranges(entries):
             start = group[0].offset
             data = self.packs.files.read(pid, start, group[-1].offset + group[-1].length - start)
@@ -173,20 +259,28 @@ class PackSweep:
                 else:
                     self.packs.put_manifest(e.id, raw)
                 moved.append(e.id)
+                copied += e.length
+                self.report.repacked_entries += 1
             self.run.step("after_repack_copy")
+        return copied
+
+    def _switch(self, packs: list[bytes], moved: list[bytes]) -> None:
+        """Make the copies durable (which moves their locations), then retire the emptied packs."""
+        if not self.delete:
+            return
         self.packs.sync(moved)
         self.run.step("after_repack_sync")
-        self.report.packs_repacked += 1
-        self.report.repacked_entries += len(moved)
-        self.report.repacked_bytes += sum(e.length for e in entries)
         with self.index.write() as t:
-            for e in stale:
-                if _points_at(t.get_loc(e.kind, e.id), pid, e.offset) and t.get_manifest(e.id) is None:
+            now = self.run.clock()
+            for spid, e in self._stale:
+                if _points_at(t.get_loc(e.kind, e.id), spid, e.offset) and t.get_manifest(e.id) is None:
                     drop_location(t, e.kind, e.id)
-            cur = t.get_pack(pid)
-            if cur is not None and cur.state in (PACK_SEALED, PACK_OPEN) and cur.live_entries == 0:
-                t.put_pack(pid, _state(cur, PACK_RETIRED, self.run.clock()))
-                self.report.packs_retired += 1
+            self._stale = []
+            for pid in packs:
+                cur = t.get_pack(pid)
+                if cur is not None and cur.state in (PACK_SEALED, PACK_OPEN) and cur.live_entries == 0:
+                    t.put_pack(pid, _state(cur, PACK_RETIRED, now))
+                    self.report.packs_retired += 1
 
     def _abort_stale_uploads(self) -> None:
         abort: Callable | None = getattr(self.packs.files, "abort_stale_uploads", None)
@@ -195,6 +289,13 @@ class PackSweep:
                 self.report.pack_uploads_aborted += abort(max(self.min_age, 3600.0))
             except Exception as exc:  # best effort: the backend's lifecycle rules may do it too
                 log.warning("cannot abort stale pack uploads: %s", exc)
+
+
+def payload_bytes(row: PackRow) -> int:
+    """The bytes of a pack's entries, live or dead: its size without header and footer (the live
+    fraction is measured against these: a pack of one tiny object is all header and footer, and
+    rewriting it would give the same pack again, run after run)."""
+    return max(0, row.size - fmt.HEADER_LEN - fmt.footer_len(row.entries))
 
 
 def _points_at(loc, pid: bytes, offset: int) -> bool:

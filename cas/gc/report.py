@@ -47,6 +47,7 @@ class GcReport:
     repacked_bytes: int = 0
     repack_skipped: int = 0
     packs_unreadable: int = 0
+    unknown_packs: int = 0
     pack_uploads_aborted: int = 0
     interrupted: bool = False
     seconds: float = 0.0

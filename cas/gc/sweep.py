@@ -61,9 +61,9 @@ from ..blocks.packs.store import drop_location
 from ..config import testonly_crash_point
 from ..errors import BlockNotFound, CasError, Conflict
 from ..ids import short
-from ..index.schema import CONDEMNED, DELETING, KIND_MANIFEST, LIVE
+from ..index.schema import CONDEMNED, DELETING, KIND_DATA, KIND_MANIFEST, LIVE
 from .mark import Marker
-from .packs import PackSweep
+from .packs import DryDrops, PackSweep
 from .progress import ProgressFactory, no_progress
 from .report import GcReport, human_duration
 from .runs import record_run
@@ -165,6 +165,7 @@ class _Run:
         self._skip_uploads: list[str] = []
         self._dry_rows: dict = {}  # a dry run's overlay (see _DryTxn)
         self._dry_writers: set[bytes] = set()
+        self.dry_drops = DryDrops()  # a dry run: the locations the real run's sweep would drop
 
     def point(self, name: str) -> None:
         testonly_crash_point(f"gc.{name}")
@@ -362,8 +363,12 @@ class _Run:
     def _delete_files(self, ids: list[bytes], tick: Callable[[int], object] | None = None) -> None:
         """Delete from the BlockStore (outside any txn; a dry run deletes nothing), calling
         ``tick(1)`` after each; the first failure ends the run."""
-        if self.delete and packs_of(self.blocks) is not None:  # locations: one index txn for all
-            self.blocks.delete_many(ids)
+        if packs_of(self.blocks) is not None:  # locations: one index txn for all
+            if self.delete:
+                self.blocks.delete_many(ids)
+            else:
+                with self.index.read() as t:
+                    self.dry_drops.note(t, KIND_DATA, ids)
             if tick is not None:
                 for _ in ids:
                     tick(1)
@@ -417,6 +422,8 @@ class _Run:
                 if mid not in self.marker.manifests and t.delete_manifest(mid):
                     if self.delete:  # its copy in a pack is dead too
                         drop_location(t, KIND_MANIFEST, mid)
+                    else:
+                        self.dry_drops.note(t, KIND_MANIFEST, [mid])
                     self.report.manifests_deleted += 1
 
     # -- 5: orphans and temp files ---------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""SIGKILL crash tests: `cas gc` killed at each named point, and `cas put` + `cas gc` processes killed at random.
+"""SIGKILL crash tests: `cas gc` killed at each named point (the pack phase on local and SeaweedFS
+too), and `cas put` + `cas gc` processes killed at random.
 
 After every crash, verify must be clean, every acknowledged object must read back
 byte-identical, and the next gc must finish the job (no garbage, no orphans left).
@@ -18,15 +19,23 @@ from cas.config import load_settings
 from cas.errors import ObjectNotFound
 from cas.gc.sweep import collect
 from cas.gc.verify import verify
+from cas.index.schema import PACK_OPEN, PACK_RETIRED
 from cas.store import Store
 from tests.fixtures.gc import (
     BUCKET,
+    GC_KINDS,
     Background,
+    assert_packs_sound,
     assert_whole,
     block_ids,
     cas_env,
     data,
+    pack_files,
+    pack_overhead,
+    pack_rows,
     run_cas,
+    seal,
+    set_clock,
     start_cas,
     stored_ids,
     write_orphans,
@@ -36,6 +45,7 @@ pytestmark = [pytest.mark.crash, pytest.mark.integration, pytest.mark.timeout(60
 
 GC_POINTS = ["after_lock", "after_mark", "before_condemn", "after_condemn", "after_deleting",
              "after_block_delete", "after_orphan_deleting", "after_orphan_delete", "before_trim"]
+PACK_POINTS = ["before_packs", "after_repack_copy", "after_repack_sync", "after_pack_retire", "after_pack_delete"]
 
 
 @pytest.mark.parametrize("point", GC_POINTS)
@@ -57,6 +67,64 @@ def test_gc_killed_at_each_point_leaves_no_damage_and_the_next_run_finishes(loca
     r = verify(s, deep=True)
     assert r.clean and r.blocks_unreferenced == 0 and r.orphans == 0 and r.blocks_deleting == 0
     assert_whole(s, {(BUCKET, "keep"): keep})
+
+
+@pytest.fixture
+def pack_store_env(request, tmp_path, clock):
+    """A store (over the backend ``request.param``) and the environment that gives a `cas`
+    subprocess the same store."""
+    env = cas_env()
+    if request.param == "s3":
+        import uuid
+
+        sw = request.getfixturevalue("seaweed")
+        env.update({"CAS_BLOCKS": f"s3://{sw.bucket}/crash-{uuid.uuid4().hex[:10]}",
+                    "CAS_BLOCKS_ENDPOINT": sw.endpoint, "CAS_BLOCKS_ACCESS_KEY": sw.access_key,
+                    "CAS_BLOCKS_SECRET_KEY": sw.secret_key})
+    s = Store.open_store(load_settings(tmp_path / "data", {"gc": {"min_age": 0}}, env=env))
+    set_clock(s, clock)
+    s.create_bucket(BUCKET)
+    yield s, env
+    s.close()
+
+
+@pytest.mark.parametrize("point", PACK_POINTS)
+@pytest.mark.parametrize("pack_store_env", [pytest.param(k, marks=pytest.mark.s3backend) if k == "s3" else k
+                                            for k in GC_KINDS], indirect=True)
+def test_gc_killed_in_the_pack_phase_leaves_no_damage_and_the_next_run_reclaims_the_packs(pack_store_env, point):
+    """Packs to retire (all dead), to repack (a quarter live) and, once retired, to delete; `cas gc`
+    killed at each step of the pack phase; the next run leaves no dead pack and no dead bytes."""
+    s, env = pack_store_env
+    keep, x = data(600_000, 66), data(1_000_000, 69)
+    s.put(BUCKET, "keep", keep)
+    seal(s)
+    s.put(BUCKET, "dead", data(800_000, 67))
+    seal(s)
+    s.put(BUCKET, "dx", data(3_000_000, 68) + x)
+    seal(s)
+    s.put(BUCKET, "x", x)
+    seal(s)
+    s.delete(BUCKET, "dead")
+    s.delete(BUCKET, "dx")
+    before = set(pack_rows(s))
+    crashed = run_cas(s.settings.data_dir, "gc", "--delete", "--min-age", "0",
+                      env=dict(env, CAS_TESTONLY_CRASH_AT=f"gc.{point}"))
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert_packs_sound(s)
+    assert_whole(s, {(BUCKET, "keep"): keep, (BUCKET, "x"): x})
+    again = run_cas(s.settings.data_dir, "gc", "--delete", "--min-age", "0", env=env)
+    assert again.returncode == 0, again.stderr
+    rows = pack_rows(s)
+    assert not {pid for pid, row in rows.items() if row.state in (PACK_RETIRED, PACK_OPEN)}
+    assert len(before - set(rows)) >= 2  # the dead pack and the repacked one are gone
+    assert pack_files(s) == set(rows)
+    stats = s.stats()
+    assert stats["retired_packs"] == 0 and stats["dead_bytes"] <= pack_overhead(s)
+    assert stored_ids(s) == block_ids(s)
+    assert_packs_sound(s)
+    r = verify(s, deep=True)
+    assert r.clean and r.blocks_unreferenced == 0 and r.orphans == 0 and r.blocks_deleting == 0
+    assert_whole(s, {(BUCKET, "keep"): keep, (BUCKET, "x"): x})
 
 
 def test_writer_meets_rows_left_deleting_by_a_killed_gc(local_gc_store):

@@ -16,12 +16,13 @@ per pack with its live bytes. What a caller of the BlockStore contract (``base.p
 - A location is replaced when the same id is put again (a damaged block written again, two
   writers racing on one id): the older entry becomes dead bytes.
 
-Pack lifecycle: a local pack gets its row (``OPEN``) and a writer lease before its first
-byte, so GC can tell an open pack of a live process from one a crashed process left (lease
-gone: GC repacks its located entries). It is sealed (footer, ``fsync``, row ``SEALED``) when
-it reaches ``target_size``, after ``seal_idle`` seconds without writes, or at ``close``. An S3
-pack cannot be read before it is complete, so it is sealed whenever a writer needs its blocks
-durable, and its row is written when it is sealed. A location is only ever committed into a
+Pack lifecycle: a pack gets its row (``OPEN``) and a writer lease before its first byte, so
+GC can tell an open pack of a live process from one a crashed process left (lease gone: GC
+repacks its located entries), and a pack without a row is never one of ours (GC leaves it
+alone: with a lost or foreign index, that would be every pack). It is sealed (footer,
+``fsync``, row ``SEALED``) when it reaches ``target_size``, after ``seal_idle`` seconds
+without writes, or at ``close``. An S3 pack cannot be read before it is complete, so it is
+sealed whenever a writer needs its blocks durable. A location is only ever committed into a
 pack whose row is ``OPEN`` or ``SEALED``: a writer whose open pack was retired by GC (its lease
 lapsed) fails with a transient error instead of pointing names at a pack about to be deleted.
 
@@ -108,6 +109,7 @@ class PackedBlockStore(BlockStore):
         self._manifest_locs: dict[bytes, Loc] = {}  # located manifests a commit may still bind
         self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cas-seal")
         self._heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self._lease)
+        self._appending: set[bytes] = set()  # local packs this process has open (their leases beat)
         self._cache: OrderedDict[tuple[bytes, int, int], bytes] = OrderedDict()
         self._cache_bytes = 0
         self._cache_max = (0 if files.can_flush else CACHE_BYTES) if cache_bytes is None else cache_bytes
@@ -128,11 +130,13 @@ class PackedBlockStore(BlockStore):
     def _open_pack(self) -> _OpenPack:
         pack_id = os.urandom(fmt.PACK_ID_LEN)
         now = self.clock()
-        if self.files.can_flush:  # the row (and a lease) first: GC must know the file is ours
-            with self.index.write(durable=False) as t:
-                t.put_pack(pack_id, PackRow(PACK_OPEN, 0, 0, 0, 0, now, now))
-                blocklife.register_writer(t, pack_id, now + self._lease)
-            self._heartbeat.add(pack_id)
+        # the row (and a lease) first: GC must know the file/object is ours before it exists, so
+        # that a pack without a row is never ours to delete (with a lost index, that is every pack)
+        with self.index.write(durable=False) as t:
+            t.put_pack(pack_id, PackRow(PACK_OPEN, 0, 0, 0, 0, now, now))
+            blocklife.register_writer(t, pack_id, now + self._lease)
+        self._heartbeat.add(pack_id)
+            self._appending.add(pack_id)
         sink = self.files.create(pack_id)
         p = _OpenPack(pack_id, sink, now)
         header = fmt.header(pack_id)
@@ -191,6 +195,7 @@ class PackedBlockStore(BlockStore):
             except Exception as exc:  # the backend is failing; GC aborts stale uploads later
                 log.debug("cannot abort pack %s: %s", pack_name(p.id), exc)
         self._heartbeat.discard(p.id)
+        self._appending.discard(p.id)
 
     def _rotate(self, p: _OpenPack) -> Future:
         """Stop appending to ``p`` and seal it on the sealer thread (the future of that)."""
@@ -223,12 +228,17 @@ class PackedBlockStore(BlockStore):
                 raise
             finally:
                 self._heartbeat.discard(p.id)
+                self._appending.discard(p.id)
+
+    def appending_to(self, pack_id: bytes) -> bool:
+        """Whether ``pack_id`` is an open pack of this process: never abandoned, even when its
+        lease row lapsed (a clock jump, a stall) and GC reaped it."""
+        return pack_id in self._appending
 
     def _drop_pack_row(self, p: _OpenPack) -> None:
-        if self.files.can_flush:
-            with self.index.write(durable=False) as t:
-                t.delete_pack(p.id)
-                blocklife.release_writer(t, p.id, ())
+        with self.index.write(durable=False) as t:
+            t.delete_pack(p.id)
+            blocklife.release_writer(t, p.id, ())
 
     def _locate(self, p: _OpenPack, upto: int, size: int, *, seal: bool = False) -> None:
         """Commit the locations of ``p.entries[p.located:upto]`` (one index txn)."""
@@ -236,8 +246,6 @@ class PackedBlockStore(BlockStore):
         new = p.entries[p.located:upto]
         with self.index.write(durable=False) as t:
             row = t.get_pack(p.id)
-            if row is None and not self.files.can_flush:
-                row = PackRow(PACK_OPEN, 0, 0, 0, 0, p.created, now)
             if row is None or row.state not in (PACK_OPEN, PACK_SEALED):
                 p.closed = True
                 raise TransientStoreError(f"pack {pack_name(p.id)} was retired while it was written "
@@ -264,7 +272,7 @@ class PackedBlockStore(BlockStore):
             state = PACK_SEALED if seal else row.state
             t.put_pack(p.id, PackRow(state, size, upto, live_bytes, live_entries, row.created,
                                      now if state != row.state else row.state_time))
-            if seal and self.files.can_flush:
+            if seal:
                 blocklife.release_writer(t, p.id, ())
         p.located = upto
         with self._pending_lock:
