@@ -136,7 +136,7 @@ class PackedBlockStore(BlockStore):
             t.put_pack(pack_id, PackRow(PACK_OPEN, 0, 0, 0, 0, now, now))
             blocklife.register_writer(t, pack_id, now + self._lease)
         self._heartbeat.add(pack_id)
-            self._appending.add(pack_id)
+        self._appending.add(pack_id)
         sink = self.files.create(pack_id)
         p = _OpenPack(pack_id, sink, now)
         header = fmt.header(pack_id)
