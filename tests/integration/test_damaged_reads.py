@@ -1,6 +1,10 @@
 """Damaged objects over the wire, and healing them by uploading their bytes again.
 
-A real ``cas serve`` (``start_web_server``); blocks are damaged on disk under it. A damaged
+A real ``cas serve`` (``start_web_server``); blocks are damaged under it, in their pack: "corrupt"
+flips a byte of the block's range in the pack file (bit rot); "missing" drops the block's location
+from the index, so the store no longer has those bytes anywhere while the rest of the pack stays
+readable — the loss of exactly one block (a whole pack lost or cut short takes every block in it, and
+``tests/gc/test_verify_packs.py`` covers those). A damaged
 first block must be a clean error response on S3, the web API and WebDAV (never ``200`` and
 no bytes); a damaged later block must cut the connection short of ``Content-Length`` (never
 wrong or silently short bytes). A block found damaged, by ``cas verify`` or by a failing GET,
@@ -50,20 +54,21 @@ def _block_ids(data_dir: Path, bucket: str, key: str) -> list[bytes]:
         return manifest_ids(store, bucket, key)
 
 
-def _block_path(data_dir: Path, bid: bytes) -> Path:
-    h = bid.hex()
-    return data_dir / "blocks" / h[:2] / h
-
-
 def _damage(data_dir: Path, bid: bytes, how: str) -> None:
-    path = _block_path(data_dir, bid)
-    if how == "missing":
-        path.unlink()
-    else:  # bit rot: same size, one byte flipped
-        raw = bytearray(path.read_bytes())
-        raw[-1] ^= 0x55
-        path.chmod(0o600)
-        path.write_bytes(bytes(raw))
+    """Damage one block of the running server's store, in its pack (see the module docstring)."""
+    from cas.blocks import packs_of
+    from cas.config import load_settings
+    from cas.store import Store
+    from tests.fixtures.gc import flip_pack_byte
+
+    with Store.open_store(load_settings(data_dir, env={})) as store:
+        packs = packs_of(store.blocks)
+        loc = packs.location(bid)
+        assert loc is not None, "the block is in no pack"
+        if how == "missing":
+            store.blocks.delete(bid)  # its location goes: the pack keeps the bytes, nothing points at them
+        else:  # bit rot: same size, the block's last byte flipped
+            flip_pack_byte(packs.files, loc.pack, loc.offset + loc.length - 1)
 
 
 def _split(url: str) -> tuple[int, str]:
