@@ -200,3 +200,46 @@ def test_a_corrupt_legacy_block_is_left_behind_and_reported(settings, tmp_path):
     src.write_bytes(body)
     assert run_cas(settings.data_dir, "put", str(src), f"{BUCKET}/x-again").returncode == 0  # heals x
     _assert_whole(settings, {**expected, "x-again": body})
+
+
+@pytest.mark.s3backend
+def test_a_format1_store_on_s3_is_migrated_into_s3_packs(settings, seaweed, s3_blockstore_factory):
+    """One S3 object per block (``PREFIX/blocks/ab/<hex>``) becomes packs (``PREFIX/packs/ab/<hex>``)
+    in the same bucket and prefix."""
+    from cas.blocks.packs.s3files import S3PackFiles
+    from cas.config import load_settings
+
+    legacy = s3_blockstore_factory()
+    url = legacy.kind
+    expected = _make_format1(settings, {"x": data(900_000, 7), "y": data(200_000, 8)})
+    local = LocalBlockStore(settings.blocks_dir)
+    ids = [bid for bid, _ in local.iter_ids()]
+    for bid in ids:  # the blocks go to S3, as a format-1 store on S3 kept them
+        legacy.put(bid, local.get(bid))
+        local.delete(bid)
+    index = open_index(settings)
+    try:
+        with index.write() as t:
+            t.put_meta("blocks", {"url": url, "endpoint": seaweed.endpoint})
+    finally:
+        index.close()
+    flags = ["--blocks", url, "--blocks-endpoint", seaweed.endpoint, "--blocks-access-key", seaweed.access_key,
+             "--blocks-secret-key", seaweed.secret_key]
+    out = run_cas(settings.data_dir, "migrate", "--json", "--batch", "10", *flags)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["blocks_moved"] == len(ids) > 10
+    assert list(legacy.iter_ids()) == []
+    files = S3PackFiles(seaweed.bucket, legacy.prefix, endpoint=seaweed.endpoint, access_key=seaweed.access_key,
+                        secret_key=seaweed.secret_key)
+    try:
+        assert len(list(files.iter_packs())) >= 1
+    finally:
+        files.close()
+    s3_settings = load_settings(settings.data_dir, {"blocks": {"url": url, "endpoint": seaweed.endpoint,
+                                                               "access_key": seaweed.access_key,
+                                                               "secret_key": seaweed.secret_key}}, env={})
+    with Store.open_store(s3_settings) as s:
+        for key, body in expected.items():
+            assert s.get_bytes(BUCKET, key) == body, key
+    checked = run_cas(settings.data_dir, "verify", "--deep", "--json", *flags)
+    assert checked.returncode == 0 and json.loads(checked.stdout)["clean"], checked.stdout
