@@ -376,6 +376,8 @@ class PackCheck:
         v = self.v
         total = blocklife.block_count(t) if self.deep else sum(
             1 for p in self.state.values() for item in p.reads if item[4] is not None)
+        if not (self.deep or total):
+            return
         bar = v.progress("verify: blocks (deep)" if self.deep else "verify: damaged blocks", total)
         v._tick = bar.update
         pool = ThreadPoolExecutor(max_workers=v.workers, thread_name_prefix="cas-verify")
