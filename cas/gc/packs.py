@@ -96,6 +96,7 @@ class PackSweep:
         self.report = run.report
         self.delete = run.delete
         self.min_age = run.min_age
+        self._stale: list = []  # (pack, entry) of located manifests no index row has
 
     def __call__(self) -> None:
         if self.packs is None:
