@@ -167,7 +167,8 @@ class Repair:
             blocklife.mark_deleting(t, bid, row, self.store.clock())
         testonly_crash_point("verify.repair.after_deleting")
         try:
-            self.blocks.delete(bid)
+            self.blocks.sync([bid])  # an entry of this process's open pack: located first, so its seal
+            self.blocks.delete(bid)  # does not locate it again
         except StoreError as exc:
             log.warning("cannot delete corrupt block %s: %s (gc will retry)", short(bid), exc)
             return False
@@ -205,6 +206,7 @@ class Repair:
                 log.info("block %s was being deleted but is referenced and decodes: live again", short(bid))
                 return True
         try:
+            self.blocks.sync([bid])
             self.blocks.delete(bid)
         except BlockNotFound:
             pass

@@ -1,10 +1,12 @@
 """Damaged objects over the wire, and healing them by uploading their bytes again.
 
-A real ``cas serve`` (``start_web_server``); blocks are damaged under it, in their pack: "corrupt"
-flips a byte of the block's range in the pack file (bit rot); "missing" drops the block's location
-from the index, so the store no longer has those bytes anywhere while the rest of the pack stays
-readable — the loss of exactly one block (a whole pack lost or cut short takes every block in it, and
-``tests/gc/test_verify_packs.py`` covers those). A damaged
+A real ``cas serve`` (``start_web_server``); blocks are damaged in their pack: "corrupt" flips a
+byte of the block's range in the pack file under the running server (bit rot); "missing" drops the
+block's location from the index while the server is stopped, then starts it again, so the store no
+longer has those bytes anywhere while the rest of the pack stays readable — the loss of exactly one
+block (a whole pack lost or cut short takes every block in it: ``tests/gc/test_verify_packs.py``).
+Stopped, because a running server reads the entries it wrote into its still open pack where it put
+them, without looking their locations up. A damaged
 first block must be a clean error response on S3, the web API and WebDAV (never ``200`` and
 no bytes); a damaged later block must cut the connection short of ``Content-Length`` (never
 wrong or silently short bytes). A block found damaged, by ``cas verify`` or by a failing GET,
@@ -55,14 +57,17 @@ def _block_ids(data_dir: Path, bucket: str, key: str) -> list[bytes]:
         return manifest_ids(store, bucket, key)
 
 
-def _damage(data_dir: Path, bid: bytes, how: str) -> None:
-    """Damage one block of the running server's store, in its pack (see the module docstring)."""
+def _damage(server, bid: bytes, how: str):
+    """Damage one block of the server's store in its pack (see the module docstring); an S3
+    client of the server as it runs afterwards (a restart moves its ports)."""
     from cas.blocks import packs_of
     from cas.config import load_settings
     from cas.store import Store
     from tests.fixtures.gc import flip_pack_byte
 
-    with Store.open_store(load_settings(data_dir, env={})) as store:
+    if how == "missing":
+        server.stop()
+    with Store.open_store(load_settings(server.data, env={})) as store:
         packs = packs_of(store.blocks)
         loc = packs.location(bid)
         assert loc is not None, "the block is in no pack"
@@ -70,6 +75,9 @@ def _damage(data_dir: Path, bid: bytes, how: str) -> None:
             store.blocks.delete(bid)  # its location goes: the pack keeps the bytes, nothing points at them
         else:  # bit rot: same size, the block's last byte flipped
             flip_pack_byte(packs.files, loc.pack, loc.offset + loc.length - 1)
+    if how == "missing":
+        server.start()
+    return _s3(server)
 
 
 def _split(url: str) -> tuple[int, str]:
@@ -141,7 +149,7 @@ def test_damaged_first_block_is_a_clean_5xx_on_every_front_end(served, how):
     body, healthy = bytes_of(SIZE, 1), bytes_of(100_000, 2)
     _put(s3, "obj", body)
     _put(s3, "healthy", healthy)
-    _damage(server.data, _block_ids(server.data, BUCKET, "obj")[0], how)
+    s3 = _damage(server, _block_ids(server.data, BUCKET, "obj")[0], how)
     targets = _targets(server, s3, "obj")
     healthy_targets = _targets(server, s3, "healthy")
     for front, (port, target, headers) in targets.items():
@@ -183,7 +191,7 @@ def test_damaged_later_block_cuts_the_body_short_never_wrong_bytes(served, how):
     _put(s3, "obj", body)
     # the last block: past what any front end reads before it starts the response (WebDAV reads 1 MiB,
     # and the reader fetches a window of 4 MiB at a time)
-    _damage(server.data, _block_ids(server.data, BUCKET, "obj")[-1], how)
+    s3 = _damage(server, _block_ids(server.data, BUCKET, "obj")[-1], how)
     for front, (port, target, headers) in _targets(server, s3, "obj").items():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
@@ -216,7 +224,7 @@ def test_damage_found_by_verify_is_healed_by_uploading_the_bytes_again(served, h
     server, s3 = served
     body = bytes_of(SIZE, 4)
     _put(s3, "old", body)
-    _damage(server.data, _block_ids(server.data, BUCKET, "old")[5], how)
+    s3 = _damage(server, _block_ids(server.data, BUCKET, "old")[5], how)
     found = _cas(server, "verify", "--deep", "--json")
     assert found.returncode == 1, found.stderr
     report = json.loads(found.stdout)
@@ -234,7 +242,7 @@ def test_damage_found_by_a_failing_get_is_healed_by_uploading_the_bytes_again(se
     server, s3 = served
     body = bytes_of(SIZE, 5)
     _put(s3, "old", body)
-    _damage(server.data, _block_ids(server.data, BUCKET, "old")[0], how)
+    s3 = _damage(server, _block_ids(server.data, BUCKET, "old")[0], how)
     port, target, _ = _targets(server, s3, "old")["s3"]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
