@@ -18,7 +18,8 @@ from .. import __version__
 from ..config import load_settings
 from ..errors import CasError, ConfigError
 
-COMMANDS = ("serve", "init", "put", "get", "ls", "rm", "mb", "rb", "stats", "user", "locks", "events", "verify", "gc")
+COMMANDS = ("serve", "init", "put", "get", "ls", "rm", "mb", "rb", "stats", "user", "locks", "events", "verify", "gc",
+            "migrate")
 
 
 EXIT_INTERRUPTED = 130

@@ -7,6 +7,22 @@ marked ``damaged`` (``blocklife``), unless the row changed since verify saw it.
 pins) it acts on; block deletions follow GC's order (``deleting`` row, delete the file, drop
 the row), with crash points between the steps, and a referenced ``deleting`` row left by a
 killed repair is finished by the next one. Runs under the GC lock that verify holds.
+
+Over packs (``PackFixes`` from ``packcheck.py``), "deleting a block" drops its location (the bytes
+become dead in their pack), and three more fixes apply, each one verified write at a time:
+
+- a pack's live figures are corrected first (by the difference verify saw), before any other fix
+  moves them;
+- a location outside its pack's footer, or in a retired pack, is moved by writing the block's
+  bytes again once they decode to its id (a manifest: the index's copy, once it hashes to its
+  id); a manifest copy that is damaged or lost is put again the same way;
+- a pack that is missing, cut short or has a damaged footer is evacuated: after the block fixes
+  dropped the rows of blocks whose bytes are gone, every remaining located entry with a row (or
+  an index manifest) is moved out as above. Its row is then left with nothing live, so gc
+  retires it and deletes it after the grace. Locations without a row (orphans) are gc's: a
+  writer may be about to commit them.
+A crash between writing a copy and the sync that moves its location leaves dead bytes, never a
+location without bytes.
 """
 
 from __future__ import annotations
@@ -15,18 +31,21 @@ import logging
 
 from .. import blocklife
 from ..config import testonly_crash_point
+from ..blocks import packs_of
 from ..errors import BlockNotFound, IntegrityError, StoreError
-from ..ids import short
-from ..index.schema import CONDEMNED, DAMAGED, DELETING, LIVE, BlockRow
+from ..ids import block_id, short
+from ..index.schema import CONDEMNED, DAMAGED, DELETING, KIND_DATA, KIND_MANIFEST, LIVE, BlockRow, PackRow
 
 log = logging.getLogger(__name__)
 
 
 class Repair:
     """Fixes for one verify run's findings (``by_block``: block id -> its findings; ``rows``: the
-    rows verify saw for those blocks; ``counter_delta``: counter name -> correction)."""
+    rows verify saw for those blocks; ``counter_delta``: counter name -> correction; ``pack_fixes``:
+    ``packcheck.PackFixes`` over packs, else None)."""
 
-    def __init__(self, store, report, by_block: dict, rows: dict[bytes, BlockRow], counter_delta: dict[str, int]):
+    def __init__(self, store, report, by_block: dict, rows: dict[bytes, BlockRow], counter_delta: dict[str, int],
+                 pack_fixes=None):
         self.store = store
         self.index = store.index
         self.blocks = store.blocks
@@ -35,6 +54,8 @@ class Repair:
         self._by_block = by_block
         self._rows = rows
         self._counter_delta = counter_delta
+        self._pack_fixes = pack_fixes
+        self._packs = packs_of(store.blocks)
 
     # -- damage marks ----------------------------------------------------------------------------
     def mark_damaged(self) -> None:
@@ -55,6 +76,8 @@ class Repair:
     # -- repair ----------------------------------------------------------------------------------
     def repair(self) -> None:
         """Safe fixes only (see the module docstring); damaged names stay listed."""
+        if self._pack_fixes is not None:
+            self._fix_live_figures()
         for bid, findings in self._by_block.items():
             kinds = {f.kind for f in findings}
             fixed: set[str] = set()
@@ -77,6 +100,8 @@ class Repair:
                     f.repaired = True
         if self._counter_delta:
             self._fix_counters()
+        if self._pack_fixes is not None:
+            self._fix_packs()
         self.report.repaired = sum(1 for f in self.report.findings if f.repaired)
 
     def _resurrect(self, bid: bytes) -> bool:
@@ -117,8 +142,12 @@ class Repair:
 
     def _drop_missing(self, bid: bytes) -> bool:
         """The block is gone: drop its row so the next upload of these bytes writes it again."""
-        if self.blocks.has(bid):
-            return False  # it came back (a writer rewrote it): nothing to drop
+        if self.blocks.has(bid):  # it came back (a writer rewrote it), or is located where its bytes are gone
+            try:
+                self.codec.decode(bid, self.blocks.get(bid))
+                return False  # nothing to drop
+            except (BlockNotFound, IntegrityError):
+                return self._drop_corrupt(bid)  # its location goes too, behind a deleting row
         with self.index.write() as t:
             row = t.get_block(bid)
             if row is None:
@@ -138,7 +167,8 @@ class Repair:
             blocklife.mark_deleting(t, bid, row, self.store.clock())
         testonly_crash_point("verify.repair.after_deleting")
         try:
-            self.blocks.delete(bid)
+            self.blocks.sync([bid])  # an entry of this process's open pack: located first, so its seal
+            self.blocks.delete(bid)  # does not locate it again
         except StoreError as exc:
             log.warning("cannot delete corrupt block %s: %s (gc will retry)", short(bid), exc)
             return False
@@ -176,6 +206,7 @@ class Repair:
                 log.info("block %s was being deleted but is referenced and decodes: live again", short(bid))
                 return True
         try:
+            self.blocks.sync([bid])
             self.blocks.delete(bid)
         except BlockNotFound:
             pass
@@ -196,3 +227,76 @@ class Repair:
         for f in self.report.findings:
             if f.kind == "counter_mismatch":
                 f.repaired = True
+
+    # -- packs -----------------------------------------------------------------------------------
+    def _fix_live_figures(self) -> None:
+        """Add to each pack's live figures what verify counted they lacked (before anything moves them)."""
+        for pid, (dentries, dbytes, finding) in self._pack_fixes.live_delta.items():
+            with self.index.write() as t:
+                row = t.get_pack(pid)
+                if row is None:
+                    continue
+                t.put_pack(pid, PackRow(row.state, row.size, row.entries, max(0, row.live_bytes + dbytes),
+                                        max(0, row.live_entries + dentries), row.created, row.state_time))
+            finding.repaired = True
+
+    def _fix_packs(self) -> None:
+        fixes = self._pack_fixes
+        for kind, eid, pid, finding in fixes.relocate:
+            if self._relocate(kind, eid, pid):
+                finding.repaired = True
+        for mid, findings in fixes.manifests.items():
+            if self._put_manifest(mid):
+                for f in findings:
+                    f.repaired = True
+        for pid, finding in fixes.evacuate.items():
+            if self._evacuate(pid):
+                finding.repaired = True
+
+    def _relocate(self, kind: int, eid: bytes, pid: bytes) -> bool:
+        """Move ``eid``'s location out of pack ``pid`` by writing its verified bytes again."""
+        if kind == KIND_MANIFEST:
+            return self._put_manifest(eid, pid)
+        loc = self._packs.location(eid)
+        if loc is None or loc.pack != pid:
+            return True  # moved or dropped since
+        try:
+            stored = self.blocks.get(eid)
+            self.codec.decode(eid, stored)
+        except (BlockNotFound, IntegrityError) as exc:
+            log.warning("cannot move block %s out of pack %s: %s", short(eid), pid.hex(), exc)
+            return False
+        self.blocks.put(eid, stored)
+        self.blocks.sync([eid])
+        log.info("moved block %s out of pack %s", short(eid), pid.hex())
+        return True
+
+    def _put_manifest(self, mid: bytes, pid: bytes | None = None) -> bool:
+        """Put the index's copy of manifest ``mid`` into a pack again (if it is still in ``pid``, when given)."""
+        with self.index.read() as t:
+            raw = t.get_manifest(mid)
+            loc = t.get_loc(KIND_MANIFEST, mid)
+        if pid is not None and (loc is None or loc.pack != pid):
+            return True
+        if raw is None or block_id(raw) != mid:
+            return False  # no sound copy to put (verify reports the index's copy on its own)
+        self.blocks.put_manifest(mid, raw)
+        self.blocks.sync([mid])
+        log.info("put manifest %s into a pack again", short(mid))
+        return True
+
+    def _evacuate(self, pid: bytes) -> bool:
+        """Move every located entry with a row (or an index manifest) out of pack ``pid``."""
+        with self.index.read() as t:
+            entries = [(kind, eid) for kind in (KIND_DATA, KIND_MANIFEST)
+                       for eid, loc in t.iter_locs(kind) if loc.pack == pid]
+            rows = {eid: t.get_block(eid) for kind, eid in entries if kind == KIND_DATA}
+            indexed = {eid for kind, eid in entries if kind == KIND_MANIFEST and t.get_manifest(eid) is not None}
+        done = True
+        for kind, eid in entries:
+            if kind == KIND_DATA and (rows[eid] is None or rows[eid].state == DELETING):
+                continue  # an orphan or a block on its way out: gc's
+            if kind == KIND_MANIFEST and eid not in indexed:
+                continue  # a copy no name can use yet (its writer may be committing): gc's
+            done = self._relocate(kind, eid, pid) and done
+        return done

@@ -111,12 +111,15 @@ class Finding:
     objects: tuple[str, ...] = ()
     detail: str = ""
     repaired: bool = False
+    pack: str = ""  # the pack (hex id) a pack-level finding, or a block's location, is about
 
     def to_dict(self) -> dict:
         return asdict(self) | {"objects": list(self.objects)}
 
     def __str__(self) -> str:
         what = f" block {self.block[:12]}" if self.block else ""
+        if self.pack and not self.block:
+            what = f" pack {self.pack}"
         names = ""
         if self.objects:
             shown = ", ".join(self.objects[:5])
@@ -143,6 +146,16 @@ class VerifyReport:
     orphans: int = 0
     temp_files: int = 0
     bytes_read: int = 0
+    # packs (stores over packs; DESIGN §8): rows by state, footers read, locations seen
+    packs: int = 0
+    packs_checked: int = 0
+    packs_open: int = 0
+    packs_abandoned: int = 0
+    packs_retired: int = 0
+    pack_bytes: int = 0
+    pack_bytes_read: int = 0
+    locations: int = 0
+    manifests_not_in_packs: int = 0
     damaged_objects: list[str] = field(default_factory=list)
     repaired: int = 0
     mark_memory: int = 0
@@ -167,4 +180,6 @@ class VerifyReport:
         return (f"verify{' --deep' if self.deep else ''}: {state}; {self.objects} objects, {self.parts} upload parts, "
                 f"{self.manifests} manifests, {self.blocks} blocks ({self.blocks_unreferenced} unreferenced, "
                 f"{self.blocks_condemned} condemned, {self.blocks_damaged} damaged), {self.orphans} orphans"
+                + (f", {self.packs} packs ({human_size(self.pack_bytes)}; {self.packs_open} open, "
+                   f"{self.packs_abandoned} abandoned, {self.packs_retired} retired)" if self.packs else "")
                 + (f", {self.bytes_read} bytes re-hashed" if self.deep else "") + f"; {self.seconds:.1f}s")

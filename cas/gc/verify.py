@@ -10,6 +10,11 @@ while holding the GC lock so no block disappears under the snapshot):
 - every index row's block is in the BlockStore with the stored size the row
   says (``--deep``, and always for a row marked ``damaged``: it is read, decoded
   and re-hashed);
+- over packs (``packcheck.py``): every sealed pack is there with its row's size
+  and a footer that parses, every location points at an entry of its pack's
+  footer and into a pack that is not retired, every pack's live figures match
+  the locations; sizes come from the locations, and ``--deep`` reads packs in
+  offset order (coalesced ranged reads) instead of one random read per block;
 - the counters (objects, logical bytes, unique blocks, stored and raw bytes)
   agree with the rows.
 
@@ -18,8 +23,9 @@ than raised; damaged blocks are traced back to every name that uses them. A
 ``live`` or ``condemned`` row whose block was found missing or corrupt is marked
 ``damaged`` (``blocklife``), with or without ``repair``: the mark changes nothing
 a reader sees and makes the next upload of those bytes write the block again.
-Orphans (block files without a row: garbage for GC) and unreferenced rows are
-counted, not findings.
+Orphans (block files or locations without a row: garbage for GC), unreferenced
+rows, open, abandoned and retired packs are counted, not findings; a pack file
+without a row is a finding (``unknown_pack``) and is never deleted.
 
 ``repair`` does only fixes that need no guessing, after the findings are
 reported: a referenced ``condemned`` row goes back to ``live``; a row whose
@@ -30,11 +36,15 @@ wrong but whose block decodes is corrected; a missing row of a block that is
 present and decodes is recreated; a ``damaged`` row whose block reads back
 correctly is ``live`` again; a referenced ``deleting`` row (left by a repair
 that was killed) is finished: back to ``live`` if its block decodes, otherwise
-the file is deleted and the row dropped; counters are set right by adding the
-difference. Names whose bytes are gone are listed in ``damaged_objects``.
+the file is deleted and the row dropped; counters (and a pack's live figures)
+are set right by adding the difference; a location outside its pack's footer or
+in a retired pack is moved by writing the block (verified) again, and every
+entry of a missing, cut or damaged pack is moved out the same way (manifests
+from the index's copy), so gc retires and deletes the pack. Names whose bytes are
+gone are listed in ``damaged_objects``.
 
 Memory: one ``MarkSet`` of referenced manifests and one of referenced blocks
-(8 bytes each), one batch of rows, plus the findings. Cost is linear in names +
+(8 bytes each), one batch of rows (over packs: one record per pack), plus the findings. Cost is linear in names +
 manifest entries + blocks (+ bytes stored with ``deep``).
 """
 
@@ -47,11 +57,14 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import blocklife
+from ..blocks import packs_of
 from ..errors import BlockNotFound, IntegrityError
 from ..ids import block_id
 from ..index.schema import CONDEMNED, DAMAGED, DELETING, BlockRow
 from ..manifest import iter_entries
 from .mark import MarkSet, manifest_ids_of
+from .packcheck import KINDS as PACK_KINDS
+from .packcheck import PackCheck
 from .progress import NullBar, ProgressFactory, no_progress
 from .repair import Repair
 from .report import Finding, VerifyReport
@@ -77,6 +90,7 @@ KINDS = {
     "corrupt_block": "a stored block does not decode or does not hash to its id",
     "stale_damage_mark": "a block marked damaged reads back correctly",
     "counter_mismatch": "a store counter disagrees with the rows",
+    **PACK_KINDS,
 }
 # findings whose block's names cannot be read back
 _DATA_LOSS = {"missing_manifest", "damaged_manifest", "missing_block_row", "referenced_deleting",
@@ -110,7 +124,8 @@ def verify(store, *, deep: bool = False, repair: bool = False, rate_limit: float
     v = _Verify(store, deep, rate_limit, progress or no_progress, workers)
     with GcLock(store.settings.data_dir, wait=lock_wait, what="verify"):
         v.run()
-        fixer = Repair(store, v.report, v._by_block, v._rows, v._counter_delta)
+        fixer = Repair(store, v.report, v._by_block, v._rows, v._counter_delta,
+                       v.packcheck.fixes if v.packcheck is not None else None)
         fixer.mark_damaged()
         if repair and v.report.findings:
             fixer.repair()
@@ -138,6 +153,8 @@ class _Verify:
         self._by_block: dict[bytes, list[Finding]] = {}
         self._rows: dict[bytes, BlockRow] = {}  # rows of damaged blocks, for repair
         self._tick = NullBar().update
+        packs = packs_of(store.blocks)
+        self.packcheck = PackCheck(self, packs) if packs is not None else None
 
     def _add(self, finding: Finding, bid: bytes | None = None) -> Finding:
         self.report.findings.append(finding)
@@ -148,14 +165,28 @@ class _Verify:
 
     # -- the checks ------------------------------------------------------------------------------
     def run(self) -> None:
+        pc = self.packcheck
         with self.index.read() as t:
             self._names(t)
             self._manifests(t)
-            totals = self._blocks(t)
+            if pc is None:  # one object per block (a backend handed in by tests, S3 until packs)
+                totals = self._blocks(t)
+            else:
+                pc.scan_packs(t)
+                tally = blocklife.Tally()
+                pc.scan_locations(t, tally)
+                pc.read_blocks(t)
+                pc.finish()
+                totals = tally.totals
             self._counters(t, totals)
-            self._orphans()
+            if pc is None:
+                self._orphans()
             if self._by_block:
                 self._trace(t)
+            if pc is not None:
+                pc.name_objects()
+        if pc is not None:
+            pc.unknown_packs()
         self.report.mark_memory = self.manifests.nbytes() + self.marked.nbytes()
 
     def _names(self, t) -> None:
@@ -232,7 +263,7 @@ class _Verify:
             self._rows[bid] = row
 
     def _blocks(self, t) -> dict[str, int]:
-        r = self.report
+        """Block rows against a store of one object per block: stat each (``deep``: read it)."""
         tally = blocklife.Tally()
         bar = self.progress("verify: blocks" + (" (deep)" if self.deep else ""), blocklife.block_count(t))
         self._tick = bar.update  # the workers move it block by block
@@ -241,19 +272,8 @@ class _Verify:
         try:
             batch: list[tuple[bytes, BlockRow]] = []
             for bid, row in t.iter_blocks():
-                r.blocks += 1
-                tally.add(row)
-                referenced = bid in self.marked
-                if referenced:
-                    r.blocks_referenced += 1
-                else:
-                    r.blocks_unreferenced += 1
-                if row.state == CONDEMNED:
-                    r.blocks_condemned += 1
-                if row.state == DAMAGED:
-                    r.blocks_damaged += 1
+                self._count_row(bid, row, tally)
                 if row.state == DELETING:
-                    r.blocks_deleting += 1
                     continue  # on its way out: its file may be gone already
                 batch.append((bid, row))
                 if len(batch) >= BATCH:
@@ -271,6 +291,22 @@ class _Verify:
             pool.shutdown(wait=True)
             bar.close()
         return tally.totals
+
+    def _count_row(self, bid: bytes, row: BlockRow, tally: blocklife.Tally) -> None:
+        """The report's figures of one block row."""
+        r = self.report
+        r.blocks += 1
+        tally.add(row)
+        if bid in self.marked:
+            r.blocks_referenced += 1
+        else:
+            r.blocks_unreferenced += 1
+        if row.state == CONDEMNED:
+            r.blocks_condemned += 1
+        if row.state == DAMAGED:
+            r.blocks_damaged += 1
+        if row.state == DELETING:
+            r.blocks_deleting += 1
 
     def _check_files(self, batch: list[tuple[bytes, BlockRow]]) -> tuple[int, list]:
         """In a worker: (rows checked, [(id, row, kind, detail, bytes read)])."""

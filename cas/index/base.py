@@ -146,4 +146,10 @@ class Index(Protocol):
         """Bytes the index takes on local disk (0 for a remote index)."""
         ...
 
+    def other_processes(self) -> list[int]:
+        """Pids of other live processes that have this index open, as far as the index can tell
+        (best effort; a shared remote index may say none). Offline commands (``cas migrate``)
+        refuse to run beside them."""
+        ...
+
     def close(self) -> None: ...

@@ -86,6 +86,23 @@ class LmdbIndex:
     def disk_usage(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
+    def other_processes(self) -> list[int]:
+        """Pids of other live processes in LMDB's reader table (stale slots of dead ones cleared
+        first). A process is listed once it has read from its main thread (every cas command
+        and server does, at open); one that only read from threads that have ended is not."""
+        try:
+            self._env.reader_check()
+            table = self._env.readers()
+        except lmdb.Error as exc:
+            raise _mapped(exc, "cannot read the index's reader table") from exc
+        pids = set()
+        for line in table.splitlines()[1:]:
+            fields = line.split()
+            if fields and fields[0].isdigit():
+                pids.add(int(fields[0]))
+        pids.discard(os.getpid())
+        return sorted(pids)
+
 
 class IndexTxn:
     """Domain operations inside one transaction (read-only or read-write)."""

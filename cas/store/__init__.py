@@ -138,6 +138,11 @@ class Store(UploadsMixin, JournalMixin):
                               f"`cas migrate --data {settings.data_dir}` to move its blocks into packs")
         if fmt.get("version") != FORMAT_VERSION:
             raise ConfigError(f"index format {fmt.get('version')} is not supported (this cas reads {FORMAT_VERSION})")
+        return Store.recorded_settings(index, settings), False
+
+    @staticmethod
+    def recorded_settings(index: Index, settings: Settings) -> Settings:
+        """``settings`` with the chunker, codec and backend recorded at creation (or a clash)."""
         with index.read() as t:
             chunker = t.get_meta("chunker")
             codec = t.get_meta("codec")
@@ -158,7 +163,7 @@ class Store(UploadsMixin, JournalMixin):
             if bsettings.url != "local":
                 raise ConfigError(f"this store keeps its blocks in {blocks['url']}, not {bsettings.url}")
             bsettings = replace(bsettings, url=blocks["url"], endpoint=bsettings.endpoint or blocks.get("endpoint"))
-        return replace(settings, chunker=stored_chunker, codec=CodecParams(codec), blocks=bsettings), False
+        return replace(settings, chunker=stored_chunker, codec=CodecParams(codec), blocks=bsettings)
 
     def close(self) -> None:
         self.heartbeat.stop()

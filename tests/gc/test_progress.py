@@ -39,7 +39,8 @@ def test_deep_verify_moves_block_by_block(local_gc_store):
     assert report.clean
     steps = rec.updates["verify: blocks (deep)"]
     assert sum(steps) == report.blocks > 10 and set(steps) == {1}
-    assert set(rec.updates["verify: orphans"]) == {1}
+    assert sum(rec.updates["verify: blocks"]) == report.blocks and set(rec.updates["verify: blocks"]) == {1}
+    assert rec.updates["verify: packs"] == [1] * report.packs and report.packs >= 1
 
 
 @pytest.mark.integration

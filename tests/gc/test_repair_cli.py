@@ -30,9 +30,10 @@ pytestmark = pytest.mark.integration
 
 REPORT_KEYS = {"deep", "findings", "objects", "parts", "manifests", "manifests_unreferenced", "blocks",
                "blocks_referenced", "blocks_unreferenced", "blocks_condemned", "blocks_deleting",
-               "blocks_damaged", "marked_damaged", "orphans", "temp_files", "bytes_read", "damaged_objects",
-               "repaired", "mark_memory", "seconds", "clean"}
-FINDING_KEYS = {"kind", "block", "objects", "detail", "repaired"}
+               "blocks_damaged", "marked_damaged", "orphans", "temp_files", "bytes_read", "packs", "packs_checked",
+               "packs_open", "packs_abandoned", "packs_retired", "pack_bytes", "pack_bytes_read", "locations",
+               "manifests_not_in_packs", "damaged_objects", "repaired", "mark_memory", "seconds", "clean"}
+FINDING_KEYS = {"kind", "block", "objects", "detail", "repaired", "pack"}
 
 
 def _json(proc) -> dict:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
 import pytest
 
-from cas.blocks import innermost
 from cas.errors import Conflict
 from cas.gc.mark import MarkSet
 from cas.gc.safety import GcLock
 from cas.gc.sweep import collect, run_periodic
+from cas.gc.verify import verify
 from cas.ids import block_id
 from cas.manifest import Manifest
 from tests.fixtures.gc import (
@@ -21,6 +20,7 @@ from tests.fixtures.gc import (
     assert_whole,
     block_ids,
     block_rows,
+    cas_env,
     data,
     manifest_ids,
     run_cas,
@@ -178,17 +178,53 @@ def test_run_periodic_collects_until_stopped(local_gc_store):
     assert not t.is_alive() and not block_ids(s)
 
 
+_LEFT_OPEN = """
+import sys
+from cas.config import load_settings
+from cas.store import Store
+
+store = Store.open_store(load_settings(sys.argv[1], env={}))
+store.put(sys.argv[2], "left-open", bytes.fromhex(sys.stdin.readline().strip()))
+print("committed", flush=True)  # acknowledged; its pack is still open (not full, not idle long enough)
+sys.stdin.readline()
+"""
+
+
 @pytest.mark.integration
-def test_old_temp_files_are_removed_young_ones_kept(local_gc_store):
+def test_an_open_pack_left_by_a_killed_process_is_repacked_then_deleted(local_gc_store):
+    """Packs have no temp files; what a killed writer leaves is its open pack: flushed and located
+    up to its last commit, with no footer and a lease row of a dead process."""
+    import signal
+    import subprocess
+    import sys
+
+    from cas.blocks import packs_of
+    from cas.index.schema import PACK_OPEN
+
     s = local_gc_store
-    tmp = innermost(s.blocks).tmp
-    old, young = tmp / "old.partial", tmp / "young.partial"
-    old.write_bytes(b"x" * 100)
-    young.write_bytes(b"y" * 100)
-    past = time.time() - 3600
-    os.utime(old, (past, past))
+    body = data(700_000, 31)
+    child = subprocess.Popen([sys.executable, "-c", _LEFT_OPEN, str(s.settings.data_dir), BUCKET],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=cas_env())
+    try:
+        child.stdin.write(body.hex().encode() + b"\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == b"committed\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    packs = packs_of(s.blocks)
+    (pid,) = {packs.location(bid).pack for bid in manifest_ids(s, BUCKET, "left-open")}
+    with s.index.read() as t:
+        assert t.get_pack(pid).state == PACK_OPEN
+    r = verify(s, deep=True)
+    assert r.clean and (r.packs_open, r.packs_abandoned) == (1, 1)  # counted, not findings
     report = collect(s, delete=True, min_age=0)
-    assert report.temp_files == 1 and not old.exists() and young.exists()
+    assert report.abandoned_packs == 1 and report.packs_repacked == 1 and report.packs_deleted == 1
+    assert {packs.location(bid).pack for bid in manifest_ids(s, BUCKET, "left-open")} != {pid}
+    assert not packs.files.path(pid).exists()
+    with s.index.read() as t:
+        assert t.get_pack(pid) is None
+    assert_whole(s, {(BUCKET, "left-open"): body})
 
 
 # -- the command line ------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from cas.blocks import innermost
 from cas.gc.verify import verify
 from cas.index.schema import CONDEMNED, BlockRow
 from tests.fixtures.gc import (
@@ -91,14 +90,19 @@ def test_repair_of_a_corrupt_block_deletes_it_and_a_reupload_heals(local_gc_stor
     assert_whole(s, {(BUCKET, "a"): x, (BUCKET, "b"): x})
 
 
-def test_truncated_block_is_a_size_mismatch(local_gc_store):
+def test_a_location_whose_length_differs_from_the_row_is_a_size_mismatch(local_gc_store):
     s = local_gc_store
-    s.put(BUCKET, "x", data(500_000, 50))
+    x = data(500_000, 50)
+    s.put(BUCKET, "x", x)
     bid = manifest_ids(s, BUCKET, "x")[0]
-    path = innermost(s.blocks).path(bid)
-    path.write_bytes(path.read_bytes()[:-10])
+    with s.index.write() as t:  # the row says 10 bytes more than the block has
+        row = t.get_block(bid)
+        t.put_block(bid, BlockRow(row.state, row.stored_size + 10, row.raw_len, row.created, row.state_time))
+        t.add_counter("stored_bytes", 10)
     assert [f.kind for f in verify(s).findings] == ["size_mismatch"]
-    assert [f.kind for f in verify(s, deep=True).findings] == ["corrupt_block"]
+    r = verify(s, deep=True, repair=True)  # it decodes: the row is wrong, and set right
+    assert [(f.kind, f.repaired) for f in r.findings] == [("size_mismatch", True)]
+    assert_whole(s, {(BUCKET, "x"): x})
 
 
 def test_index_damage_is_reported_and_safe_parts_repaired(gc_store):
@@ -160,6 +164,6 @@ def test_cli_verify_exit_codes_and_json(local_gc_store):
     out = json.loads(bad.stdout)
     assert out["clean"] is False
     assert out["findings"][0] == {"kind": "missing_block", "block": bid.hex(), "objects": [f"{BUCKET}/x"],
-                                  "detail": "not in the BlockStore", "repaired": False}
+                                  "detail": "not in any pack", "repaired": False, "pack": ""}
     text = run_cas(s.settings.data_dir, "verify")
     assert text.returncode == 1 and bid.hex()[:12].encode() in text.stdout and b"gcb/x" in text.stdout

@@ -1,6 +1,12 @@
 """Damaged objects over the wire, and healing them by uploading their bytes again.
 
-A real ``cas serve`` (``start_web_server``); blocks are damaged on disk under it. A damaged
+A real ``cas serve`` (``start_web_server``); blocks are damaged in their pack: "corrupt" flips a
+byte of the block's range in the pack file under the running server (bit rot); "missing" drops the
+block's location from the index while the server is stopped, then starts it again, so the store no
+longer has those bytes anywhere while the rest of the pack stays readable — the loss of exactly one
+block (a whole pack lost or cut short takes every block in it: ``tests/gc/test_verify_packs.py``).
+Stopped, because a running server reads the entries it wrote into its still open pack where it put
+them, without looking their locations up. A damaged
 first block must be a clean error response on S3, the web API and WebDAV (never ``200`` and
 no bytes); a damaged later block must cut the connection short of ``Content-Length`` (never
 wrong or silently short bytes). A block found damaged, by ``cas verify`` or by a failing GET,
@@ -27,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 BUCKET = "dmg"
 SIZE = 1_500_000  # ~20 blocks at the default 64 KiB average
+LATER_SIZE = 6_000_000  # more than the reader's first window (cas/store/reader.py WINDOW)
 DAMAGES = ["missing", "corrupt"]
 
 
@@ -50,20 +57,27 @@ def _block_ids(data_dir: Path, bucket: str, key: str) -> list[bytes]:
         return manifest_ids(store, bucket, key)
 
 
-def _block_path(data_dir: Path, bid: bytes) -> Path:
-    h = bid.hex()
-    return data_dir / "blocks" / h[:2] / h
+def _damage(server, bid: bytes, how: str):
+    """Damage one block of the server's store in its pack (see the module docstring); an S3
+    client of the server as it runs afterwards (a restart moves its ports)."""
+    from cas.blocks import packs_of
+    from cas.config import load_settings
+    from cas.store import Store
+    from tests.fixtures.gc import flip_pack_byte
 
-
-def _damage(data_dir: Path, bid: bytes, how: str) -> None:
-    path = _block_path(data_dir, bid)
     if how == "missing":
-        path.unlink()
-    else:  # bit rot: same size, one byte flipped
-        raw = bytearray(path.read_bytes())
-        raw[-1] ^= 0x55
-        path.chmod(0o600)
-        path.write_bytes(bytes(raw))
+        server.stop()
+    with Store.open_store(load_settings(server.data, env={})) as store:
+        packs = packs_of(store.blocks)
+        loc = packs.location(bid)
+        assert loc is not None, "the block is in no pack"
+        if how == "missing":
+            store.blocks.delete(bid)  # its location goes: the pack keeps the bytes, nothing points at them
+        else:  # bit rot: same size, the block's last byte flipped
+            flip_pack_byte(packs.files, loc.pack, loc.offset + loc.length - 1)
+    if how == "missing":
+        server.start()
+    return _s3(server)
 
 
 def _split(url: str) -> tuple[int, str]:
@@ -135,7 +149,7 @@ def test_damaged_first_block_is_a_clean_5xx_on_every_front_end(served, how):
     body, healthy = bytes_of(SIZE, 1), bytes_of(100_000, 2)
     _put(s3, "obj", body)
     _put(s3, "healthy", healthy)
-    _damage(server.data, _block_ids(server.data, BUCKET, "obj")[0], how)
+    s3 = _damage(server, _block_ids(server.data, BUCKET, "obj")[0], how)
     targets = _targets(server, s3, "obj")
     healthy_targets = _targets(server, s3, "healthy")
     for front, (port, target, headers) in targets.items():
@@ -173,23 +187,24 @@ def test_damaged_first_block_is_a_clean_5xx_on_every_front_end(served, how):
 @pytest.mark.parametrize("how", DAMAGES)
 def test_damaged_later_block_cuts_the_body_short_never_wrong_bytes(served, how):
     server, s3 = served
-    body = bytes_of(SIZE, 3)
+    body = bytes_of(LATER_SIZE, 3)
     _put(s3, "obj", body)
-    # the last block: past what any front end reads before it starts the response (WebDAV reads 1 MiB)
-    _damage(server.data, _block_ids(server.data, BUCKET, "obj")[-1], how)
+    # the last block: past what any front end reads before it starts the response (WebDAV reads 1 MiB,
+    # and the reader fetches a window of 4 MiB at a time)
+    s3 = _damage(server, _block_ids(server.data, BUCKET, "obj")[-1], how)
     for front, (port, target, headers) in _targets(server, s3, "obj").items():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
             status, hdrs, got, complete = _get(conn, target, headers)
         finally:
             conn.close()
-        assert status == 200 and int(hdrs["content-length"]) == SIZE, front
-        assert not complete and 0 < len(got) < SIZE, (front, len(got))
+        assert status == 200 and int(hdrs["content-length"]) == LATER_SIZE, front
+        assert not complete and 0 < len(got) < LATER_SIZE, (front, len(got))
         assert got == body[:len(got)], f"{front} sent wrong bytes"
     # the access log says what was sent: status 200 and fewer bytes than the object has
     line = _access_lines(server, '"GET /dmg/obj?', 1)[-1]
     sent = int(line.split('" 200 ')[1].split()[0])
-    assert 0 < sent < SIZE, line
+    assert 0 < sent < LATER_SIZE, line
     # boto3 sees a short body as an error, not as the object
     from botocore.exceptions import IncompleteReadError, ResponseStreamingError
 
@@ -209,7 +224,7 @@ def test_damage_found_by_verify_is_healed_by_uploading_the_bytes_again(served, h
     server, s3 = served
     body = bytes_of(SIZE, 4)
     _put(s3, "old", body)
-    _damage(server.data, _block_ids(server.data, BUCKET, "old")[5], how)
+    s3 = _damage(server, _block_ids(server.data, BUCKET, "old")[5], how)
     found = _cas(server, "verify", "--deep", "--json")
     assert found.returncode == 1, found.stderr
     report = json.loads(found.stdout)
@@ -227,7 +242,7 @@ def test_damage_found_by_a_failing_get_is_healed_by_uploading_the_bytes_again(se
     server, s3 = served
     body = bytes_of(SIZE, 5)
     _put(s3, "old", body)
-    _damage(server.data, _block_ids(server.data, BUCKET, "old")[0], how)
+    s3 = _damage(server, _block_ids(server.data, BUCKET, "old")[0], how)
     port, target, _ = _targets(server, s3, "old")["s3"]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
