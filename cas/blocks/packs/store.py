@@ -250,27 +250,14 @@ class PackedBlockStore(BlockStore):
                 p.closed = True
                 raise TransientStoreError(f"pack {pack_name(p.id)} was retired while it was written "
                                           "(its writer stalled past its lease); try again")
-            live_bytes, live_entries = row.live_bytes, row.live_entries
-            changed: dict[bytes, PackRow] = {}
+            rows = {p.id: row}
             for e in new:
-                old = t.get_loc(e.kind, e.id)
-                if old is not None and old.pack == p.id and old.offset == e.offset:
-                    continue  # bound by its writer's commit already
-                if old is not None:
-                    if old.pack == p.id:
-                        live_bytes -= old.length
-                        live_entries -= 1
-                    else:
-                        orow = changed.get(old.pack) or t.get_pack(old.pack)
-                        if orow is not None:
-                            changed[old.pack] = _with_live(orow, -old.length, -1)
-                t.put_loc(e.kind, e.id, Loc(p.id, e.offset, e.length, e.raw_len, now))
-                live_bytes += e.length
-                live_entries += 1
-            for pid, orow in changed.items():
+                _point(t, rows, e.kind, e.id, Loc(p.id, e.offset, e.length, e.raw_len, now))
+            mine = rows.pop(p.id)
+            for pid, orow in rows.items():
                 t.put_pack(pid, orow)
             state = PACK_SEALED if seal else row.state
-            t.put_pack(p.id, PackRow(state, size, upto, live_bytes, live_entries, row.created,
+            t.put_pack(p.id, PackRow(state, size, upto, mine.live_bytes, mine.live_entries, row.created,
                                      now if state != row.state else row.state_time))
             if seal:
                 blocklife.release_writer(t, p.id, ())
@@ -378,20 +365,11 @@ class PackedBlockStore(BlockStore):
             if row is None or row.state not in (PACK_OPEN, PACK_SEALED):
                 raise TransientStoreError(f"pack {pack_name(p.id)} was retired while it was written "
                                           "(its writer stalled past its lease); try again")
-            old = t.get_loc(e.kind, e.id)
-            if old is not None and old.pack == p.id and old.offset == e.offset:
-                continue
-            if old is not None:
-                if old.pack == p.id:
-                    row = _with_live(row, -old.length, -1)
-                else:
-                    orow = rows.get(old.pack) or t.get_pack(old.pack)
-                    if orow is not None:
-                        rows[old.pack] = _with_live(orow, -old.length, -1)
-            t.put_loc(e.kind, e.id, Loc(p.id, e.offset, e.length, e.raw_len, now))
-            row = _with_live(row, e.length, 1)
-            rows[p.id] = PackRow(row.state, max(row.size, e.offset + e.length), max(row.entries, i + 1),
-                                 row.live_bytes, row.live_entries, row.created, row.state_time)
+            rows.setdefault(p.id, row)
+            _point(t, rows, e.kind, e.id, Loc(p.id, e.offset, e.length, e.raw_len, now))
+            cur = rows[p.id]
+            rows[p.id] = PackRow(cur.state, max(cur.size, e.offset + e.length), max(cur.entries, i + 1),
+                                 cur.live_bytes, cur.live_entries, cur.created, cur.state_time)
         for pid, row in rows.items():
             t.put_pack(pid, row)
 
@@ -584,6 +562,21 @@ class PackedBlockStore(BlockStore):
 def _with_live(row: PackRow, dbytes: int, dentries: int) -> PackRow:
     return PackRow(row.state, row.size, row.entries, max(0, row.live_bytes + dbytes),
                    max(0, row.live_entries + dentries), row.created, row.state_time)
+
+
+def _point(t, rows: dict[bytes, PackRow], kind: int, entry_id: bytes, loc: Loc) -> None:
+    """Inside a write txn: ``entry_id`` lives at ``loc`` now (a no-op when it already does). The
+    live figures of the pack it leaves and of ``loc``'s pack move in ``rows`` (pack id -> row as
+    this txn will write it; the caller writes them)."""
+    old = t.get_loc(kind, entry_id)
+    if old is not None and old.pack == loc.pack and old.offset == loc.offset:
+        return
+    if old is not None:
+        orow = rows.get(old.pack) or t.get_pack(old.pack)
+        if orow is not None:
+            rows[old.pack] = _with_live(orow, -old.length, -1)
+    t.put_loc(kind, entry_id, loc)
+    rows[loc.pack] = _with_live(rows.get(loc.pack) or t.get_pack(loc.pack), loc.length, 1)
 
 
 def drop_location(t, kind: int, entry_id: bytes) -> Loc | None:
