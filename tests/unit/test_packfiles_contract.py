@@ -215,3 +215,50 @@ def test_concurrent_writers_and_readers(packfiles):
     assert not any(t.is_alive() for t in threads)
     assert errors == []
     assert {pid: size for pid, size, _ in packfiles.iter_packs()} == {pid: len(d) for pid, d in packs.items()}
+
+
+# -- meta objects (store identity, metadata log, snapshots: cas/meta) ---------------------------
+
+def test_meta_objects_round_trip_list_and_delete(packfiles):
+    assert packfiles.get_meta("store.json") is None
+    assert list(packfiles.list_meta()) == []
+    packfiles.put_meta("store.json", b'{"id": 1}')
+    packfiles.put_meta("log/0000000000000002.seg", b"two")
+    packfiles.put_meta("log/0000000000000001.seg", b"one")
+    packfiles.put_meta("snap/0000000000000001/part-000000", bytes(range(256)) * 10)
+    assert packfiles.get_meta("store.json") == b'{"id": 1}'
+    assert packfiles.get_meta("snap/0000000000000001/part-000000") == bytes(range(256)) * 10
+    assert list(packfiles.list_meta("log/")) == ["log/0000000000000001.seg", "log/0000000000000002.seg"]
+    assert list(packfiles.list_meta()) == ["log/0000000000000001.seg", "log/0000000000000002.seg",
+                                           "snap/0000000000000001/part-000000", "store.json"]
+    packfiles.put_meta("store.json", b"replaced")  # replaced whole, never appended to
+    assert packfiles.get_meta("store.json") == b"replaced"
+    packfiles.delete_meta("log/0000000000000001.seg")
+    packfiles.delete_meta("log/0000000000000001.seg")  # absent: not an error
+    assert list(packfiles.list_meta("log/")) == ["log/0000000000000002.seg"]
+    assert packfiles.get_meta("log/0000000000000001.seg") is None
+
+
+def test_meta_objects_are_not_packs(packfiles):
+    pid = _store(packfiles, b"x" * 1000)
+    packfiles.put_meta("store.json", b"{}")
+    assert [p for p, _, _ in packfiles.iter_packs()] == [pid]
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "a/../../b", "UPPER", "", "a//b", "a/", "sp ace", "x" * 101])
+def test_meta_names_are_confined(packfiles, name):
+    with pytest.raises(ValueError):
+        packfiles.put_meta(name, b"")
+    with pytest.raises(ValueError):
+        packfiles.get_meta(name)
+
+
+def test_meta_list_pages_through_a_long_listing(packfiles, monkeypatch):
+    if hasattr(packfiles, "page_size"):
+        monkeypatch.setattr(packfiles, "page_size", 2)  # S3: several listing pages
+    names = [f"log/{i:016x}.seg" for i in range(1, 8)]
+    for n in reversed(names):
+        packfiles.put_meta(n, n.encode())
+    packfiles.put_meta("logs-other/x", b"")
+    assert list(packfiles.list_meta("log/")) == names
+    assert [packfiles.get_meta(n) for n in names] == [n.encode() for n in names]

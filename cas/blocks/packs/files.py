@@ -19,12 +19,21 @@ Contract (``tests/unit/test_packfiles_contract.py`` runs it on every implementat
 - ``iter_packs()`` yields ``(id, size, created)`` of every finished (or, where ``can_flush``,
   unfinished) pack in ascending id order, streaming.
 - Thread-safe; several processes may create packs in one store (ids are random).
+
+Beside packs, a backend keeps a few small **meta objects** under names like ``store.json`` or
+``log/00000000000000a0.seg`` (the store's identity, the metadata log and its snapshots:
+``cas/meta``). ``put_meta(name, data)`` replaces the object atomically and returns once it is
+durable; ``get_meta`` returns its bytes or None; ``list_meta(prefix)`` yields the names under
+``prefix`` in ascending order, streaming; ``delete_meta`` of an absent name is not an error.
+Names are checked by ``check_meta_name`` (lower-case letters, digits, ``._-``, ``/`` between
+parts): they never leave the store's meta directory/prefix.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -37,6 +46,18 @@ from .format import PACK_ID_LEN
 
 _HEXCHARS = frozenset("0123456789abcdef")
 SUFFIX = ".pack"
+_META_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}(/[a-z0-9][a-z0-9._-]{0,99}){0,7}")
+#: a meta object being replaced (local): never listed, never read as the object
+_META_TMP = ".tmp-"
+
+
+def check_meta_name(name: str, *, prefix: bool = False) -> str:
+    """``name`` if it is a valid meta object name (or, with ``prefix``, a prefix of one; "" lists all)."""
+    if prefix and name == "":
+        return name
+    if not _META_NAME.fullmatch(name.rstrip("/") if prefix else name) or ".." in name:
+        raise ValueError(f"invalid meta object name {name!r}")
+    return name
 
 
 class PackSink(ABC):
@@ -81,6 +102,19 @@ class PackFiles(ABC):
 
     @abstractmethod
     def iter_packs(self) -> Iterator[tuple[bytes, int, float]]: ...
+
+    # -- meta objects (see the module docstring)
+    @abstractmethod
+    def put_meta(self, name: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def get_meta(self, name: str) -> bytes | None: ...
+
+    @abstractmethod
+    def list_meta(self, prefix: str = "") -> Iterator[str]: ...
+
+    @abstractmethod
+    def delete_meta(self, name: str) -> None: ...
 
     def check(self) -> None:  # noqa: B027
         """Raise ``StoreError`` when the backend is not reachable."""
@@ -189,6 +223,7 @@ class LocalPackFiles(PackFiles):
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.packs = self.root / "packs"
+        self.meta = self.root / "meta"
         try:
             # blocks are other users' data: only the server's account may read them
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -292,6 +327,57 @@ class LocalPackFiles(PackFiles):
                     continue
                 yield bytes.fromhex(name[:-len(SUFFIX)]), st.st_size, st.st_mtime
 
+    # -- meta objects: files under ROOT/meta, replaced by write + fsync + rename + fsync(dir)
+    def _meta_path(self, name: str) -> Path:
+        return self.meta / check_meta_name(name)
+
+    def put_meta(self, name: str, data: bytes) -> None:
+        path = self._meta_path(name)
+        tmp = path.with_name(f"{_META_TMP}{path.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise _mapped(exc, f"cannot write meta object {name}") from exc
+
+    def get_meta(self, name: str) -> bytes | None:
+        try:
+            return self._meta_path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _mapped(exc, f"cannot read meta object {name}") from exc
+
+    def list_meta(self, prefix: str = "") -> Iterator[str]:
+        check_meta_name(prefix, prefix=True)
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.meta):
+            rel = os.path.relpath(dirpath, self.meta)
+            base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            found.extend(base + f for f in filenames if not f.startswith(_META_TMP) and (base + f).startswith(prefix))
+        yield from sorted(found)
+
+    def delete_meta(self, name: str) -> None:
+        try:
+            os.unlink(self._meta_path(name))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _mapped(exc, f"cannot delete meta object {name}") from exc
+
     def check(self) -> None:
         if not os.access(self.packs, os.W_OK):
             raise PermanentStoreError(f"pack directory {self.packs} is not writable")
@@ -343,6 +429,7 @@ class MemoryPackFiles(PackFiles):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._packs: dict[bytes, tuple[bytearray, float]] = {}
+        self._meta: dict[str, bytes] = {}
 
     def create(self, pack_id: bytes) -> PackSink:
         return _MemorySink(self, pack_id)
@@ -372,6 +459,24 @@ class MemoryPackFiles(PackFiles):
         with self._lock:
             items = sorted((pid, len(buf), created) for pid, (buf, created) in self._packs.items())
         yield from items
+
+    def put_meta(self, name: str, data: bytes) -> None:
+        with self._lock:
+            self._meta[check_meta_name(name)] = bytes(data)
+
+    def get_meta(self, name: str) -> bytes | None:
+        with self._lock:
+            return self._meta.get(check_meta_name(name))
+
+    def list_meta(self, prefix: str = "") -> Iterator[str]:
+        check_meta_name(prefix, prefix=True)
+        with self._lock:
+            names = sorted(n for n in self._meta if n.startswith(prefix))
+        yield from names
+
+    def delete_meta(self, name: str) -> None:
+        with self._lock:
+            self._meta.pop(check_meta_name(name), None)
 
     def damage(self, pack_id: bytes, offset: int, data: bytes) -> None:
         """Tests: overwrite bytes of a stored pack."""

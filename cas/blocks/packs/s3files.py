@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 from ...errors import BlockNotFound, ConfigError, IntegrityError, PermanentStoreError, StoreError
 from ..retry import RetryPolicy
 from ..s3bucket import S3Bucket, error_code, parse_s3_url
-from .files import PackFiles, PackSink, pack_name
+from .files import PackFiles, PackSink, check_meta_name, pack_name
 from .format import PACK_ID_LEN
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class S3PackFiles(PackFiles):
         self.retry = retry or RetryPolicy()
         self.kind = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._root = f"{self.prefix}/packs/" if self.prefix else "packs/"
+        self._meta_root = f"{self.prefix}/meta/" if self.prefix else "meta/"
         # parts of every sink share these workers; the bucket's semaphore bounds the requests
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cas-s3-part")
 
@@ -246,6 +247,56 @@ class S3PackFiles(PackFiles):
             if not token or token in seen_tokens:  # a broken server must not make us loop forever
                 raise PermanentStoreError(f"{where}: truncated listing without a new continuation token")
             seen_tokens.add(token)
+
+    # -- meta objects: ``[PREFIX/]meta/<name>``, one PutObject each (atomic on S3) -----------------
+    def put_meta(self, name: str, data: bytes) -> None:
+        self._put(self._meta_root + check_meta_name(name), data)
+
+    def get_meta(self, name: str) -> bytes | None:
+        key = self._meta_root + check_meta_name(name)
+
+        def fetch() -> bytes:
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                return body.read()
+            finally:
+                body.close()
+
+        try:
+            return self._call("GetObject", key, fetch)
+        except BlockNotFound:
+            return None
+
+    def list_meta(self, prefix: str = "") -> Iterator[str]:
+        root = self._meta_root + check_meta_name(prefix, prefix=True)
+        return self.retry.run_iter("list meta objects", lambda after: self._list_meta(root, after), key=lambda n: n)
+
+    def _list_meta(self, root: str, start_after: str | None) -> Iterator[str]:
+        token: str | None = None
+        seen_tokens: set[str] = set()
+        where = self._s3.where("ListObjectsV2", root)
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": root, "MaxKeys": self.page_size}
+            if token is not None:
+                kwargs["ContinuationToken"] = token
+            elif start_after is not None:
+                kwargs["StartAfter"] = self._meta_root + start_after
+            page = self._s3.request("ListObjectsV2", where, lambda kw=kwargs: self._client.list_objects_v2(**kw))
+            for entry in page.get("Contents", ()):
+                yield entry["Key"][len(self._meta_root):]
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token or token in seen_tokens:  # a broken server must not make us loop forever
+                raise PermanentStoreError(f"{where}: truncated listing without a new continuation token")
+            seen_tokens.add(token)
+
+    def delete_meta(self, name: str) -> None:
+        key = self._meta_root + check_meta_name(name)
+        try:
+            self._call("DeleteObject", key, lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
+        except BlockNotFound:
+            pass
 
     def check(self) -> None:
         """One HEAD of the bucket, not retried: is the backend there and are we allowed in?"""
