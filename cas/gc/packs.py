@@ -293,10 +293,12 @@ class PackSweep:
 
 
 def payload_bytes(row: PackRow) -> int:
-    """The bytes of a pack's entries, live or dead: its size without header and footer (the live
-    fraction is measured against these: a pack of one tiny object is all header and footer, and
-    rewriting it would give the same pack again, run after run)."""
-    return max(0, row.size - fmt.HEADER_LEN - fmt.footer_len(row.entries))
+    """The bytes of a pack's entries, live or dead: its size without header, entry headers and
+    footer (the live fraction is measured against these: a pack of one tiny object is all header
+    and footer, and rewriting it would give the same pack again, run after run). A version 1 pack
+    (no entry headers) comes out ``ENTRY_HEADER_LEN`` per entry smaller than it is: it is repacked a
+    little later, which is harmless."""
+    return max(0, row.size - fmt.HEADER_LEN - fmt.footer_len(row.entries) - row.entries * fmt.ENTRY_HEADER_LEN)
 
 
 def _points_at(loc, pid: bytes, offset: int) -> bool:

@@ -84,7 +84,7 @@ def test_deep_verify_reads_packs_in_a_few_ranges_not_block_by_block(local_gc_sto
     assert r.clean and r.blocks > 30
     assert r.bytes_read == s.stats()["stored_bytes"]
     # two ranged reads of the footer in each of the pack passes, then the entries in one range
-    block_reads = [rd for rd in reads if rd[2] > fmt.TRAILER_LEN and rd[1] == fmt.HEADER_LEN]
+    block_reads = [rd for rd in reads if rd[2] > fmt.TRAILER_LEN and rd[1] == fmt.HEADER_LEN + fmt.ENTRY_HEADER_LEN]
     assert len(reads) == 5 and len(block_reads) == 1 and block_reads[0][0] == pid
     assert r.pack_bytes_read >= r.bytes_read
 

@@ -11,7 +11,7 @@ from cas.blocks.packs import format as fmt
 from cas.blocks.packs.files import LocalPackFiles, MemoryPackFiles
 from cas.blocks.packs.store import PackedBlockStore, pack_totals
 from cas.codec import Codec
-from cas.errors import BlockNotFound, TransientStoreError
+from cas.errors import BlockNotFound, IntegrityError, TransientStoreError
 from cas.ids import block_id
 from cas.index.lmdb_index import LmdbIndex
 from cas.index.schema import KIND_DATA, KIND_MANIFEST, PACK_OPEN, PACK_RETIRED, PACK_SEALED, PackRow
@@ -100,6 +100,90 @@ def test_format_round_trip_and_damage_is_detected():
             fmt.parse_pack(pack[:cut], pid)
     with pytest.raises(fmt.PackDamaged):
         fmt.parse_pack(pack, os.urandom(16))  # another pack's header
+
+
+def _v2_pack(pid: bytes, items: list[tuple[int, bytes, bytes, int]]) -> tuple[bytes, list]:
+    """Header and entries (each after its entry header), no footer; the footer entries."""
+    body = bytearray(fmt.header(pid))
+    entries = []
+    for kind, eid, data, raw_len in items:
+        body += fmt.entry_header(kind, eid, len(data), raw_len)
+        entries.append(fmt.Entry(kind, eid, len(body), len(data), raw_len))
+        body += data
+    return bytes(body), entries
+
+
+def _scan(pack: bytes, pid: bytes, **kw) -> list:
+    return [e for e, _ in fmt.scan_pack(lambda off, n: pack[off:off + n], len(pack), pid, **kw)]
+
+
+def test_version_1_packs_are_still_read():
+    pid = os.urandom(16)
+    bid, enc = _block(300)
+    v1 = b"CASPACK\x01" + pid + enc
+    entries = [fmt.Entry(KIND_DATA, bid, fmt.HEADER_LEN, len(enc), 300)]
+    table = fmt.footer(entries, len(v1))
+    pack = v1 + table[:-1] + b"\x01"  # a version 1 trailer
+    assert fmt.check_header(pack[:fmt.HEADER_LEN], pid) == 1
+    assert fmt.parse_pack(pack, pid) == entries
+    with pytest.raises(fmt.PackDamaged, match="cannot be scanned"):
+        _scan(v1, pid)  # no entry headers to walk
+    with pytest.raises(fmt.PackDamaged):
+        fmt.check_header(b"CASPACK\x03" + pid, pid)  # a version this cas does not know
+
+
+def test_a_pack_without_footer_is_scanned_up_to_its_first_bad_entry():
+    pid = os.urandom(16)
+    blocks = [_block(1000 + i) for i in range(4)]
+    items = [(KIND_DATA, bid, enc, 1000 + i) for i, (bid, enc) in enumerate(blocks)]
+    items.insert(2, (KIND_MANIFEST, block_id(b"mmm"), b"mmm", 3))
+    pack, entries = _v2_pack(pid, items)
+    assert _scan(pack, pid) == entries
+    assert _scan(pack, pid, window=100) == entries  # entries larger than the read window
+    sealed = pack + fmt.footer(entries, len(pack))
+    assert fmt.parse_pack(sealed, pid) == entries  # the footer's offsets point past the entry headers
+    assert _scan(sealed, pid) == entries  # the scan stops at the table
+    for cut in (len(pack) - 1, entries[-1].offset - 1, entries[-1].offset - fmt.ENTRY_HEADER_LEN + 5):
+        assert _scan(pack[:cut], pid) == entries[:-1]  # a torn last entry is left out
+    bad = bytearray(pack)
+    bad[entries[1].offset - fmt.ENTRY_HEADER_LEN] ^= 0xFF  # the second entry header's magic
+    assert _scan(bytes(bad), pid) == entries[:1]
+
+    def rehash(e, data):
+        return block_id(data) == e.id if e.kind == KIND_MANIFEST else CODEC.decode(e.id, data) is not None
+
+    assert _scan(pack, pid, check=rehash) == entries
+    bad = bytearray(pack)
+    bad[entries[3].offset + 20] ^= 0x01  # inside the payload of the fourth entry
+    def checked(e, data):
+        try:
+            return rehash(e, data)
+        except IntegrityError:
+            return False
+
+    assert _scan(bytes(bad), pid, check=checked) == entries[:3]
+    with pytest.raises(fmt.PackDamaged):
+        _scan(pack, os.urandom(16))
+
+
+def test_the_store_writes_entry_headers_a_scan_reads_back(tmp_path):
+    index = LmdbIndex(tmp_path / "index", map_size=1 << 30)
+    files = LocalPackFiles(tmp_path / "blocks")
+    store = PackedBlockStore(files, index, seal_idle=0)
+    items = [_block(5000 + i) for i in range(6)]
+    for bid, enc in items:
+        store.put(bid, enc)
+    store.sync([bid for bid, _ in items])  # flushed, located: no footer yet
+    (pid, row), = _rows(store).items()
+    assert row.state == PACK_OPEN
+    raw = files.path(pid).read_bytes()
+    scanned = list(fmt.scan_pack(lambda off, n: raw[off:off + n], len(raw), pid))
+    assert [(e.id, d) for e, d in scanned] == items
+    for e, _ in scanned:
+        loc = store.location(e.id)
+        assert (loc.pack, loc.offset, loc.length) == (pid, e.offset, e.length)
+    store.close()
+    index.close()
 
 
 # -- writing ------------------------------------------------------------------------------------

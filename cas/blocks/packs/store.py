@@ -158,8 +158,9 @@ class PackedBlockStore(BlockStore):
             with p.lock:
                 if p.closed:
                     continue
-                offset = p.size
+                offset = p.size + fmt.ENTRY_HEADER_LEN  # an entry's bytes follow its entry header
                 try:
+                    p.sink.write(fmt.entry_header(kind, entry_id, len(data), raw_len))
                     p.sink.write(data)
                 except BaseException as exc:
                     p.failed = exc
@@ -168,7 +169,7 @@ class PackedBlockStore(BlockStore):
                 else:
                     failed = False
                 if not failed:
-                    p.size += len(data)
+                    p.size = offset + len(data)
                 if not failed:
                     p.entries.append(fmt.Entry(kind, entry_id, offset, len(data), raw_len))
                     index = len(p.entries) - 1
