@@ -93,6 +93,22 @@ class UserRegistry:
             if not t.delete_user(name):
                 raise UserNotFound(f"user {name!r} does not exist")
 
+    def reset_secret(self, name: str, secret: str | None = None) -> str:
+        """Give ``name`` a new secret (a user ``cas recover`` brought back has none: secrets never
+        reach the backend); its old tokens die with the old secret (a new ``gen``)."""
+        if self.is_root(name):
+            raise InvalidName(f"{name!r} is the root user: its secret is set by CAS_ROOT_PASSWORD or "
+                              f"the {ROOT_FILE} file in the data directory")
+        secret = secret or generate_secret()
+        if len(secret) < 8:
+            raise InvalidName("the secret must have at least 8 characters")
+        with self._store.index.write() as t:
+            rec = t.get_user(name)
+            if rec is None:
+                raise UserNotFound(f"user {name!r} does not exist")
+            t.put_user(name, {**rec, "secret": secret, "gen": secrets.token_hex(8)})
+        return secret
+
     def list(self) -> list[dict]:
         with self._store.index.read() as t:
             return [{"name": n, "created": r["created"]} for n, r in t.iter_users()]
@@ -104,7 +120,7 @@ class UserRegistry:
             return root_secret
         with self._store.index.read() as t:
             rec = t.get_user(name)
-        return None if rec is None else rec["secret"]
+        return None if rec is None else rec.get("secret")  # none: recovered (``reset_secret``)
 
     def generation(self, name: str) -> str | None:
         """This incarnation of user ``name`` (None: no such user). Root's changes with its secret."""

@@ -19,7 +19,7 @@ from ..config import load_settings
 from ..errors import CasError, ConfigError
 
 COMMANDS = ("serve", "init", "put", "get", "ls", "rm", "mb", "rb", "stats", "user", "locks", "events", "verify", "gc",
-            "migrate")
+            "migrate", "recover")
 
 
 EXIT_INTERRUPTED = 130

@@ -1,8 +1,9 @@
-"""cas user add|list|remove: manage users (name = S3 access key; secret = S3 secret key = password).
+"""cas user add|list|remove|reset-secret: manage users (name = S3 access key; secret = S3 secret key = password).
 
 Works while the server runs: the index is shared between processes. ``add`` prints the
 secret once (generated unless ``--secret`` is given; ``--json`` prints
-``{"access_key": ..., "secret_key": ...}``).
+``{"access_key": ..., "secret_key": ...}``); so does ``reset-secret`` (users brought back by
+``cas recover`` have no secret until it gives them one).
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ def register(sub):
     ls.add_argument("--json", action="store_true", help="print a JSON list")
     rm = actions.add_parser("remove", help="remove a user (its buckets stay)")
     rm.add_argument("name")
-    for action_parser in (add, ls, rm):
+    reset = actions.add_parser("reset-secret", help="give a user a new secret (users restored by "
+                                                    "`cas recover` have none); prints it once")
+    reset.add_argument("name")
+    reset.add_argument("--secret", default=None, help="use this secret instead of generating one")
+    reset.add_argument("--json", action="store_true", help='print {"access_key": ..., "secret_key": ...}')
+    for action_parser in (add, ls, rm, reset):
         _accept_common_options(action_parser)
     return p
 
@@ -49,8 +55,8 @@ def _accept_common_options(parser: argparse.ArgumentParser) -> None:
 def run(args, settings) -> int:
     with Store.open_store(settings) as store:
         users = store.users
-        if args.action == "add":
-            secret = users.add(args.name, args.secret)
+        if args.action in ("add", "reset-secret"):
+            secret = (users.add if args.action == "add" else users.reset_secret)(args.name, args.secret)
             if args.json:
                 print(json.dumps({"access_key": args.name, "secret_key": secret}))
             else:

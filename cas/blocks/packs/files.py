@@ -116,6 +116,15 @@ class PackFiles(ABC):
     @abstractmethod
     def delete_meta(self, name: str) -> None: ...
 
+    #: whether ``reseal`` works here (packs written in place: local files, memory)
+    can_reseal: bool = False
+
+    def reseal(self, pack_id: bytes, keep: int, tail: bytes) -> None:
+        """Seal a pack its writer never finished (``cas recover``, offline): cut it to ``keep``
+        bytes, append ``tail`` (its footer) and make it durable. Idempotent: a crash in between
+        leaves a pack without valid footer, which the next run scans and reseals again."""
+        raise NotImplementedError(f"packs on {self.kind} cannot be resealed")
+
     def check(self) -> None:  # noqa: B027
         """Raise ``StoreError`` when the backend is not reachable."""
 
@@ -311,6 +320,29 @@ class LocalPackFiles(PackFiles):
         except OSError as exc:
             raise _mapped(exc, f"cannot delete pack {pack_name(pack_id)}") from exc
 
+    can_reseal = True
+
+    def reseal(self, pack_id: bytes, keep: int, tail: bytes) -> None:
+        self._forget(pack_id)
+        try:
+            fd = os.open(self.path(pack_id), os.O_WRONLY)
+        except FileNotFoundError:
+            raise BlockNotFound(f"pack {pack_name(pack_id)} is missing from {self.root}") from None
+        except OSError as exc:
+            raise _mapped(exc, f"cannot open pack {pack_name(pack_id)}") from exc
+        try:
+            os.ftruncate(fd, keep)
+            view = memoryview(tail)
+            at = keep
+            while view:
+                n = os.pwrite(fd, view, at)
+                view, at = view[n:], at + n
+            os.fsync(fd)
+        except OSError as exc:
+            raise _mapped(exc, f"cannot seal pack {pack_name(pack_id)}") from exc
+        finally:
+            os.close(fd)
+
     def iter_packs(self) -> Iterator[tuple[bytes, int, float]]:
         try:
             tops = sorted(e.name for e in os.scandir(self.packs) if len(e.name) == 2 and e.is_dir())
@@ -477,6 +509,16 @@ class MemoryPackFiles(PackFiles):
     def delete_meta(self, name: str) -> None:
         with self._lock:
             self._meta.pop(check_meta_name(name), None)
+
+    can_reseal = True
+
+    def reseal(self, pack_id: bytes, keep: int, tail: bytes) -> None:
+        with self._lock:
+            entry = self._packs.get(pack_id)
+            if entry is None:
+                raise BlockNotFound(f"pack {pack_name(pack_id)} is not in the store")
+            del entry[0][keep:]
+            entry[0].extend(tail)
 
     def damage(self, pack_id: bytes, offset: int, data: bytes) -> None:
         """Tests: overwrite bytes of a stored pack."""
