@@ -6,11 +6,12 @@ from .base import Index, IndexTxn
 from .schema import BlockRow
 
 
-def open_index(settings) -> Index:
-    """The index of the store in ``settings`` (the embedded default: LMDB in ``DATA/index``)."""
+def open_index(settings, path=None) -> Index:
+    """The index of the store in ``settings`` (the embedded default: LMDB in ``DATA/index``; in
+    ``path`` instead when given: ``cas recover`` builds a new one beside it)."""
     from .lmdb_index import LmdbIndex
 
-    return LmdbIndex(settings.index_dir, map_size=settings.index.map_size)
+    return LmdbIndex(path or settings.index_dir, map_size=settings.index.map_size)
 
 
 __all__ = ["BlockRow", "Index", "IndexTxn", "open_index"]

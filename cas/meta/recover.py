@@ -65,7 +65,7 @@ from ..codec import Codec, CodecParams
 from ..config import Settings, testonly_crash_point
 from ..errors import BlockNotFound, ConfigError, Conflict, IntegrityError, StoreError
 from ..ids import block_id, short
-from ..index.lmdb_index import LmdbIndex
+from ..index import Index, open_index
 from ..index.schema import FORMAT_VERSION, KIND_DATA, KIND_MANIFEST, LIVE, PACK_SEALED, BlockRow, Loc, PackRow
 from ..manifest import entry_count, iter_entries
 from . import objects, records
@@ -169,11 +169,11 @@ def _where(settings: Settings) -> str:
     return str(settings.blocks_dir) if settings.blocks.url == "local" else settings.blocks.url
 
 
-def _old_index(settings: Settings) -> LmdbIndex | None:
+def _old_index(settings: Settings) -> Index | None:
     if not (settings.index_dir / "data.mdb").exists():
         return None
     try:
-        return LmdbIndex(settings.index_dir, map_size=settings.index.map_size)
+        return open_index(settings)
     except StoreError as exc:  # damaged: nothing can have it open usefully; it is replaced
         log.warning("the old index at %s does not open (%s); it is kept aside", settings.index_dir, exc)
         return None
@@ -240,7 +240,7 @@ class _Recovery:
         ident = self._identity()
         tmp = data / RECOVER_DIR
         shutil.rmtree(tmp, ignore_errors=True)
-        index = LmdbIndex(tmp, map_size=self.settings.index.map_size)
+        index = open_index(self.settings, tmp)
         try:
             self._all_packs(index)
             testonly_crash_point("recover.after_packs")

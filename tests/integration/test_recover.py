@@ -59,14 +59,15 @@ _ORDER = {"bucket": 0, "user": 1, "kv": 2, "object": 3}
 
 
 def _record(n: int, key: tuple, value) -> dict:
-    kind = key[0]
-    if value is None:
-        return {"bucket": lambda: records.delete_bucket(n, key[1]), "object": lambda: records.delete_object(n, *key[1:]),
-                "user": lambda: records.delete_user(n, key[1]), "kv": lambda: records.kv_delete(n, *key[1:])}[kind]()
-    return {"bucket": lambda: records.put_bucket(n, key[1], value),
-            "object": lambda: records.put_object(n, key[1], key[2], value),
-            "user": lambda: records.put_user(n, key[1], value),
-            "kv": lambda: records.kv_put(n, key[1], key[2], value)}[kind]()
+    """The log record that sets row ``key`` to ``value`` (None: deletes it)."""
+    kind, args = key[0], key[1:]
+    if kind == "bucket":
+        return records.delete_bucket(n, *args) if value is None else records.put_bucket(n, *args, value)
+    if kind == "object":
+        return records.delete_object(n, *args) if value is None else records.put_object(n, *args, value)
+    if kind == "user":
+        return records.delete_user(n, *args) if value is None else records.put_user(n, *args, value)
+    return records.kv_delete(n, *args) if value is None else records.kv_put(n, *args, value)
 
 
 def _changes(before: dict, after: dict, first: int) -> list[dict]:
