@@ -97,6 +97,20 @@ class GcSettings:
 
 
 @dataclass(frozen=True)
+class MetaSettings:
+    """The metadata log (``cas.meta``, docs/design.md "Metadata log") and journal retention."""
+
+    #: ship log records to the backend this often; 0: each commit waits until its records are there
+    interval: float = 5.0
+    #: write a compacted snapshot after this many records shipped since the last one ...
+    snapshot_every: int = 10_000
+    #: ... and at least this often (when anything changed)
+    snapshot_interval: float = 86400.0
+    #: keep journal events (``cas events``, ``/api/events``) this long; 0: keep them all
+    events_keep: float = 30 * 86400.0
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     root_user: str | None = None
     root_password: str | None = None
@@ -121,6 +135,7 @@ class Settings:
     index: IndexSettings = field(default_factory=IndexSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     gc: GcSettings = field(default_factory=GcSettings)
+    meta: MetaSettings = field(default_factory=MetaSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     log_level: str = "INFO"
 
@@ -138,6 +153,7 @@ _SECTIONS = {
     "index": IndexSettings,
     "server": ServerSettings,
     "gc": GcSettings,
+    "meta": MetaSettings,
     "auth": AuthSettings,
 }
 
@@ -146,11 +162,12 @@ def _coerce(cls, name: str, value):
     """Turn a TOML/env/flag value into the type the dataclass field wants."""
     if name in ("s3", "http"):
         return parse_addr(value) if isinstance(value, str) else tuple(value)
-    if name in ("min_age", "interval", "pin_lease", "upload_expiry", "jwt_ttl", "head_timeout"):
+    if name in ("min_age", "interval", "pin_lease", "upload_expiry", "jwt_ttl", "head_timeout",
+                "snapshot_interval", "events_keep"):
         return parse_duration(value)
     if name in ("map_size", "pack_size"):
         return parse_size(value)
-    if name in ("threads", "concurrency", "retries", "max_conns_per_ip"):
+    if name in ("threads", "concurrency", "retries", "max_conns_per_ip", "snapshot_every"):
         try:
             return int(value)
         except (TypeError, ValueError):
@@ -188,6 +205,7 @@ _ENV = {
     "CAS_DOMAIN": ("server", "domain"),
     "CAS_CORS_ORIGINS": ("server", "cors_origins"),
     "CAS_GC_MIN_AGE": ("gc", "min_age"),
+    "CAS_META_INTERVAL": ("meta", "interval"),
     "CAS_OIDC_ISSUER": ("auth", "oidc_issuer"),
     "CAS_OIDC_AUDIENCE": ("auth", "oidc_audience"),
     "CAS_OIDC_JWKS_URL": ("auth", "oidc_jwks_url"),
@@ -243,6 +261,8 @@ def load_settings(
         explicit = True
     settings.chunker.validate()
     settings.codec.validate()
+    if settings.meta.snapshot_every < 1:
+        raise ConfigError(f"meta.snapshot_every must be at least 1, not {settings.meta.snapshot_every}")
     return replace(settings, explicit_format=explicit)
 
 

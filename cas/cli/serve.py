@@ -31,6 +31,9 @@ def register(sub):
     p.add_argument("--anonymous", action="store_true", default=None, help="allow unauthenticated requests")
     p.add_argument("--gc-interval", default=None, help="run GC inside the server this often (e.g. 6h)")
     p.add_argument("--gc-min-age", default=None, help="GC grace period (default 1h)")
+    p.add_argument("--meta-interval", default=None,
+                   help="write the metadata log to the backend this often (default 5s; 0: before each "
+                        "commit is acknowledged)")
     p.add_argument("--jwt-ttl", default=None, help="lifetime of web login tokens (default 1h)")
     p.add_argument("--oidc-issuer", default=None, help="accept RS256/ES256 tokens from this OpenID issuer")
     p.add_argument("--oidc-audience", default=None, help="audience the OpenID tokens must carry")
@@ -58,6 +61,7 @@ def overrides(args) -> dict:
                  "oidc_audience": args.oidc_audience, "oidc_jwks_url": args.oidc_jwks_url,
                  "oidc_user_claim": args.oidc_user_claim, "oidc_root": args.oidc_root},
         "gc": {"interval": args.gc_interval, "min_age": args.gc_min_age},
+        "meta": {"interval": args.meta_interval},
     }
 
 
@@ -97,6 +101,7 @@ def run(args, settings) -> int:
         print(f"  S3 API   {server.url('s3')}", flush=True)
         print(f"  Web      {server.url('http')}/", flush=True)
         print(f"  WebDAV   {server.url('http')}/dav/", flush=True)
+        _start_meta_log(store)
         background = _start_gc_loop(store, stopping)
         while not stopping.wait(1.0):
             pass
@@ -108,6 +113,20 @@ def run(args, settings) -> int:
         store.close()
     print("cas stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _start_meta_log(store) -> None:
+    """Ship the metadata log in the background (stopped and flushed by ``store.close``), with
+    GC's ref retention among its hourly jobs."""
+    if store.meta_log is None:
+        return
+    try:
+        from ..gc.safety import trim_idle_refs
+    except ImportError:  # a build without the garbage collector has no refs to keep
+        pass
+    else:
+        store.meta_log.maintenance.append(lambda: trim_idle_refs(store))
+    store.meta_log.start()
 
 
 def _start_gc_loop(store, stopping: threading.Event):

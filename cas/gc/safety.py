@@ -67,3 +67,18 @@ class GcLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def trim_idle_refs(store) -> dict:
+    """Drop the commit references (``refs``) that no GC or verify run needs.
+
+    Refs let a run re-mark what was committed after its snapshot; only a run between its mark
+    and its last condemn needs them, and such a run holds the GC lock. Holding the lock here
+    (without waiting) therefore makes every ref up to now unneeded; when a run holds it, it
+    trims what it read itself when it is done. Returns ``{"refs": <rows dropped>}``."""
+    try:
+        with GcLock(store.settings.data_dir, what="ref retention"):
+            with store.index.write() as t:
+                return {"refs": t.trim_refs(t.last_seq())}
+    except Conflict:
+        return {"refs": 0}

@@ -340,18 +340,34 @@ class IndexTxn:
             yield s.from_u64(k[:8]), k[8:]
 
     def trim_refs(self, upto_seq: int) -> int:
-        """Drop refs of commits up to ``upto_seq`` (streaming: deletes under the cursor)."""
+        """Drop refs of commits up to ``upto_seq``."""
+        return self._trim("refs", upto_seq)
+
+    def _trim(self, db: str, upto: int) -> int:
+        """Drop the rows of a table keyed by a u64 (first 8 bytes) up to ``upto``, streaming:
+        deletes under the cursor."""
         n = 0
-        with self._t.cursor(db=self._db["refs"]) as cur:
+        with self._t.cursor(db=self._db[db]) as cur:
             if not cur.first():
                 return 0
             while True:
                 k = cur.key()  # empty once the last row is gone
-                if not k or s.from_u64(k[:8]) > upto_seq:
+                if not k or s.from_u64(k[:8]) > upto:
                     break
                 cur.delete()  # moves the cursor to the next row
                 n += 1
         return n
+
+    # -- the metadata log (cas.meta.log): records not yet shipped to the backend ---------------
+    def put_mlog(self, n: int, record: dict) -> None:
+        self._put("mlog", s.u64(n), s.dumps(record))
+
+    def iter_mlog(self, after: int) -> Iterator[dict]:
+        for _, v in self._scan("mlog", b"", s.u64(after + 1)):
+            yield s.loads(v)
+
+    def trim_mlog(self, upto: int) -> int:
+        return self._trim("mlog", upto)
 
     # -- multipart uploads -----------------------------------------------------------------
     def get_upload(self, upload_id: str) -> dict | None:
@@ -419,6 +435,9 @@ class IndexTxn:
     def iter_events(self, after: int = 0) -> Iterator[dict]:
         for _, v in self._scan("events", b"", s.u64(after + 1)):
             yield s.loads(v)
+
+    def trim_events(self, upto_seq: int) -> int:
+        return self._trim("events", upto_seq)
 
     def last_seq(self) -> int:
         return self.counter("seq")

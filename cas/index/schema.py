@@ -16,7 +16,7 @@ FORMAT_VERSION = 2
 
 DB_NAMES = (
     "meta", "buckets", "objects", "manifests", "blocks", "pins", "writers",
-    "refs", "uploads", "parts", "users", "kv", "events", "locs", "packs",
+    "refs", "uploads", "parts", "users", "kv", "events", "locs", "packs", "mlog",
 )
 
 # block states (DAMAGED: still referenced, but a read or verify found its stored bytes missing or

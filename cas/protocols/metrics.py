@@ -22,7 +22,11 @@ Exposed series (``GET /metrics`` of the web app renders them):
     cas_requests_in_flight{protocol}                  gauge
     cas_event_polls_waiting                           gauge (``/api/events?wait=`` polls now waiting)
     cas_objects, cas_buckets, cas_logical_bytes, cas_stored_bytes, cas_blocks,
-    cas_dedup_ratio, cas_compression_ratio            gauges read from the store at scrape time
+    cas_dedup_ratio, cas_compression_ratio,
+    cas_index_bytes_per_object                        gauges read from the store at scrape time
+    cas_meta_log_lag_seconds                          gauge: age of the oldest metadata log record not
+                                                      yet in the backend (0 when none)
+    cas_meta_log_unshipped_records                    gauge: metadata log records not yet shipped
     cas_gc_runs_total, cas_gc_findings, cas_verify_runs_total, cas_verify_findings
                                                       from the reports GC and verify leave in the
                                                       store's kv space (ns "reports", keys "gc" and
@@ -70,6 +74,13 @@ class StoreCollector:
         ):
             yield GaugeMetricFamily(name, doc, value=float(s.get(key, 0)))
         yield GaugeMetricFamily("cas_buckets", "Buckets in the store", value=float(len(self._store.buckets())))
+        lag = self._store.meta_log_status()
+        yield GaugeMetricFamily("cas_meta_log_lag_seconds", "Age of the oldest metadata log record not yet in "
+                                "the backend (0 when none)", value=float(lag.get("lag_seconds", 0)))
+        yield GaugeMetricFamily("cas_meta_log_unshipped_records", "Metadata log records not yet in the backend",
+                                value=float(lag.get("unshipped_records", 0)))
+        yield GaugeMetricFamily("cas_index_bytes_per_object", "Index bytes on disk per object",
+                                value=float(s.get("index_bytes_per_object", 0)))
         for kind in ("gc", "verify"):
             report = self._report(kind)
             yield CounterMetricFamily(f"cas_{kind}_runs", f"Completed {kind} runs",

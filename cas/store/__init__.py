@@ -49,6 +49,8 @@ from ..ids import short
 from ..index import Index, open_index
 from ..index.schema import FORMAT_VERSION
 from ..manifest import Manifest
+from ..meta.log import LoggedIndex
+from ..meta.shipper import MetaShipper
 from ..names import check_bucket, check_key
 from ..writer import BlockWriter, WriteResult
 
@@ -80,7 +82,9 @@ class Store(UploadsMixin, JournalMixin):
     def __init__(self, settings: Settings, index: Index, blocks: BlockStore,
                  clock: Callable[[], float] = time.time):
         self.settings = settings
-        self.index = index
+        # every durable-name change is also a metadata log record (cas.meta.log), shipped to the
+        # backend by ``meta_log``; a store whose blocks are not in packs has nowhere to ship them
+        self.index = index if isinstance(index, LoggedIndex) else LoggedIndex(index, clock=lambda: self.clock())
         self.blocks = blocks
         self.clock = clock
         self.chunker = Chunker(settings.chunker)
@@ -95,6 +99,10 @@ class Store(UploadsMixin, JournalMixin):
         self._manifests_lock = threading.Lock()
         # renews the leases of this process's writers (their pins are honoured by GC while they run)
         self.heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self.settings.gc.pin_lease)
+        packs = packs_of(blocks)
+        self.index.enabled = packs is not None
+        self.meta_log = MetaShipper(self.index, packs.files, settings.meta, clock=lambda: self.clock()) \
+            if packs is not None else None
         from ..auth.users import UserRegistry
 
         self.users = UserRegistry(self)
@@ -107,11 +115,13 @@ class Store(UploadsMixin, JournalMixin):
             settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create data directory {settings.data_dir}: {exc}") from exc
-        index = open_index(settings)
+        index = LoggedIndex(open_index(settings))
         try:
             settings, created = cls._check_format(index, settings)
             # packs (or a block store) handed in by tests get the layers of the ones settings name
-            blockstore = packed(blocks, index, settings) if blocks is not None else open_blockstore(settings, index)
+            # packs keep no durable names: they get the index itself, without the log
+            blockstore = packed(blocks, index.inner, settings) if blocks is not None \
+                else open_blockstore(settings, index.inner)
             if created:
                 blockstore.prepare()
             if blocks is None:
@@ -166,6 +176,8 @@ class Store(UploadsMixin, JournalMixin):
         return replace(settings, chunker=stored_chunker, codec=CodecParams(codec), blocks=bsettings)
 
     def close(self) -> None:
+        if self.meta_log is not None:
+            self.meta_log.close()  # before the backend closes: a CLI command ends with its log shipped
         self.heartbeat.stop()
         self.pool.shutdown(wait=True)
         self.blocks.close()
@@ -190,7 +202,17 @@ class Store(UploadsMixin, JournalMixin):
         except Exception as exc:  # reported, not raised
             status["blocks"] = f"error: {exc}"
         status["status"] = "ok" if status["index"] == status["blocks"] == "ok" else "degraded"
+        try:
+            status["meta_log"] = self.meta_log_status()
+        except Exception as exc:  # reported, not raised
+            status["meta_log"] = {"error": str(exc)}
         return status
+
+    def meta_log_status(self) -> dict:
+        """The metadata log's lag: records not yet in the backend and the age of the oldest."""
+        if self.meta_log is None:
+            return {"lag_seconds": 0.0, "unshipped_records": 0, "enabled": False}
+        return self.meta_log.status()
 
     # -- commit helpers -------------------------------------------------------------------------
     def _event(self, t, seq: int, user: str, op: str, bucket: str, key: str, size: int = 0, etag: str = "") -> None:
@@ -542,6 +564,9 @@ class Store(UploadsMixin, JournalMixin):
         c["compression_ratio"] = round(raw / c["stored_bytes"], 4) if c["stored_bytes"] else 1.0
         if packs is not None:  # packs, their bytes, and the dead bytes in them awaiting repack
             c.update(packs)
+        # what the index costs per object (names, manifests, block rows, journal, ...)
+        c["index_bytes"] = self.index.disk_usage()
+        c["index_bytes_per_object"] = round(c["index_bytes"] / c["objects"]) if c["objects"] else 0
         return c
 
 

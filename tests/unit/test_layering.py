@@ -89,9 +89,10 @@ def test_only_blocklife_changes_block_rows_pins_leases_and_block_counters():
 # -- only the store's own layer touches its index and block store --------------------------------
 
 #: where ``.index`` / ``.blocks`` of a Store may be used: the store itself, its block lifecycle and
-#: write path, gc (mark, sweep, verify, repair work on rows and blocks), the user table, the index
+#: write path, gc (mark, sweep, verify, repair work on rows and blocks), the user table, the index,
+#: the metadata log (it logs and ships the index's changes)
 STORE_INSIDE = ("store.py", "store", "gc", "blocklife.py", "writer.py", "auth/users.py", "index",
-                "blocks/packs")  # the pack store keeps block locations in the store's index
+                "blocks/packs", "meta")  # the pack store keeps block locations in the store's index
 #: modules still reaching a store's insides, each with the reason it may (none today)
 STORE_REACH_ALLOWED: dict[str, str] = {}
 #: objects whose ``.blocks`` / ``.index`` is not a store's: configuration sections, parsed flags

@@ -1,0 +1,348 @@
+"""MetaShipper: moves metadata log records from the index to the backend, and keeps the backend's
+log compacted with snapshots (docs/design.md "Metadata log").
+
+**Shipping.** ``ship()`` reads the records after the index meta ``"mlog_shipped"`` (one read
+txn), writes them as one segment ``log/<first>-<last>.seg`` (``objects.encode``) with
+``PackFiles.put_meta`` (durable when it returns), then in one write txn raises
+``"mlog_shipped"`` to ``last`` and trims the shipped rows from ``mlog``. A crash between the
+two leaves the records in the index: the next ship writes them again (a segment with the same
+name, or one that overlaps it). Records are never dropped before their segment is durable, so a
+backend outage only grows the lag (``status()``): the background loop retries with backoff.
+
+Segments may overlap when two processes ship at once (a CLI command closing while a server
+runs); readers replay records in position order and skip positions they have applied
+(replaying a contiguous suffix of the log onto a state that already contains it changes
+nothing, see ``records.apply``).
+
+**When.** ``cas serve`` calls ``start()``: a thread ships every ``meta.interval`` seconds. With
+``meta.interval`` 0 every commit that logged records waits in ``wait_shipped`` until they are in
+the backend (group commit: one thread at a time ships, and everything unshipped goes into its
+segment, so the commits that waited meanwhile find theirs shipped and return without I/O); a
+commit that cannot be shipped within ``SYNC_TIMEOUT`` raises ``TransientStoreError`` (its change
+is in the index and its record stays queued: the client's retry is harmless). ``close()`` (at
+``Store.close``) ships what is left, so a CLI command ends with its records in the backend.
+
+**Snapshots.** Every ``meta.snapshot_every`` records shipped (and at least every
+``meta.snapshot_interval`` when anything changed) ``snapshot()`` writes every bucket, object,
+user (without secret) and logged kv entry as of one log position ``n`` — all read from ONE read
+txn, so it is consistent — as ``snap/<n>/part-000000``... of ``PART_RECORDS`` records each
+(streamed: memory does not grow with the store), then ``snap/<n>/done``. Then ``compact()``
+deletes what no recovery needs: with the two newest complete snapshots kept, log segments whose
+``last`` is at most the older one's ``n``, older snapshots, and incomplete snapshots older than
+the newest complete one. A snapshot's ``done`` is deleted before its parts, so a snapshot is
+never complete with parts missing.
+
+**Retention** (``retention()``, hourly in the background loop): journal events older than
+``meta.events_keep``; and ``maintenance`` jobs others add (``cas serve`` adds GC's trim of the
+commit references no GC or verify run needs: ``cas.gc.safety.trim_idle_refs``).
+
+Thread-safety: ``ship`` is serialised by a lock (waiters of a synchronous store share one
+segment); ``snapshot``/``compact``/``retention`` by another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from ..errors import CasError, TransientStoreError
+from . import objects, records
+
+log = logging.getLogger(__name__)
+
+SHIPPED = "mlog_shipped"  # index meta: the last log position in the backend
+SNAPSHOT = "mlog_snapshot"  # index meta: {"n", "time"} of the last snapshot this store wrote
+#: records per segment at most (a long backlog goes up in several segments)
+SEGMENT_RECORDS = 50_000
+#: records per snapshot part
+PART_RECORDS = 50_000
+#: how long a synchronous commit waits for its record to reach the backend
+SYNC_TIMEOUT = 30.0
+#: background retries back off up to this
+MAX_BACKOFF = 60.0
+#: how often the background loop applies retention
+RETENTION_EVERY = 3600.0
+#: journal events trimmed per write txn (txns stay short)
+TRIM_BATCH = 10_000
+
+
+class MetaShipper:
+    """Ships one store's metadata log (see the module docstring)."""
+
+    def __init__(self, index, files, settings, *, clock: Callable[[], float] = time.time):
+        self.index = index  # a LoggedIndex
+        self.files = files  # the store's PackFiles
+        self.settings = settings  # MetaSettings
+        self.clock = clock
+        #: further hourly jobs of the background loop, each returning figures for the log
+        self.maintenance: list[Callable[[], dict]] = []
+        self._ship_lock = threading.Lock()
+        self._maint_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._shipped = self._read_shipped()
+        self.last_error: str | None = None
+        self.failures = 0
+        self._last_retention = 0.0
+        if settings.interval == 0:
+            index.after_commit = self.wait_shipped
+
+    # -- shipping ---------------------------------------------------------------------------------
+    def _read_shipped(self) -> int:
+        with self.index.read() as t:
+            return t.get_meta(SHIPPED) or 0
+
+    def ship(self) -> int:
+        """Ship every unshipped record; returns the number shipped (raises ``StoreError``)."""
+        with self._ship_lock:
+            return self._ship_locked()
+
+    def _ship_locked(self) -> int:
+        total = 0
+        while True:
+            with self.index.read() as t:
+                shipped = t.get_meta(SHIPPED) or 0
+                batch = []
+                for rec in t.iter_mlog(shipped):
+                    batch.append(rec)
+                    if len(batch) >= SEGMENT_RECORDS:
+                        break
+            self._shipped = max(self._shipped, shipped)
+            if not batch:
+                return total
+            first, last = batch[0]["n"], batch[-1]["n"]
+            self.files.put_meta(objects.log_name(first, last), objects.encode(batch))
+            with self.index.write() as t:
+                done = max(t.get_meta(SHIPPED) or 0, last)
+                t.put_meta(SHIPPED, done)
+                t.trim_mlog(done)
+                if t.get_meta(SNAPSHOT) is None:  # the daily snapshot clock starts at the first ship
+                    t.put_meta(SNAPSHOT, {"n": 0, "time": self.clock()})
+            self._shipped = max(self._shipped, done)
+            total += len(batch)
+            log.debug("shipped log records %d..%d", first, last)
+
+    def wait_shipped(self, n: int, timeout: float = SYNC_TIMEOUT) -> None:
+        """Return once log position ``n`` is in the backend (``meta.interval`` 0)."""
+        if self._shipped >= n:
+            return
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._ship_lock.acquire(timeout=left):
+                break
+            try:
+                if self._shipped >= n:
+                    return
+                self._ship_locked()
+                if self._shipped >= n:
+                    self._ok()
+                    return
+            except CasError as exc:
+                self._failed(exc)
+            finally:
+                self._ship_lock.release()
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 2.0)
+        raise TransientStoreError(f"the change is in the index but its metadata log record {n} could not be "
+                                  f"written to the backend within {timeout:.0f}s ({self.last_error}); "
+                                  "it stays queued and is shipped once the backend answers")
+
+    def _ok(self) -> None:
+        if self.failures:
+            log.info("metadata log shipping works again after %d failures", self.failures)
+        self.failures = 0
+        self.last_error = None
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        self.last_error = str(exc)
+        if self.failures == 1 or self.failures % 10 == 0:
+            log.warning("cannot ship the metadata log to the backend (attempt %d, records stay queued): %s",
+                        self.failures, exc)
+
+    # -- status -------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        """Lag figures: unshipped records and the age of the oldest one (0 when none)."""
+        with self.index.read() as t:
+            shipped = t.get_meta(SHIPPED) or 0
+            head = t.counter("mlog")
+            oldest = next(t.iter_mlog(shipped), None)
+        lag = max(0.0, self.clock() - oldest.get("time", self.clock())) if oldest else 0.0
+        out = {"lag_seconds": round(lag, 3), "unshipped_records": max(0, head - shipped), "position": head,
+               "shipped": shipped, "interval": self.settings.interval}
+        if self.last_error:
+            out["error"] = self.last_error
+        return out
+
+    # -- snapshots ----------------------------------------------------------------------------------
+    def snapshot_due(self) -> bool:
+        with self.index.read() as t:
+            head = t.counter("mlog")
+            snap = t.get_meta(SNAPSHOT) or {"n": 0, "time": self.clock()}
+        if head <= snap["n"]:
+            return False
+        return (head - snap["n"] >= self.settings.snapshot_every
+                or self.clock() - snap["time"] >= self.settings.snapshot_interval)
+
+    def snapshot(self) -> int:
+        """Write a complete snapshot as of the current log position; returns that position."""
+        with self._maint_lock:
+            with self.index.read() as t:
+                n = t.counter("mlog")
+                parts, count = 0, 0
+                batch: list[dict] = []
+                for rec in _snapshot_records(t, n):
+                    batch.append(rec)
+                    if len(batch) >= PART_RECORDS:
+                        self.files.put_meta(objects.snap_part_name(n, parts), objects.encode(batch))
+                        parts, count, batch = parts + 1, count + len(batch), []
+                if batch or parts == 0:
+                    self.files.put_meta(objects.snap_part_name(n, parts), objects.encode(batch))
+                    parts, count = parts + 1, count + len(batch)
+            now = self.clock()
+            self.files.put_meta(objects.snap_done_name(n), objects.encode(
+                [{"n": n, "parts": parts, "records": count, "time": now}]))
+            with self.index.write() as t:
+                t.put_meta(SNAPSHOT, {"n": n, "time": now})
+            log.info("metadata snapshot at log position %d: %d records in %d parts", n, count, parts)
+            self._compact_locked()
+            return n
+
+    def compact(self) -> dict:
+        with self._maint_lock:
+            return self._compact_locked()
+
+    def _compact_locked(self) -> dict:
+        snaps: dict[int, set[str]] = {}
+        for name in self.files.list_meta(objects.SNAP_PREFIX):
+            parsed = objects.parse_snap_name(name)
+            if parsed is not None:
+                snaps.setdefault(parsed[0], set()).add(parsed[1])
+        complete = sorted(n for n, rest in snaps.items() if "done" in rest)
+        out = {"segments": 0, "snapshots": 0}
+        if not complete:
+            return out
+        newest = complete[-1]
+        floor = complete[-2] if len(complete) >= 2 else 0  # a log from the start backs a lone snapshot
+        doomed = [n for n in complete if n < floor] + [n for n in snaps if n not in complete and n < newest]
+        for n in sorted(doomed):
+            if "done" in snaps[n]:
+                self.files.delete_meta(objects.snap_done_name(n))  # first: never complete with parts missing
+            for rest in sorted(snaps[n] - {"done"}):
+                self.files.delete_meta(f"{objects.SNAP_PREFIX}{n:016x}/{rest}")
+            out["snapshots"] += 1
+        if floor:
+            old = []
+            for name in self.files.list_meta(objects.LOG_PREFIX):
+                span = objects.parse_log_name(name)
+                if span is not None and span[1] <= floor:
+                    old.append(name)
+            for name in old:
+                self.files.delete_meta(name)
+            out["segments"] = len(old)
+        if out["segments"] or out["snapshots"]:
+            log.info("metadata log compacted: %d segments and %d snapshots deleted", out["segments"],
+                     out["snapshots"])
+        return out
+
+    # -- retention ----------------------------------------------------------------------------------
+    def retention(self) -> dict:
+        """Trim journal events older than ``meta.events_keep``, then run the ``maintenance`` jobs
+        (``cas serve`` adds GC's: trim the commit references no GC run needs)."""
+        with self._maint_lock:
+            out = {"events": self._trim_events()}
+            for job in self.maintenance:
+                out.update(job())
+            return out
+
+    def _trim_events(self) -> int:
+        keep = self.settings.events_keep
+        if not keep:
+            return 0
+        cutoff = self.clock() - keep
+        total = 0
+        while True:
+            upto = 0
+            with self.index.read() as t:
+                for i, ev in enumerate(t.iter_events(0)):
+                    if ev.get("time", 0) >= cutoff or i >= TRIM_BATCH:
+                        break
+                    upto = ev["seq"]
+            if not upto:
+                return total
+            with self.index.write() as t:
+                total += t.trim_events(upto)
+
+    # -- the background loop ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Ship (and snapshot, and apply retention) in a background thread until ``close``."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="cas-meta", daemon=True)
+        self._thread.start()
+        log.info("metadata log: shipping every %ss, a snapshot every %d records",
+                 self.settings.interval or "commit (synchronous)", self.settings.snapshot_every)
+
+    def _run(self) -> None:
+        # with interval 0 commits ship their own records; the loop still ships what other
+        # processes logged, and takes snapshots
+        interval = self.settings.interval or 5.0
+        wait = interval
+        while not self._stop.wait(wait):
+            wait = self.run_once(interval)
+
+    def run_once(self, interval: float) -> float:
+        """One round of the background loop; returns how long to wait before the next one."""
+        try:
+            self.ship()
+            self._ok()
+        except CasError as exc:
+            self._failed(exc)
+            return min(interval * 2 ** min(self.failures, 10), MAX_BACKOFF)
+        try:
+            if self.snapshot_due():
+                self.snapshot()
+            if self.clock() - self._last_retention >= RETENTION_EVERY:
+                self._last_retention = self.clock()
+                self.retention()
+        except CasError as exc:
+            log.warning("metadata snapshot or retention failed (tried again later): %s", exc)
+        return interval
+
+    def close(self) -> None:
+        """Stop the loop and ship what is left (a failure is logged: the records stay queued)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.index.after_commit = None
+        try:
+            self.ship()
+            if self.snapshot_due() and self._snapshot_by_count():
+                self.snapshot()
+        except CasError as exc:
+            log.warning("the metadata log could not be shipped to the backend: %s; its records stay in the "
+                        "index and the next cas command or server ships them", exc)
+
+    def _snapshot_by_count(self) -> bool:
+        with self.index.read() as t:
+            head = t.counter("mlog")
+            snap = t.get_meta(SNAPSHOT) or {"n": 0}
+        return head - snap["n"] >= self.settings.snapshot_every
+
+
+def _snapshot_records(t, n: int) -> Iterator[dict]:
+    """Every durable name in read txn ``t`` as records at position ``n`` (buckets first)."""
+    for name, rec in t.iter_buckets():
+        yield records.put_bucket(n, name, rec)
+    for bucket, key, rec in t.iter_objects():
+        yield records.put_object(n, bucket, key, rec)
+    for name, rec in t.iter_users():
+        yield records.put_user(n, name, rec)
+    for ns in sorted(records.LOGGED_KV):
+        for key, value in t.kv_scan(ns):
+            yield records.kv_put(n, ns, key, value)
