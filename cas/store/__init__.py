@@ -84,7 +84,8 @@ class Store(UploadsMixin, JournalMixin):
         self.settings = settings
         # every durable-name change is also a metadata log record (cas.meta.log), shipped to the
         # backend by ``meta_log``; a store whose blocks are not in packs has nowhere to ship them
-        self.index = index if isinstance(index, LoggedIndex) else LoggedIndex(index, clock=lambda: self.clock())
+        self.index = index if isinstance(index, LoggedIndex) else LoggedIndex(index)
+        self.index.clock = lambda: self.clock()
         self.blocks = blocks
         self.clock = clock
         self.chunker = Chunker(settings.chunker)

@@ -47,3 +47,45 @@ def test_only_the_index_package_names_the_lmdb_implementation():
                  if "index" not in p.relative_to(ROOT).parts
                  and ("LmdbIndex" in p.read_text() or "lmdb_index" in p.read_text())]
     assert offenders == []
+
+
+def test_the_metadata_log_table_keeps_records_in_position_order_and_trims(tmp_path):
+    """``put_mlog``/``iter_mlog``/``trim_mlog``: ascending from ``after``, trimmed up to ``upto``,
+    committed and aborted with the rest of the txn."""
+    index = open_index(load_settings(tmp_path / "d", env={}))
+    try:
+        with index.write() as t:
+            for n in (3, 1, 2, 10):
+                t.put_mlog(n, {"n": n, "op": "delete_object", "bucket": "b", "key": f"k{n}"})
+        with pytest.raises(RuntimeError), index.write() as t:
+            t.put_mlog(11, {"n": 11})
+            raise RuntimeError("abort")
+        with index.read() as t:
+            assert [r["n"] for r in t.iter_mlog(0)] == [1, 2, 3, 10]
+            assert [r["n"] for r in t.iter_mlog(2)] == [3, 10]
+            assert next(t.iter_mlog(1))["key"] == "k2"
+            assert list(t.iter_mlog(10)) == []
+        with index.write() as t:
+            assert t.trim_mlog(3) == 3
+            assert t.trim_mlog(3) == 0
+        with index.read() as t:
+            assert [r["n"] for r in t.iter_mlog(0)] == [10]
+        with index.write() as t:
+            assert t.trim_mlog(1 << 40) == 1
+            assert list(t.iter_mlog(0)) == []
+    finally:
+        index.close()
+
+
+def test_events_are_trimmed_up_to_a_sequence_number(tmp_path):
+    index = open_index(load_settings(tmp_path / "d", env={}))
+    try:
+        with index.write() as t:
+            for seq in (1, 2, 5):
+                t.add_event(seq, {"seq": seq})
+        with index.write() as t:
+            assert t.trim_events(2) == 2
+        with index.read() as t:
+            assert [e["seq"] for e in t.iter_events(0)] == [5]
+    finally:
+        index.close()
