@@ -22,8 +22,9 @@ commit that cannot be shipped within ``SYNC_TIMEOUT`` raises ``TransientStoreErr
 is in the index and its record stays queued: the client's retry is harmless). ``close()`` (at
 ``Store.close``) ships what is left, so a CLI command ends with its records in the backend.
 
-**Snapshots.** Every ``meta.snapshot_every`` records shipped (and at least every
-``meta.snapshot_interval`` when anything changed) ``snapshot()`` writes every bucket, object,
+**Snapshots.** The first time a store ships (its names may predate the log), then every
+``meta.snapshot_every`` records (and at least every ``meta.snapshot_interval`` when anything
+changed, in the server) ``snapshot()`` writes every bucket, object,
 user (without secret) and logged kv entry as of one log position ``n`` — all read from ONE read
 txn, so it is consistent — as ``snap/<n>/part-000000``... of ``PART_RECORDS`` records each
 (streamed: memory does not grow with the store), then ``snap/<n>/done``. Then ``compact()``
@@ -118,8 +119,6 @@ class MetaShipper:
                 done = max(t.get_meta(SHIPPED) or 0, last)
                 t.put_meta(SHIPPED, done)
                 t.trim_mlog(done)
-                if t.get_meta(SNAPSHOT) is None:  # the daily snapshot clock starts at the first ship
-                    t.put_meta(SNAPSHOT, {"n": 0, "time": self.clock()})
             self._shipped = max(self._shipped, done)
             total += len(batch)
             log.debug("shipped log records %d..%d", first, last)
@@ -179,14 +178,19 @@ class MetaShipper:
         return out
 
     # -- snapshots ----------------------------------------------------------------------------------
-    def snapshot_due(self) -> bool:
+    def snapshot_due(self, *, by_time: bool = True) -> bool:
+        """Whether a snapshot is due: none was ever written (a store whose names predate its log
+        has them nowhere else), ``snapshot_every`` records since the last, or (``by_time``)
+        ``snapshot_interval`` since the last and anything changed."""
         with self.index.read() as t:
             head = t.counter("mlog")
-            snap = t.get_meta(SNAPSHOT) or {"n": 0, "time": self.clock()}
+            snap = t.get_meta(SNAPSHOT)
+            if snap is None:
+                return head > 0 or next(t.iter_buckets(), None) is not None or next(t.iter_users(), None) is not None
         if head <= snap["n"]:
             return False
         return (head - snap["n"] >= self.settings.snapshot_every
-                or self.clock() - snap["time"] >= self.settings.snapshot_interval)
+                or (by_time and self.clock() - snap["time"] >= self.settings.snapshot_interval))
 
     def snapshot(self) -> int:
         """Write a complete snapshot as of the current log position; returns that position."""
@@ -322,17 +326,11 @@ class MetaShipper:
         self.index.after_commit = None
         try:
             self.ship()
-            if self.snapshot_due() and self._snapshot_by_count():
+            if self.snapshot_due(by_time=False):  # the daily one is the server's
                 self.snapshot()
         except CasError as exc:
             log.warning("the metadata log could not be shipped to the backend: %s; its records stay in the "
                         "index and the next cas command or server ships them", exc)
-
-    def _snapshot_by_count(self) -> bool:
-        with self.index.read() as t:
-            head = t.counter("mlog")
-            snap = t.get_meta(SNAPSHOT) or {"n": 0}
-        return head - snap["n"] >= self.settings.snapshot_every
 
 
 def _snapshot_records(t, n: int) -> Iterator[dict]:
