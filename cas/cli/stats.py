@@ -33,4 +33,6 @@ def run(args, settings) -> int:
     print(f"stored bytes       {s['stored_bytes']} ({_human(s['stored_bytes'])})")
     print(f"dedup ratio        {s['dedup_ratio']:.2f}x")
     print(f"compression ratio  {s['compression_ratio']:.2f}x")
+    print(f"index bytes        {s['index_bytes']} ({_human(s['index_bytes'])}, "
+          f"{s['index_bytes_per_object']} per object)")
     return 0

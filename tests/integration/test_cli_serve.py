@@ -11,6 +11,8 @@ import urllib.request
 
 import pytest
 
+from cas.blocks.packs.files import LocalPackFiles
+from cas.meta.objects import decode
 from tests.fixtures.core import bytes_of
 from tests.fixtures.serve import CasServe
 
@@ -60,6 +62,10 @@ def test_cli_round_trip_while_server_runs(cas_server, tmp_path):
     cas("mb", "--data", data, "bkt")
     out = cas("put", "--data", data, str(src), "bkt/dir/f.bin").stdout.decode()
     assert out.split("\t")[1] == str(3 << 20)
+    # the command ended with its metadata log record in the backend (it ships at close)
+    meta = LocalPackFiles(cas_server.data / "blocks")
+    logged = [(r["op"], r.get("key")) for name in meta.list_meta("log/") for r in decode(meta.get_meta(name))]
+    assert ("put_object", "dir/f.bin") in logged
     assert "dir/" in cas("ls", "--data", data, "bkt").stdout.decode()
     assert "dir/f.bin" in cas("ls", "--data", data, "bkt/dir/").stdout.decode()
     assert "bkt" in cas("ls", "--data", data).stdout.decode()
@@ -69,7 +75,9 @@ def test_cli_round_trip_while_server_runs(cas_server, tmp_path):
     assert cas("get", "--data", data, "bkt/dir/f.bin", "-").stdout == src.read_bytes()
     stats = json.loads(cas("stats", "--data", data, "--json").stdout)
     assert set(stats) == {"objects", "logical_bytes", "unique_blocks", "stored_bytes", "dedup_ratio",
-                          "compression_ratio", "packs", "pack_bytes", "dead_bytes", "retired_packs"}
+                          "compression_ratio", "packs", "pack_bytes", "dead_bytes", "retired_packs",
+                          "index_bytes", "index_bytes_per_object"}
+    assert stats["index_bytes_per_object"] == stats["index_bytes"] > 0
     assert stats["objects"] == 1 and stats["logical_bytes"] == 3 << 20
     assert stats["packs"] == 1 and stats["pack_bytes"] > stats["stored_bytes"] > 0
     cas("rm", "--data", data, "bkt/dir/f.bin")
