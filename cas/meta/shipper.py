@@ -212,7 +212,7 @@ class MetaShipper:
                 [{"n": n, "parts": parts, "records": count, "time": now}]))
             with self.index.write() as t:
                 t.put_meta(SNAPSHOT, {"n": n, "time": now})
-            log.info("metadata snapshot at log position %d: %d records in %d parts", n, count, parts)
+            log.debug("metadata snapshot at log position %d: %d records in %d parts", n, count, parts)
             self._compact_locked()
             return n
 
@@ -249,7 +249,7 @@ class MetaShipper:
                 self.files.delete_meta(name)
             out["segments"] = len(old)
         if out["segments"] or out["snapshots"]:
-            log.info("metadata log compacted: %d segments and %d snapshots deleted", out["segments"],
+            log.debug("metadata log compacted: %d segments and %d snapshots deleted", out["segments"],
                      out["snapshots"])
         return out
 
@@ -309,7 +309,7 @@ class MetaShipper:
             return min(interval * 2 ** min(self.failures, 10), MAX_BACKOFF)
         try:
             if self.snapshot_due():
-                self.snapshot()
+                log.info("metadata snapshot written at log position %d", self.snapshot())
             if self.clock() - self._last_retention >= RETENTION_EVERY:
                 self._last_retention = self.clock()
                 self.retention()
