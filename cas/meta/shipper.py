@@ -26,7 +26,8 @@ is in the index and its record stays queued: the client's retry is harmless). ``
 ``meta.snapshot_every`` records (and at least every ``meta.snapshot_interval`` when anything
 changed, in the server) ``snapshot()`` writes every bucket, object,
 user (without secret) and logged kv entry as of one log position ``n`` — all read from ONE read
-txn, so it is consistent — as ``snap/<n>/part-000000``... of ``PART_RECORDS`` records each
+txn, so it is consistent (the txn lasts while the parts go up; LMDB keeps the pages it sees) — as
+``snap/<n>/part-000000``... of ``PART_RECORDS`` records each
 (streamed: memory does not grow with the store), then ``snap/<n>/done``. Then ``compact()``
 deletes what no recovery needs: with the two newest complete snapshots kept, log segments whose
 ``last`` is at most the older one's ``n``, older snapshots, and incomplete snapshots older than
@@ -207,6 +208,12 @@ class MetaShipper:
                 if batch or parts == 0:
                     self.files.put_meta(objects.snap_part_name(n, parts), objects.encode(batch))
                     parts, count = parts + 1, count + len(batch)
+            # another process's compaction deletes incomplete snapshots older than its newest
+            # complete one: never mark complete a snapshot that lost parts meanwhile
+            there = set(self.files.list_meta(f"{objects.SNAP_PREFIX}{n:016x}/"))
+            if len(there) < parts:
+                log.info("metadata snapshot at %d was superseded while it was written; dropped", n)
+                return n
             now = self.clock()
             self.files.put_meta(objects.snap_done_name(n), objects.encode(
                 [{"n": n, "parts": parts, "records": count, "time": now}]))
