@@ -2,7 +2,9 @@
 
 Every protocol (S3, WebDAV, the web UI, the CLI) calls these methods and
 nothing below them. Each mutation commits in one short LMDB write txn that
-binds the name, appends to ``refs`` and ``events`` and adjusts the counters;
+binds the name, appends to ``refs`` and ``events`` and adjusts the counters
+(the index is a ``cas.meta.log.LoggedIndex``: the same txn appends the name's
+metadata log record, which ``meta_log`` ships to the backend);
 block I/O always happens outside transactions (see ``writer``). Reads look the
 name up once and stream blocks, verifying each (``ObjectDamaged`` rather than
 wrong bytes; the block's row is marked damaged, see ``blocklife``). The first
@@ -177,12 +179,14 @@ class Store(UploadsMixin, JournalMixin):
         return replace(settings, chunker=stored_chunker, codec=CodecParams(codec), blocks=bsettings)
 
     def close(self) -> None:
-        if self.meta_log is not None:
-            self.meta_log.close()  # before the backend closes: a CLI command ends with its log shipped
-        self.heartbeat.stop()
-        self.pool.shutdown(wait=True)
-        self.blocks.close()
-        self.index.close()
+        try:
+            if self.meta_log is not None:
+                self.meta_log.close()  # before the backend closes: a CLI command ends with its log shipped
+        finally:
+            self.heartbeat.stop()
+            self.pool.shutdown(wait=True)
+            self.blocks.close()
+            self.index.close()
 
     def __enter__(self) -> Store:
         return self
