@@ -489,3 +489,21 @@ def test_names_from_before_the_log_reach_the_backend_in_a_first_snapshot(tmp_pat
         assert _names(replayed) == names and names["objects"]
     finally:
         replayed.close()
+
+
+def test_a_snapshot_is_due_daily_when_anything_changed_and_at_close_only_by_count(tmp_path):
+    s = _open(tmp_path, "memory", snapshot_every=100, snapshot_interval="1d")
+    now = [5_000_000.0]
+    s.clock = lambda: now[0]
+    try:
+        assert not s.meta_log.snapshot_due()  # an empty new store: nothing to snapshot
+        s.create_bucket("bkt")
+        assert s.meta_log.snapshot_due()  # never snapshotted
+        s.meta_log.ship()
+        s.meta_log.snapshot()
+        now[0] += 2 * 86400
+        assert not s.meta_log.snapshot_due()  # a day passed, nothing changed
+        s.put("bkt", "k", io.BytesIO(b"x"))
+        assert s.meta_log.snapshot_due() and not s.meta_log.snapshot_due(by_time=False)
+    finally:
+        s.close()
