@@ -320,6 +320,12 @@ def block_count(t) -> int:
     return t.counter("unique_blocks")
 
 
+def record_recovered(t, block_id: bytes, stored: int, raw: int, created: float, now: float) -> None:
+    """``cas recover``: a block found in one of the backend's packs is ``live`` (replacing any row
+    an earlier pack gave it), counted."""
+    _set(t, block_id, t.get_block(block_id), BlockRow(LIVE, stored, raw, created, now))
+
+
 def record_written(t, block_id: bytes, stored: int, raw: int, now: float) -> None:
     """Inside a writer's commit txn: the writer put this block, pinned, so its row is ``live``."""
     row = t.get_block(block_id)

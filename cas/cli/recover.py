@@ -1,5 +1,5 @@
 """cas recover: rebuild DATA/index from the backend (packs, store.json, metadata log); logic in
-cas.meta.recover. Offline: refuses while a server has the index open. Exit 0 when everything
+cas.gc.recover. Offline: refuses while a server has the index open. Exit 0 when everything
 found was recovered, 1 when names were skipped or packs could not be read (the report says which)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 from ..config import parse_duration
 from ..gc.progress import tqdm_progress
-from ..meta.recover import recover
+from ..gc.recover import recover
 
 EXIT_INCOMPLETE = 1
 

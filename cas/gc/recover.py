@@ -66,10 +66,13 @@ from ..config import Settings, testonly_crash_point
 from ..errors import BlockNotFound, ConfigError, Conflict, IntegrityError, StoreError
 from ..ids import block_id, short
 from ..index import Index, open_index
-from ..index.schema import FORMAT_VERSION, KIND_DATA, KIND_MANIFEST, LIVE, PACK_SEALED, BlockRow, Loc, PackRow
+from ..index.schema import FORMAT_VERSION, KIND_DATA, KIND_MANIFEST, PACK_SEALED, Loc, PackRow
 from ..manifest import entry_count, iter_entries
-from . import objects, records
-from .objects import MetaDamaged
+from ..meta import objects, records
+from ..meta.objects import MetaDamaged
+from .progress import no_progress
+from .report import human_size
+from .safety import GcLock
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +134,11 @@ class RecoverReport:
 
 
 def _size(n: int) -> str:
-    from ..gc.report import human_size
-
     return human_size(n)
 
 
 def recover(settings: Settings, *, progress=None, lock_wait: float = 0.0, clock=time.time) -> RecoverReport:
     """Rebuild ``DATA/index`` from the backend of ``settings`` (see the module docstring)."""
-    from ..gc.progress import no_progress
-    from ..gc.safety import GcLock
-
     data = Path(settings.data_dir)
     settings = _settings_of_old_index(settings)
     if settings.blocks.url == "memory":
@@ -325,7 +323,7 @@ class _Recovery:
                     continue
                 t.put_loc(e.kind, e.id, Loc(pid, e.offset, e.length, e.raw_len, created))
                 if e.kind == KIND_DATA:
-                    t.put_block(e.id, BlockRow(LIVE, e.length, e.raw_len, created, now))
+                    blocklife.record_recovered(t, e.id, e.length, e.raw_len, created, now)
                 else:
                     t.put_manifest(e.id, manifests[e.id])
         r.packs += 1
