@@ -11,14 +11,65 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import lmdb
 
-from ..errors import PermanentStoreError, StoreError, TransientStoreError
+from ..errors import IndexDamaged, PermanentStoreError, StoreError, TransientStoreError
 from . import schema as s
 from .schema import BlockRow, Loc, PackRow
+
+
+#: LMDB's meta pages (the first two pages of data.mdb): magic, page size, last page, txn id
+_META_MAGIC = 0xBEEFC0DE
+_META_MAGIC_AT, _META_PSIZE_AT, _META_LAST_PG_AT = 16, 40, 136
+#: lmdb errors that mean the file is not (or no longer) a valid environment
+_DAMAGE = (lmdb.InvalidError, lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.VersionMismatchError)
+
+
+def _recover_hint(path: Path) -> str:
+    return f"rebuild it from the backend with `cas recover --data {path.parent}`"
+
+
+def check_data_file(path: Path) -> None:
+    """Raise ``IndexDamaged`` when ``path/data.mdb`` is shorter than its own meta pages say.
+
+    LMDB maps the file and trusts its meta pages: a file cut short (a bad copy, a full disk
+    during a copy) opens fine and then kills the process with SIGBUS at the first read past
+    the end. The newest meta page names the last page in use; the file must reach it. Read
+    the meta pages first, then the size: the file only grows, so a concurrent commit cannot
+    make a whole file look short. An empty file is a new environment (LMDB initialises it);
+    a file that is not LMDB at all is left to ``lmdb.open`` (``MDB_INVALID``).
+    """
+    data = path / "data.mdb"
+    try:
+        with open(data, "rb") as f:
+            head = f.read(_META_LAST_PG_AT + 16)
+            if len(head) < _META_LAST_PG_AT + 16:
+                if head:
+                    raise IndexDamaged(f"the index at {path} is damaged (data.mdb is cut short: "
+                                       f"{len(head)} bytes); {_recover_hint(path)}")
+                return
+            magic, = struct.unpack_from("=I", head, _META_MAGIC_AT)
+            psize, = struct.unpack_from("=I", head, _META_PSIZE_AT)
+            if magic != _META_MAGIC or psize < 512 or psize > 1 << 16 or psize & (psize - 1):
+                return  # not a meta page we can read: lmdb.open decides (and says MDB_INVALID)
+            f.seek(psize)
+            second = f.read(_META_LAST_PG_AT + 16)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise PermanentStoreError(f"cannot read the index at {path}: {exc}") from exc
+    metas = [struct.unpack_from("=QQ", head, _META_LAST_PG_AT)]
+    if len(second) == len(head) and struct.unpack_from("=I", second, _META_MAGIC_AT)[0] == _META_MAGIC:
+        metas.append(struct.unpack_from("=QQ", second, _META_LAST_PG_AT))
+    last_pg = max(metas, key=lambda m: m[1])[0]
+    if size < (last_pg + 1) * psize:
+        raise IndexDamaged(f"the index at {path} is damaged (data.mdb is cut short: {size} bytes of "
+                           f"{(last_pg + 1) * psize}); {_recover_hint(path)}")
 
 
 def _mapped(exc: lmdb.Error, what: str) -> StoreError:
@@ -32,6 +83,7 @@ class LmdbIndex:
 
     def __init__(self, path: str | os.PathLike, *, map_size: int = 1 << 40):
         self.path = Path(path)
+        check_data_file(self.path)
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._env = lmdb.open(
@@ -39,6 +91,8 @@ class LmdbIndex:
                 max_readers=1024, mode=0o600, lock=True, readahead=False, metasync=False,
             )
             self._dbs = {name: self._env.open_db(name.encode()) for name in s.DB_NAMES}
+        except _DAMAGE as exc:
+            raise IndexDamaged(f"the index at {self.path} is damaged ({exc}); {_recover_hint(self.path)}") from exc
         except lmdb.Error as exc:
             raise _mapped(exc, f"cannot open index at {self.path}") from exc
         except OSError as exc:
