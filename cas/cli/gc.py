@@ -24,7 +24,7 @@ def register(sub):
 
 def run(args, settings) -> int:
     min_age = parse_duration(args.min_age) if args.min_age is not None else None
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         report = collect(store, delete=args.delete, min_age=min_age, progress=tqdm_progress,
                          lock_wait=parse_duration(args.wait))
     print(json.dumps(report.to_dict()) if args.json else report.summary(), flush=True)

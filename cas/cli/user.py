@@ -47,7 +47,7 @@ def _accept_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args, settings) -> int:
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         users = store.users
         if args.action == "add":
             secret = users.add(args.name, args.secret)
