@@ -63,7 +63,7 @@ def index_present(settings) -> bool:
     is what LMDB leaves when it was only opened: no store yet)."""
     try:
         return (Path(settings.index_dir) / "data.mdb").stat().st_size > 0
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     except OSError as exc:
         raise NotAStore(f"cannot read the index at {settings.index_dir}: {exc}") from exc
@@ -82,7 +82,9 @@ def recover_command(data_dir, url: str | None = None, endpoint: str | None = Non
 def not_a_store(settings, why: str | None = None) -> NotAStore:
     """The error for a DATA that holds no store (``why``: default, what is missing)."""
     if why is None:
-        why = "no index" if Path(settings.data_dir).exists() else "no such directory"
+        data = Path(settings.data_dir)
+        why = ("no such directory" if not data.exists() else "not a directory" if not data.is_dir()
+               else "no index")
     return NotAStore(f"{settings.data_dir} is not a cas store ({why}); create one with "
                      f"`cas init --data {settings.data_dir}`, or, if its index was lost, rebuild it from "
                      f"the backend with {recover_command(settings.data_dir, settings.blocks.url, settings.blocks.endpoint)}")
