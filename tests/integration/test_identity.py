@@ -311,10 +311,10 @@ def test_s3_a_second_store_on_the_same_prefix_and_a_lost_index_are_refused(tmp_p
              "--blocks-secret-key", seaweed.secret_key)
     a, b = tmp_path / "a", tmp_path / "b"
     assert cas(a, "init", extra=flags).returncode == 0
-    assert cas(a, "mb", BUCKET).returncode == 0  # the recorded backend is used
+    assert cas(a, "mb", BUCKET, extra=flags).returncode == 0
     src = tmp_path / "src"
     src.write_bytes(bytes_of(400_000, 3))
-    assert cas(a, "put", src, f"{BUCKET}/x").returncode == 0
+    assert cas(a, "put", src, f"{BUCKET}/x", extra=flags).returncode == 0
     files = _s3files(seaweed, url)
     try:
         sid = identity.read_store_json(files)["store_id"]
