@@ -18,9 +18,10 @@ One run (``collect``), holding the store's GC lock (``safety.GcLock``):
    A crash anywhere leaves garbage or DELETING rows, never a dangling reference.
 4. Delete manifests no name or open upload refers to (same re-marking rule).
 5. Orphans (block files without an index row) that ``blocklife.may_delete_orphan``
-   allows (a run refuses before 3 when orphans are an implausible share of the backend,
-   and before 1 when the index is not the backend's: ``guard.py``) → a guarding DELETING row → delete → drop the row. Old temp files of
-   interrupted writes go too (``safety.temp_grace``).
+   allows → a guarding DELETING row → delete → drop the row. Old temp files of
+   interrupted writes go too (``safety.temp_grace``). A run refuses before 1 when the index
+   is not the backend's, and before 3 when orphans are an implausible share of the backend
+   (``guard.py``).
 6. Trim the ``refs`` log up to S.
 
 **Departure (recorded here and in the report):** the design says "condemn in one

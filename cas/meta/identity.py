@@ -85,9 +85,10 @@ def not_a_store(settings, why: str | None = None) -> NotAStore:
         data = Path(settings.data_dir)
         why = ("no such directory" if not data.exists() else "not a directory" if not data.is_dir()
                else "no index")
+    recover = recover_command(settings.data_dir, settings.blocks.url, settings.blocks.endpoint)
     return NotAStore(f"{settings.data_dir} is not a cas store ({why}); create one with "
                      f"`cas init --data {settings.data_dir}`, or, if its index was lost, rebuild it from "
-                     f"the backend with {recover_command(settings.data_dir, settings.blocks.url, settings.blocks.endpoint)}")
+                     f"the backend with {recover}")
 
 
 def describe(files) -> str:
