@@ -15,8 +15,9 @@
     │               InvalidHeaderValue, MoveIntoItself
     ├─ IntegrityError ─ ObjectDamaged   (a block does not hash to its id, cannot be decoded,
     │                                     or an object's block is missing)
-    ├─ StoreError ─ TransientStoreError, PermanentStoreError
-    └─ ConfigError ─ CannotListen
+    ├─ StoreError ─ TransientStoreError, PermanentStoreError ─ IndexDamaged
+    ├─ ConfigError ─ CannotListen, NotAStore, IdentityMismatch
+    └─ Refused                 (a safety check stopped a destructive run: gc's orphan guard)
 
 Each class's docstring is its default message; ``exit_code`` is what the CLI
 exits with when the error reaches it. Foreign exceptions (OSError, lmdb.Error,
@@ -250,10 +251,28 @@ class PermanentStoreError(StoreError):
     """The storage backend refused the request."""
 
 
+class IndexDamaged(PermanentStoreError):
+    """The index is damaged (cut short or not an index): rebuild it with `cas recover`."""
+
+
 class ConfigError(CasError):
     """The configuration is not valid."""
 
     exit_code = 2
+
+
+class NotAStore(ConfigError):
+    """The data directory holds no cas store (only `cas init` and `cas serve` create one)."""
+
+
+class IdentityMismatch(ConfigError):
+    """The index and the block backend do not belong to the same store (or the index is older)."""
+
+
+class Refused(CasError):
+    """A safety check refused a destructive run (nothing was deleted)."""
+
+    exit_code = 9
 
 
 class CannotListen(ConfigError):

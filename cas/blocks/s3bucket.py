@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions as bce
+import urllib3.exceptions as u3e
 from botocore.config import Config
 
 from ..errors import BlockNotFound, ConfigError, PermanentStoreError, StoreError, TransientStoreError
@@ -70,6 +71,9 @@ TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
     bce.IncompleteReadError,  # body shorter than Content-Length
     ConnectionError,  # a raw ConnectionResetError/BrokenPipeError that escaped botocore
     TimeoutError,
+    # botocore reads an error response's body (a 404's XML) without wrapping urllib3's errors:
+    # a connection reset there escapes as urllib3's ProtocolError
+    u3e.HTTPError,
 )
 
 
@@ -170,7 +174,7 @@ class S3Bucket:
                 self._requests[op] += 1
             try:
                 return fn()
-            except (bce.BotoCoreError, bce.ClientError, ConnectionError, TimeoutError) as exc:
+            except (bce.BotoCoreError, bce.ClientError, ConnectionError, TimeoutError, u3e.HTTPError) as exc:
                 raise map_error(exc, what) from exc
 
     def where(self, op: str, key: str = "") -> str:

@@ -52,7 +52,7 @@ def run(args, settings) -> int:
             told.append(True)
             log.info("caught up at seq %d; waiting for new events", cursor)
 
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         while True:
             sys.stdout.flush()
             batch, cursor = store.follow_events(cursor, limit=PAGE, visible=visible, scan_cap=sys.maxsize,

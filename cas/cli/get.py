@@ -24,7 +24,7 @@ def register(sub):
 def run(args, settings) -> int:
     bucket, key = split_target(args.target)
     out = args.out if args.out == "-" else out_path(args.out, key)
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         reader = store.open(bucket, key)
         if out == "-" or _is_special(out):
             # stdout, /dev/null, a pipe: write in place (renaming over a device would replace it)

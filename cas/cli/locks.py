@@ -35,7 +35,7 @@ def run(args, settings) -> int:
     if args.action == "break" and (bool(args.tokens) + (args.path is not None) + bool(args.all)) != 1:
         print("cas locks break: give lock tokens, or --path PATH, or --all (one of them)", file=sys.stderr)
         return 2
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         if args.action == "list":
             rows = list_locks(store)
             if args.json:

@@ -21,7 +21,7 @@ def _when(t: float) -> str:
 
 def run(args, settings) -> int:
     bucket, prefix = split_target(args.target)
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         if not bucket:
             for b in store.buckets():
                 print(f"{_when(b.created)}  {b.name}")

@@ -14,7 +14,7 @@ def register(sub):
 
 
 def run(args, settings) -> int:
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         owner = args.owner or store.users.root()[0]
         if store.users.secret(owner) is None:  # a typo would make a bucket nobody but root can use
             raise UserNotFound(f"user {owner!r} does not exist")

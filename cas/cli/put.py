@@ -69,7 +69,7 @@ def run(args, settings) -> int:
     if args.file == "-":
         if not key or key.endswith("/"):
             raise InvalidName("give a key for stdin: BUCKET/KEY")
-        with Store.open_store(settings) as store:
+        with Store.open_store(settings, create=False) as store:
             info = store.put(bucket, key, sys.stdin.buffer, content_type=args.content_type, user="cli")
         print(f"{bucket}/{key}\t{info.size}\t{info.etag}")
         return 0
@@ -78,7 +78,7 @@ def run(args, settings) -> int:
     key = key_for(key, args.file)
     _open(args.file).close()  # a missing or unreadable file fails before the store is touched
     size = os.path.getsize(args.file) if os.path.isfile(args.file) else None  # a pipe: unknown
-    with Store.open_store(settings) as store, _bar(size) as bar:
+    with Store.open_store(settings, create=False) as store, _bar(size) as bar:
         _put_file(store, bucket, key, args.file, args.content_type, bar)
     return 0
 
@@ -87,7 +87,7 @@ def _put_tree(args, settings, bucket: str, prefix: str) -> int:
     files = list(tree(args.file, prefix))
     total = sum(os.path.getsize(path) for path, _ in files)
     count = stored = 0
-    with Store.open_store(settings) as store, _bar(total) as bar:
+    with Store.open_store(settings, create=False) as store, _bar(total) as bar:
         store.bucket(bucket)  # a missing bucket fails before the first file
         for path, key in files:
             stored += _put_file(store, bucket, key, path, args.content_type, bar)

@@ -12,6 +12,6 @@ def register(sub):
 
 
 def run(args, settings) -> int:
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         store.delete_bucket(args.bucket.strip("/"), user="cli")
     return 0

@@ -17,6 +17,6 @@ def run(args, settings) -> int:
     bucket, key = split_target(args.target)
     if not key:
         raise InvalidName("give the object as BUCKET/KEY (use cas rb to remove a bucket)")
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         store.delete(bucket, key, user="cli")
     return 0

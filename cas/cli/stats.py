@@ -22,7 +22,7 @@ def _human(n: float) -> str:
 
 
 def run(args, settings) -> int:
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         s = store.stats()
     if args.json:
         print(json.dumps(s))

@@ -53,7 +53,7 @@ def _accept_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args, settings) -> int:
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         users = store.users
         if args.action in ("add", "reset-secret"):
             secret = (users.add if args.action == "add" else users.reset_secret)(args.name, args.secret)

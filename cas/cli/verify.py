@@ -27,7 +27,7 @@ def register(sub):
 
 def run(args, settings) -> int:
     rate = parse_size(args.rate_limit) if args.rate_limit else None
-    with Store.open_store(settings) as store:
+    with Store.open_store(settings, create=False) as store:
         report = verify(store, deep=args.deep, repair=args.repair, rate_limit=rate, progress=tqdm_progress,
                         lock_wait=parse_duration(args.wait))
     if args.json:

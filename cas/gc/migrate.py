@@ -43,6 +43,7 @@ from ..config import Settings, testonly_crash_point
 from ..errors import BlockNotFound, Conflict, ConfigError, IntegrityError
 from ..ids import block_id, short
 from ..index import open_index
+from ..meta import identity
 from ..index.schema import FORMAT_VERSION, KIND_MANIFEST
 from ..store import Store
 from .progress import ProgressFactory, no_progress
@@ -91,8 +92,8 @@ class MigrateReport:
 def migrate(settings: Settings, *, batch: int = BATCH, progress: ProgressFactory | None = None,
             lock_wait: float = 0.0) -> MigrateReport:
     """Move the blocks of the format-1 store in ``settings`` into packs (see the module docstring)."""
-    if not settings.index_dir.exists():
-        raise ConfigError(f"no store at {settings.data_dir}")
+    if not identity.index_present(settings):
+        raise identity.not_a_store(settings)
     index = open_index(settings)
     try:
         with GcLock(settings.data_dir, wait=lock_wait, what="migrate"):

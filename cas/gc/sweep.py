@@ -19,7 +19,9 @@ One run (``collect``), holding the store's GC lock (``safety.GcLock``):
 4. Delete manifests no name or open upload refers to (same re-marking rule).
 5. Orphans (block files without an index row) that ``blocklife.may_delete_orphan``
    allows → a guarding DELETING row → delete → drop the row. Old temp files of
-   interrupted writes go too (``safety.temp_grace``).
+   interrupted writes go too (``safety.temp_grace``). A run refuses before 1 when the index
+   is not the backend's, and before 3 when orphans are an implausible share of the backend
+   (``guard.py``).
 6. Trim the ``refs`` log up to S.
 
 **Departure (recorded here and in the report):** the design says "condemn in one
@@ -59,9 +61,10 @@ from .. import blocklife
 from ..blocks import packs_of
 from ..blocks.packs.store import drop_location
 from ..config import testonly_crash_point
-from ..errors import BlockNotFound, CasError, Conflict
+from ..errors import BlockNotFound, CasError, Conflict, IdentityMismatch, Refused
 from ..ids import short
 from ..index.schema import CONDEMNED, DELETING, KIND_DATA, KIND_MANIFEST, LIVE
+from . import guard
 from .mark import Marker
 from .packs import DryDrops, PackSweep
 from .progress import ProgressFactory, no_progress
@@ -126,7 +129,7 @@ class _Stopped(Exception):
 
 def collect(store, *, delete: bool = False, min_age: float | None = None,
             progress: ProgressFactory | None = None, hook: Hook | None = None, batch: int = BATCH,
-            lock_wait: float = 0.0, stop: threading.Event | None = None) -> GcReport:
+            lock_wait: float = 0.0, stop: threading.Event | None = None, force_orphans: bool = False) -> GcReport:
     """One GC run over ``store``; a dry run unless ``delete``.
 
     ``min_age`` defaults to ``gc.min_age``. ``hook(point)`` is called at the
@@ -134,10 +137,12 @@ def collect(store, *, delete: bool = False, min_age: float | None = None,
     also a ``CAS_TESTONLY_CRASH_AT=gc.<point>`` crash point. ``stop`` ends the
     run early at a batch boundary (the report says ``interrupted``). Raises
     ``Conflict`` when another GC or verify holds the lock after ``lock_wait``
-    seconds.
+    seconds, ``IdentityMismatch`` when the index is not the backend's, and ``Refused`` when
+    orphans are an implausible share of the backend unless ``force_orphans`` (``guard.py``);
+    either way before anything is deleted (a dry run refuses as the real run would).
     """
     run = _Run(store, delete, store.settings.gc.min_age if min_age is None else float(min_age),
-               progress or no_progress, hook, max(1, batch), stop)
+               progress or no_progress, hook, max(1, batch), stop, force_orphans)
     with GcLock(store.settings.data_dir, wait=lock_wait):
         run.point("after_lock")
         report = run.run()
@@ -148,8 +153,9 @@ def collect(store, *, delete: bool = False, min_age: float | None = None,
 
 class _Run:
     def __init__(self, store, delete: bool, min_age: float, progress: ProgressFactory, hook: Hook | None,
-                 batch: int, stop: threading.Event | None):
+                 batch: int, stop: threading.Event | None, force_orphans: bool = False):
         self.store = store
+        self.force_orphans = force_orphans
         self.index = store.index
         self.blocks = store.blocks
         self.clock = store.clock
@@ -200,9 +206,12 @@ class _Run:
     def run(self) -> GcReport:
         t0 = time.monotonic()
         try:
+            guard.check_identity(self.store)  # before anything is deleted, even an expired upload
             self._expire_and_reap()
             self._mark()
             self.point("after_mark")
+            guard.check_orphans(self.store, is_marked=self.marker.is_marked, now=self.clock(),
+                                min_age=self.min_age, force=self.force_orphans)
             self._sweep_blocks()
             self._sweep_manifests()
             self._sweep_orphans()
@@ -517,5 +526,7 @@ def run_periodic(store, stopping: threading.Event) -> None:
             log.info("%s", report.summary())
         except Conflict as exc:
             log.info("gc skipped: %s", exc)
+        except (IdentityMismatch, Refused) as exc:  # never forced here: an operator must look
+            log.error("gc refused, nothing deleted: %s", exc)
         except CasError as exc:  # logged; the next interval tries again
             log.warning("gc failed: %s", exc)

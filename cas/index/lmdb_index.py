@@ -11,14 +11,140 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import lmdb
 
-from ..errors import PermanentStoreError, StoreError, TransientStoreError
+from ..errors import IndexDamaged, PermanentStoreError, StoreError, TransientStoreError
 from . import schema as s
 from .schema import BlockRow, Loc, PackRow
+
+
+#: LMDB's meta pages (the first two pages of data.mdb) and page layout (64-bit builds)
+_META_MAGIC = 0xBEEFC0DE
+_META_MAGIC_AT, _META_PSIZE_AT = 16, 40
+_META_FREE_ROOT_AT, _META_MAIN_ROOT_AT, _META_LAST_PG_AT = 80, 128, 136
+_P_BRANCH, _P_LEAF, _P_OVERFLOW = 0x01, 0x02, 0x04
+_F_BIGDATA = 0x01
+_P_INVALID = (1 << 64) - 1
+_PAGE_HDR = 16
+#: lmdb errors that mean the file is not (or no longer) a valid environment
+_DAMAGE = (lmdb.InvalidError, lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.VersionMismatchError)
+
+
+def _recover_hint(path: Path) -> str:
+    return f"rebuild it from the backend with `cas recover --data {path.parent}`"
+
+
+class _Unreadable(Exception):
+    """The free list could not be parsed: no verdict (``lmdb.open`` decides)."""
+
+
+def check_data_file(path: Path) -> None:
+    """Raise ``IndexDamaged`` when ``path/data.mdb`` is cut short.
+
+    LMDB maps the file and trusts its meta pages: a file cut short (a bad copy, a full disk
+    during a copy) opens fine and then kills the process with SIGBUS at the first read past
+    the end. The newest meta page names the last page allocated; pages past the end of the file
+    are legitimate only when free (LMDB never writes a page that was allocated and freed within
+    one txn), so each must be listed in the free list (itself read from the file), and the
+    roots of the trees must lie inside the file. Reading the meta page before the size keeps a
+    concurrent commit (the file only grows) from making a whole file look short. An empty file
+    is a new environment; a file that is not LMDB at all is left to ``lmdb.open``.
+    """
+    data = path / "data.mdb"
+    try:
+        f = open(data, "rb")
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise PermanentStoreError(f"cannot read the index at {path}: {exc}") from exc
+    with f:
+        try:
+            verdict = _cut_short(f)
+        except OSError as exc:
+            raise PermanentStoreError(f"cannot read the index at {path}: {exc}") from exc
+    if verdict:
+        raise IndexDamaged(f"the index at {path} is damaged (data.mdb is cut short: {verdict}); "
+                           f"{_recover_hint(path)}")
+
+
+def _cut_short(f) -> str | None:
+    """What shows ``f`` (data.mdb) to be cut short, or None."""
+    need = _META_LAST_PG_AT + 16
+    head = f.read(need)
+    if len(head) < need:
+        return f"{len(head)} bytes" if head else None
+    magic, = struct.unpack_from("=I", head, _META_MAGIC_AT)
+    psize, = struct.unpack_from("=I", head, _META_PSIZE_AT)
+    if magic != _META_MAGIC or psize < 512 or psize > 1 << 16 or psize & (psize - 1):
+        return None  # not a meta page this check reads: lmdb.open decides (MDB_INVALID)
+    f.seek(psize)
+    second = f.read(need)
+    size = os.fstat(f.fileno()).st_size
+    metas = [head]
+    if len(second) == need and struct.unpack_from("=I", second, _META_MAGIC_AT)[0] == _META_MAGIC:
+        metas.append(second)
+    meta = max(metas, key=lambda m: struct.unpack_from("=Q", m, _META_LAST_PG_AT + 8)[0])
+    last_pg, = struct.unpack_from("=Q", meta, _META_LAST_PG_AT)
+    free_root, = struct.unpack_from("=Q", meta, _META_FREE_ROOT_AT)
+    main_root, = struct.unpack_from("=Q", meta, _META_MAIN_ROOT_AT)
+    pages = size // psize
+    if last_pg < pages:
+        return None
+    for root in (free_root, main_root):
+        if root != _P_INVALID and root >= pages:
+            return f"{size} bytes; a tree's root is page {root}"
+    missing = set(range(pages, last_pg + 1))
+    try:
+        if free_root != _P_INVALID:
+            _drop_free_pages(f, psize, pages, free_root, missing)
+    except _Unreadable:
+        return None
+    if missing:
+        return f"{size} bytes, and {len(missing)} pages past its end are in use"
+    return None
+
+
+def _drop_free_pages(f, psize: int, pages: int, root: int, missing: set[int], depth: int = 0) -> None:
+    """Walk the free-list tree from ``root``, removing from ``missing`` every page it lists."""
+    if depth > 32 or root >= pages:
+        raise _Unreadable
+    f.seek(root * psize)
+    page = f.read(psize)
+    if len(page) < psize:
+        raise _Unreadable
+    flags, lower = struct.unpack_from("=HH", page, 10)
+    if lower < _PAGE_HDR or lower > psize:
+        raise _Unreadable
+    ptrs = struct.unpack_from(f"={(lower - _PAGE_HDR) // 2}H", page, _PAGE_HDR)
+    for ptr in ptrs:
+        if ptr + 8 > psize:
+            raise _Unreadable
+        lo, hi, nflags, ksize = struct.unpack_from("=HHHH", page, ptr)
+        if flags & _P_BRANCH:
+            _drop_free_pages(f, psize, pages, lo | hi << 16 | nflags << 32, missing, depth + 1)
+        elif flags & _P_LEAF:
+            at = ptr + 8 + ksize
+            dsize = lo | hi << 16
+            if nflags & _F_BIGDATA:
+                over, = struct.unpack_from("=Q", page, at)
+                if over >= pages:
+                    raise _Unreadable
+                f.seek(over * psize + _PAGE_HDR)
+                idl = f.read(dsize)
+            else:
+                idl = page[at:at + dsize]
+            if len(idl) < 8 or len(idl) % 8:
+                raise _Unreadable
+            count, = struct.unpack_from("=Q", idl)
+            if 8 * (count + 1) > len(idl):
+                raise _Unreadable
+            missing.difference_update(struct.unpack_from(f"={count}Q", idl, 8))
+        else:
+            raise _Unreadable
 
 
 def _mapped(exc: lmdb.Error, what: str) -> StoreError:
@@ -32,6 +158,7 @@ class LmdbIndex:
 
     def __init__(self, path: str | os.PathLike, *, map_size: int = 1 << 40):
         self.path = Path(path)
+        check_data_file(self.path)
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._env = lmdb.open(
@@ -39,6 +166,8 @@ class LmdbIndex:
                 max_readers=1024, mode=0o600, lock=True, readahead=False, metasync=False,
             )
             self._dbs = {name: self._env.open_db(name.encode()) for name in s.DB_NAMES}
+        except _DAMAGE as exc:
+            raise IndexDamaged(f"the index at {self.path} is damaged ({exc}); {_recover_hint(self.path)}") from exc
         except lmdb.Error as exc:
             raise _mapped(exc, f"cannot open index at {self.path}") from exc
         except OSError as exc:

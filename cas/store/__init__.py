@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .. import __version__, blocklife
-from ..blocks import open_blockstore, packed, packs_of
+from ..blocks import open_packfiles, packed, packs_of
 from ..blocks.base import BlockStore
 from ..blocks.packs.store import pack_totals
 from ..chunker import Chunker, ChunkerParams
@@ -51,6 +52,7 @@ from ..ids import short
 from ..index import Index, open_index
 from ..index.schema import FORMAT_VERSION
 from ..manifest import Manifest
+from ..meta import identity
 from ..meta.log import LoggedIndex
 from ..meta.shipper import MetaShipper
 from ..names import check_bucket, check_key
@@ -112,39 +114,91 @@ class Store(UploadsMixin, JournalMixin):
 
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
-    def open_store(cls, settings: Settings, *, blocks: BlockStore | None = None) -> Store:
-        """Open the store under ``settings.data_dir``, creating it on first use."""
+    def open_store(cls, settings: Settings, *, blocks: BlockStore | None = None, create: bool = True) -> Store:
+        """Open the store under ``settings.data_dir``; with ``create``, create it when there is none.
+
+        Only ``cas init`` and ``cas serve`` create: every other command refuses a DATA that is not
+        a store (``NotAStore``) and creates nothing. A new store needs an empty backend, an
+        existing one the backend holding its store id (``cas.meta.identity``); when opening
+        fails, nothing this call created is left behind.
+        """
+        present = identity.index_present(settings)
+        if not present and not create:
+            raise identity.not_a_store(settings)
+        files = None
+        if not present:  # decide before creating anything: a backend with data is some store's
+            files = cls._backend_files(settings, blocks)
+            if files is not None:
+                identity.check_new_backend(files, settings)
+        made = [p for p in (settings.data_dir, settings.index_dir, settings.blocks_dir) if not p.exists()]
         try:
             settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create data directory {settings.data_dir}: {exc}") from exc
-        index = LoggedIndex(open_index(settings))
+        index = blockstore = None
         try:
-            settings, created = cls._check_format(index, settings)
+            index = LoggedIndex(open_index(settings))
+            settings, created = cls._check_format(index, settings, create=create, checked=not present, blocks=blocks)
+            if files is None or not created:
+                files = None if blocks is not None else open_packfiles(settings)
             # packs (or a block store) handed in by tests get the layers of the ones settings name
             # packs keep no durable names: they get the index itself, without the log
-            blockstore = packed(blocks, index.inner, settings) if blocks is not None \
-                else open_blockstore(settings, index.inner)
+            blockstore = packed(blocks if blocks is not None else files, index.inner, settings)
             if created:
                 blockstore.prepare()
             if blocks is None:
                 blockstore.check()  # a wrong bucket or bad credentials fail here, with a clear message
+            packs = packs_of(blockstore)
+            if packs is not None:  # a store of one object per block has no meta objects
+                identity.establish(index, packs.files, settings)
         except BaseException:
-            index.close()
+            if blockstore is not None and blocks is None:
+                blockstore.close()
+            if index is not None:
+                index.close()
+            for path in made:  # undo what this call created
+                shutil.rmtree(path, ignore_errors=True)
             raise
         return cls(settings, index, blockstore)
 
     @staticmethod
-    def _check_format(index: Index, settings: Settings) -> tuple[Settings, bool]:
-        """Record chunker/codec/backend at creation; afterwards the record wins (or clashes)."""
-        with index.write() as t:
+    def _backend_files(settings: Settings, blocks: BlockStore | None):
+        """The ``PackFiles`` a new store would use, to look into before creating anything (None:
+        a legacy block store, or a local directory that does not exist: nothing there)."""
+        if blocks is not None:
+            packs = packs_of(blocks) if isinstance(blocks, BlockStore) else None
+            return packs.files if packs is not None else (None if isinstance(blocks, BlockStore) else blocks)
+        if settings.blocks.url == "local" and not settings.blocks_dir.exists():
+            return None
+        files = open_packfiles(settings)
+        files.prepare()  # an S3 bucket that does not exist yet is created (and empty)
+        return files
+
+    @staticmethod
+    def _check_format(index: Index, settings: Settings, *, create: bool = True, checked: bool = False,
+                      blocks=None) -> tuple[Settings, bool]:
+        """Record chunker/codec/backend (and a pending store id) at creation; afterwards the
+        record wins (or clashes). An index without a format record is a new store: refused
+        unless ``create``, and its backend must be empty (``checked``: already looked at)."""
+        with index.read() as t:
             fmt = t.get_meta("format")
-            if fmt is None:
-                t.put_meta("format", {"version": FORMAT_VERSION, "created": time.time(), "cas": __version__})
-                t.put_meta("chunker", settings.chunker.to_dict())
-                t.put_meta("codec", settings.codec.compression)
-                t.put_meta("blocks", {"url": settings.blocks.url, "endpoint": settings.blocks.endpoint})
-                return settings, True
+        if fmt is None:
+            if not create:
+                raise identity.not_a_store(settings, "its index is empty")
+            if not checked:  # an index file that was only ever opened: look at the backend now
+                files = Store._backend_files(settings, blocks)
+                if files is not None:
+                    identity.check_new_backend(files, settings)
+            with index.write() as t:
+                if t.get_meta("format") is None:
+                    t.put_meta("format", {"version": FORMAT_VERSION, "created": time.time(), "cas": __version__})
+                    t.put_meta("chunker", settings.chunker.to_dict())
+                    t.put_meta("codec", settings.codec.compression)
+                    t.put_meta("blocks", {"url": settings.blocks.url, "endpoint": settings.blocks.endpoint})
+                    t.put_meta(identity.PENDING_META, identity.new_id())
+                    return settings, True
+            with index.read() as t:
+                fmt = t.get_meta("format")
         if fmt.get("version") == 1:
             raise ConfigError("this store keeps one file per block (format 1, before packs); this cas keeps "
                               "blocks in packs (format 2): stop the server and run "

@@ -56,6 +56,7 @@ def _check_store(data, key, expected_md5):
 
 def test_sigkill_at_random_moments(tmp_path, big_file):
     data = tmp_path / "data"
+    subprocess.run(_cas("init", "--data", str(data)), check=True)
     subprocess.run(_cas("mb", "--data", str(data), "bkt"), check=True)
     expected = hashlib.md5(big_file.read_bytes()).hexdigest()
     # how long a full put takes here, to spread kills over its whole run
@@ -88,6 +89,7 @@ def _verify_clean(data) -> None:
 @pytest.mark.parametrize("point", ["writer.after_pin", "writer.before_commit"])
 def test_kill_at_named_points_leaves_no_name(tmp_path, big_file, point):
     data = tmp_path / "data"
+    subprocess.run(_cas("init", "--data", str(data)), check=True)
     subprocess.run(_cas("mb", "--data", str(data), "bkt"), check=True)
     env = dict(os.environ, CAS_TESTONLY_CRASH_AT=point)
     proc = subprocess.run(_cas("put", "--data", str(data), str(big_file), "bkt/k"), env=env,

@@ -160,6 +160,7 @@ def test_put_and_gc_processes_killed_at_random(tmp_path):
     data_dir = tmp_path / "data"
     lease = 8
     _write_settings(data_dir, lease)
+    assert run_cas(data_dir, "init").returncode == 0
     assert run_cas(data_dir, "mb", BUCKET).returncode == 0
     blobs = [data(250_000, 70 + i) for i in range(4)]
     files = tmp_path / "files"

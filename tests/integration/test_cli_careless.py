@@ -46,6 +46,8 @@ def one_line(r: subprocess.CompletedProcess, code: int) -> str:
 @pytest.fixture
 def store_dir(tmp_path) -> Path:
     d = tmp_path / "d"
+    r = cas("init", "--data", d)
+    assert r.returncode == 0, r.stderr
     r = cas("mb", "--data", d, "bkt")
     assert r.returncode == 0, r.stderr
     return d
@@ -228,7 +230,9 @@ def test_data_that_is_a_file(tmp_path):
     f = tmp_path / "file"
     f.write_bytes(b"")
     line = one_line(cas("ls", "--data", f), ConfigError.exit_code)
-    assert line.startswith(f"cas ls: cannot create data directory {f}")
+    assert line.startswith(f"cas ls: {f} is not a cas store (not a directory)")
+    line = one_line(cas("init", "--data", f), ConfigError.exit_code)
+    assert line.startswith(f"cas init: cannot create data directory {f}")
 
 
 def test_log_file_that_cannot_be_written(store_dir, tmp_path):

@@ -89,6 +89,9 @@ def test_cli_round_trip_while_server_runs(cas_server, tmp_path):
 def test_cli_errors_are_one_line_with_exit_codes(tmp_path):
     data = str(tmp_path / "d")
     r = cas("get", "--data", data, "nobucket/k", check=False)
+    assert r.returncode == 2 and b"is not a cas store" in r.stderr and b"Traceback" not in r.stderr
+    cas("init", "--data", data)
+    r = cas("get", "--data", data, "nobucket/k", check=False)
     assert r.returncode == 4 and b"does not exist" in r.stderr and b"Traceback" not in r.stderr
     r = cas("mb", "--data", data, "Bad_Name", check=False)
     assert r.returncode == 2 and b"invalid bucket name" in r.stderr
@@ -111,6 +114,7 @@ def test_init_fixes_parameters(tmp_path):
 
 def test_stdin_put(tmp_path):
     data = str(tmp_path / "d")
+    cas("init", "--data", data)
     cas("mb", "--data", data, "bkt")
     cas("put", "--data", data, "-", "bkt/from-stdin", input=b"piped bytes")
     assert cas("get", "--data", data, "bkt/from-stdin").stdout == b"piped bytes"
@@ -164,6 +168,7 @@ def test_get_to_a_device_or_pipe_writes_in_place(tmp_path):
     data = str(tmp_path / "d")
     src = tmp_path / "f.bin"
     src.write_bytes(bytes_of(300_000, seed=4))
+    cas("init", "--data", data)
     cas("mb", "--data", data, "bkt")
     cas("put", "--data", data, str(src), "bkt/f")
     fifo = tmp_path / "fifo"

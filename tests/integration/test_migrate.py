@@ -63,9 +63,11 @@ def _make_format1(settings, objects: dict[str, bytes]) -> dict[str, bytes]:
             for pid in [pid for pid, _ in t.iter_packs()]:
                 t.delete_pack(pid)
             t.put_meta("format", {**t.get_meta("format"), "version": 1})
+            t.put_meta("store_id", None)  # format 1 predates store ids
     finally:
         index.close()
     shutil.rmtree(settings.blocks_dir / "packs")
+    shutil.rmtree(settings.blocks_dir / "meta")
     return expected
 
 

@@ -69,6 +69,8 @@ def test_a_user_named_anonymous_gets_no_more_than_any_other_user(server):
 
 def test_cas_user_add_refuses_reserved_names(tmp_path):
     data = tmp_path / "data"
+    subprocess.run([*CAS_COMMAND, "init", "--data", str(data)], capture_output=True, timeout=60, check=True,
+                   env={"PATH": "/usr/bin:/bin"})
     for name in ("anonymous", "Anonymous", "root"):
         proc = subprocess.run([*CAS_COMMAND, "user", "add", "--data", str(data), name],
                               capture_output=True, text=True, timeout=60, check=False,

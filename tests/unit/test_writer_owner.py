@@ -41,6 +41,7 @@ def test_gc_reclaims_a_killed_writers_blocks_at_once(tmp_path):
         return subprocess.run([sys.executable, "-m", "cas.cli", *args, "--data", data], capture_output=True,
                               text=True, timeout=300, **kw)
 
+    assert cas("init").returncode == 0
     assert cas("mb", "bkt").returncode == 0
     killed = cas("put", str(big), "bkt/k", env=dict(os.environ, CAS_TESTONLY_CRASH_AT="writer.before_commit"))
     assert killed.returncode == -signal.SIGKILL
