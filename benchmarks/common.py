@@ -177,12 +177,12 @@ class CasPeer(Peer):
 
     name = "cas"
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, env: dict | None = None):
         import_cas()
         from tests.fixtures.s3api import S3Serve
 
         self.data_dir = workdir / "cas-data"
-        self.server = S3Serve(self.data_dir).start()
+        self.server = S3Serve(self.data_dir, env=env).start()
         self.endpoint = self.server.endpoint
         self.access_key, self.secret_key = self.server.user, self.server.secret
         self.pid = self.server.proc.pid

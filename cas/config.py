@@ -100,6 +100,9 @@ class GcSettings:
 class MetaSettings:
     """The metadata log (``cas.meta``, docs/design.md "Metadata log") and journal retention."""
 
+    #: keep the log at all (off: names live only in the index, and ``cas recover`` cannot bring
+    #: them back from the backend; for scratch stores and for measuring what the log costs)
+    log: bool = True
     #: ship log records to the backend this often; 0: each commit waits until its records are there
     interval: float = 5.0
     #: write a compacted snapshot after this many records shipped since the last one ...
@@ -172,7 +175,7 @@ def _coerce(cls, name: str, value):
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: not a whole number: {value!r}") from None
-    if name in ("allow_anonymous", "access_log"):
+    if name in ("allow_anonymous", "access_log", "log"):
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
     if name == "cors_origins":
         items = value.split(",") if isinstance(value, str) else value
@@ -206,6 +209,7 @@ _ENV = {
     "CAS_CORS_ORIGINS": ("server", "cors_origins"),
     "CAS_GC_MIN_AGE": ("gc", "min_age"),
     "CAS_META_INTERVAL": ("meta", "interval"),
+    "CAS_META_LOG": ("meta", "log"),
     "CAS_OIDC_ISSUER": ("auth", "oidc_issuer"),
     "CAS_OIDC_AUDIENCE": ("auth", "oidc_audience"),
     "CAS_OIDC_JWKS_URL": ("auth", "oidc_jwks_url"),

@@ -88,7 +88,9 @@ class MetaShipper:
         self.last_error: str | None = None
         self.failures = 0
         self._last_retention = 0.0
-        if settings.interval == 0:
+        #: ``meta.log`` off: nothing is logged or shipped; retention still runs
+        self.logging = settings.log
+        if settings.interval == 0 and self.logging:
             index.after_commit = self.wait_shipped
 
     # -- shipping ---------------------------------------------------------------------------------
@@ -173,7 +175,7 @@ class MetaShipper:
             oldest = next(t.iter_mlog(shipped), None)
         lag = max(0.0, self.clock() - oldest.get("time", self.clock())) if oldest else 0.0
         out = {"lag_seconds": round(lag, 3), "unshipped_records": max(0, head - shipped), "position": head,
-               "shipped": shipped, "interval": self.settings.interval}
+               "shipped": shipped, "interval": self.settings.interval, "enabled": self.logging}
         if self.last_error:
             out["error"] = self.last_error
         return out
@@ -309,13 +311,14 @@ class MetaShipper:
     def run_once(self, interval: float) -> float:
         """One round of the background loop; returns how long to wait before the next one."""
         try:
-            self.ship()
+            if self.logging:
+                self.ship()
             self._ok()
         except CasError as exc:
             self._failed(exc)
             return min(interval * 2 ** min(self.failures, 10), MAX_BACKOFF)
         try:
-            if self.snapshot_due():
+            if self.logging and self.snapshot_due():
                 log.info("metadata snapshot written at log position %d", self.snapshot())
             if self.clock() - self._last_retention >= RETENTION_EVERY:
                 self._last_retention = self.clock()
@@ -331,6 +334,8 @@ class MetaShipper:
             self._thread.join(timeout=30)
             self._thread = None
         self.index.after_commit = None
+        if not self.logging:
+            return
         try:
             self.ship()
             if self.snapshot_due(by_time=False):  # the daily one is the server's

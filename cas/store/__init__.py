@@ -105,7 +105,7 @@ class Store(UploadsMixin, JournalMixin):
         # renews the leases of this process's writers (their pins are honoured by GC while they run)
         self.heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self.settings.gc.pin_lease)
         packs = packs_of(blocks)
-        self.index.enabled = packs is not None
+        self.index.enabled = packs is not None and settings.meta.log
         self.meta_log = MetaShipper(self.index, packs.files, settings.meta, clock=lambda: self.clock()) \
             if packs is not None else None
         from ..auth.users import UserRegistry

@@ -507,3 +507,28 @@ def test_a_snapshot_is_due_daily_when_anything_changed_and_at_close_only_by_coun
         assert s.meta_log.snapshot_due() and not s.meta_log.snapshot_due(by_time=False)
     finally:
         s.close()
+
+
+def test_the_log_can_be_switched_off_and_retention_still_runs(tmp_path):
+    """``meta.log = false`` (``CAS_META_LOG=off``): no record is logged or shipped, no snapshot is
+    written, the lag reads 0, and the hourly retention still trims the journal."""
+    from cas.blocks.packs.files import MemoryPackFiles
+    from cas.config import load_settings
+    from cas.store import Store
+
+    settings = load_settings(tmp_path / "d", env={"CAS_META_LOG": "off", "CAS_META_INTERVAL": "0"})
+    assert settings.meta.log is False
+    files = MemoryPackFiles()
+    clock = [1_000_000.0]
+    with Store.open_store(settings, blocks=files) as s:
+        s.clock = lambda: clock[0]
+        s.meta_log.clock = lambda: clock[0]
+        s.create_bucket("bkt")
+        s.put("bkt", "k", b"x" * 1000)
+        with s.index.read() as t:
+            assert t.counter("mlog") == 0 and list(t.iter_mlog(0)) == []
+        assert s.meta_log_status()["enabled"] is False and s.meta_log_status()["unshipped_records"] == 0
+        clock[0] += 400 * 86400  # older than the journal's retention
+        s.meta_log.run_once(5.0)
+        assert s.events() == []
+    assert [n for n in files.list_meta() if n != "store.json"] == []
