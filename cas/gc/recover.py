@@ -420,6 +420,9 @@ class _Recovery:
             with index.write(durable=False) as t:
                 for rec in recs[i:i + BATCH]:
                     records.apply(t, rec)
+                    # every record carries the commit sequence as of its change (``seq``); the
+                    # commit that made it may have taken one more (a delete's event)
+                    self.max_seq = max(self.max_seq, int(rec.get("seq", 0)) + 1)
                     if rec.get("op") == "put_object":
                         self.max_seq = max(self.max_seq, int(rec["rec"].get("seq", 0)))
             self.report.records += len(recs[i:i + BATCH])

@@ -52,6 +52,8 @@ class LoggedTxn:
         n = self._t.add_counter("mlog", 1)
         rec = make(n, *args)
         rec["time"] = self._clock()
+        # the commit sequence as of this change: recover restarts sequence numbers above it
+        rec["seq"] = self._t.last_seq()
         self._t.put_mlog(n, rec)
         self.last = n
 

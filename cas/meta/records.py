@@ -11,7 +11,9 @@ every such row as of one log position. Replaying a snapshot and then the log aft
     {"n": .., "op": "put_user", "name": "u", "rec": {...}}        / "delete_user"  (no secret: below)
     {"n": .., "op": "kv_put", "ns": "davprops", "key": "b", "value": "<base64>"} / "kv_delete"
 
-``n`` is the record's log position (``counter("mlog")`` hands them out inside the txn; a
+Every record also carries ``time`` (when it was logged: the log's lag) and ``seq`` (the commit
+sequence number as of the change: ``cas recover`` restarts sequence numbers above it, so journal
+followers never see numbers go back). ``n`` is the record's log position (``counter("mlog")`` hands them out inside the txn; a
 snapshot's records carry the snapshot's position). Object records are ``records.object_record``
 layouts (they name their manifest by id; the manifest itself is in a pack). **User secrets never
 reach the backend**: ``put_user`` records drop the secret, and a recovered user has none until

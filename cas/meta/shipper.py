@@ -346,13 +346,20 @@ class MetaShipper:
 
 
 def _snapshot_records(t, n: int) -> Iterator[dict]:
-    """Every durable name in read txn ``t`` as records at position ``n`` (buckets first)."""
+    """Every durable name in read txn ``t`` as records at position ``n`` (buckets first), each
+    with the commit sequence as of the snapshot (``seq``: recover restarts sequence numbers above it)."""
+    seq = t.last_seq()
+
+    def at(rec: dict) -> dict:
+        rec["seq"] = seq
+        return rec
+
     for name, rec in t.iter_buckets():
-        yield records.put_bucket(n, name, rec)
+        yield at(records.put_bucket(n, name, rec))
     for bucket, key, rec in t.iter_objects():
-        yield records.put_object(n, bucket, key, rec)
+        yield at(records.put_object(n, bucket, key, rec))
     for name, rec in t.iter_users():
-        yield records.put_user(n, name, rec)
+        yield at(records.put_user(n, name, rec))
     for ns in sorted(records.LOGGED_KV):
         for key, value in t.kv_scan(ns):
-            yield records.kv_put(n, ns, key, value)
+            yield at(records.kv_put(n, ns, key, value))

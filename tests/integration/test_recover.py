@@ -180,6 +180,7 @@ def test_a_deleted_index_is_recovered_whole_from_packs_and_the_metadata_log(sett
         ghost = dict(rows[("object", "alpha", "late")], m="ab" * 32)
         last = max(objects.parse_log_name(n)[1] for n in _files(s).list_meta(objects.LOG_PREFIX))
         _write_log(_files(s), [records.put_object(last + 1, "alpha", "ghost", ghost)])
+        seq_before = s.last_seq()  # deletes and bucket changes took sequence numbers too
     shutil.rmtree(settings.index_dir)
     out = _recover(settings)
     assert out.returncode == 1, out.stderr  # a name was skipped
@@ -192,6 +193,7 @@ def test_a_deleted_index_is_recovered_whole_from_packs_and_the_metadata_log(sett
     _assert_recovered(settings, bodies, rows)
     with Store.open_store(settings) as s, s.index.read() as t:
         assert t.counter("mlog") == last + 1 and t.get_meta("mlog_shipped") == last + 1
+        assert t.last_seq() >= seq_before  # journal followers never see sequence numbers go back
         assert t.get_meta("format")["version"] == 2 and t.get_meta("chunker") == settings.chunker.to_dict()
     # recovered users have no secret until reset-secret gives them one
     reset = run_cas(settings.data_dir, "user", "reset-secret", "alice", "--json")
