@@ -205,8 +205,10 @@ class PackedBlockStore(BlockStore):
                 self._current = None
             with p.lock:
                 if not p.closed:
-                    p.closed = True
+                    # sealed before closed: ``_durable`` reads ``closed`` without the lock, and a
+                    # closed pack must already have the future its writers wait on
                     p.sealed = self._sealer.submit(self._seal, p)
+                    p.closed = True
             return p.sealed
 
     def _seal(self, p: _OpenPack) -> None:
