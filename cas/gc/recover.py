@@ -53,7 +53,10 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -79,6 +82,8 @@ log = logging.getLogger(__name__)
 RECOVER_DIR = "index.recover"
 OLD_PREFIX = "index.old-"
 BATCH = 1000  # records (or objects) per write txn
+PACK_READERS = 16  # packs read at once at most (fewer when blocks.concurrency says so)
+MANIFEST_RANGE = 8 << 20  # manifests of a pack read together when they lie within this span
 SHOWN = 1000  # skipped/damaged names listed in the report (all are counted)
 SHIPPED = "mlog_shipped"
 
@@ -231,6 +236,7 @@ class _Recovery:
         self.report = RecoverReport()
         self.packs: dict[bytes, _Pack] = {}
         self.max_seq = 0
+        self._report_lock = threading.Lock()  # pack readers add to the report's figures
 
     def run(self) -> RecoverReport:
         t0 = time.monotonic()
@@ -273,32 +279,40 @@ class _Recovery:
 
     # -- packs --------------------------------------------------------------------------------
     def _all_packs(self, index) -> None:
+        """Every pack of the backend into ``index``: packs are read by ``blocks.concurrency``
+        threads (footers, coalesced manifest reads, scans), at most ``2 × concurrency`` ahead of
+        the one thread that writes their locations in listing order (memory stays bounded)."""
         total = sum(1 for _ in self.files.iter_packs())
         bar = self.progress("recover: packs", total)
+        workers = max(1, min(PACK_READERS, self.settings.blocks.concurrency))
+        pending: deque = deque()
         try:
-            for pid, size, created in self.files.iter_packs():
-                self._pack(index, pid, size, created)
-                bar.update(1)
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cas-recover") as pool:
+                for pid, size, created in self.files.iter_packs():
+                    pending.append(pool.submit(self._read_pack, pid, size, created))
+                    while len(pending) >= 2 * workers:
+                        self._index_pack(index, *pending.popleft().result())
+                        bar.update(1)
+                while pending:
+                    self._index_pack(index, *pending.popleft().result())
+                    bar.update(1)
         finally:
+            for f in pending:
+                f.cancel()
             bar.close()
 
     def _read(self, pid: bytes):
         return lambda offset, length: self.files.read(pid, offset, length)
 
-    def _pack(self, index, pid: bytes, size: int, created: float) -> None:
+    def _read_pack(self, pid: bytes, size: int, created: float):
+        """What one pack holds: ``(pid, size, created, entries, located, manifests, footer)``;
+        ``entries`` None when the pack cannot be read (reported)."""
         r = self.report
         try:
             try:
                 entries = fmt.read_footer(self._read(pid), size, f"pack {pid.hex()}")
                 footer = True
-                manifests = {}
-                for e in entries:
-                    if e.kind == KIND_MANIFEST:
-                        raw = self.files.read(pid, e.offset, e.length)
-                        if self._manifest_ok(e, raw):
-                            manifests[e.id] = raw
-                        else:
-                            r.entries_rejected += 1
+                manifests = self._read_manifests(pid, entries)
                 located = [e for e in entries if e.kind == KIND_DATA or e.id in manifests]
             except fmt.PackDamaged:
                 footer = False
@@ -308,11 +322,43 @@ class _Recovery:
                     if e.kind == KIND_MANIFEST:
                         manifests[e.id] = raw
                 located = entries
-                r.packs_scanned += 1
+                with self._report_lock:
+                    r.packs_scanned += 1
                 size = self._reseal(pid, size, entries)
         except (fmt.PackDamaged, BlockNotFound, IntegrityError) as exc:
             log.warning("pack %s cannot be read (%s): left without a row", pid.hex(), exc)
-            r.packs_unreadable.append({"pack": pid.hex(), "reason": str(exc)})
+            with self._report_lock:
+                r.packs_unreadable.append({"pack": pid.hex(), "reason": str(exc)})
+            return pid, size, created, None, [], {}, False
+        return pid, size, created, entries, located, manifests, footer
+
+    def _read_manifests(self, pid: bytes, entries: list[fmt.Entry]) -> dict[bytes, bytes]:
+        """The manifest entries of a sealed pack that verify, read in coalesced ranges (one
+        request per ``MANIFEST_RANGE`` bytes of the pack, not one per manifest)."""
+        out: dict[bytes, bytes] = {}
+        groups: list[list[fmt.Entry]] = []
+        for e in entries:
+            if e.kind != KIND_MANIFEST:
+                continue
+            if groups and e.offset + e.length - groups[-1][0].offset <= MANIFEST_RANGE:
+                groups[-1].append(e)
+            else:
+                groups.append([e])
+        for group in groups:
+            start = group[0].offset
+            buf = self.files.read(pid, start, group[-1].offset + group[-1].length - start)
+            for e in group:
+                raw = buf[e.offset - start:e.offset - start + e.length]
+                if self._manifest_ok(e, raw):
+                    out[e.id] = raw
+                else:
+                    with self._report_lock:
+                        self.report.entries_rejected += 1
+        return out
+
+    def _index_pack(self, index, pid: bytes, size: int, created: float, entries, located, manifests,
+                    footer: bool) -> None:
+        if entries is None:
             return
         p = self.packs[pid] = _Pack(size, len(entries), created, footer)
         now = self.clock()
@@ -326,7 +372,7 @@ class _Recovery:
                     blocklife.record_recovered(t, e.id, e.length, e.raw_len, created, now)
                 else:
                     t.put_manifest(e.id, manifests[e.id])
-        r.packs += 1
+        self.report.packs += 1
 
     @staticmethod
     def _manifest_ok(e: fmt.Entry, raw: bytes) -> bool:
@@ -347,7 +393,8 @@ class _Recovery:
                 ok = False
         if not ok:
             log.warning("entry %s at offset %d does not verify: the scan stops there", short(e.id), e.offset)
-            self.report.entries_rejected += 1
+            with self._report_lock:
+                self.report.entries_rejected += 1
         return ok
 
     def _reseal(self, pid: bytes, size: int, entries: list[fmt.Entry]) -> int:
