@@ -227,20 +227,24 @@ class S3PackFiles(PackFiles):
         return self.retry.run_iter("list packs", self._list_from, key=lambda item: item[0])
 
     def _list_from(self, start_after: bytes | None) -> Iterator[tuple[bytes, int, float]]:
+        for entry in self._list_keys(self._root, None if start_after is None else self.key(start_after)):
+            pid = self._id_of(entry["Key"])
+            if pid is not None:
+                yield pid, int(entry["Size"]), entry["LastModified"].timestamp()
+
+    def _list_keys(self, prefix: str, start_after: str | None) -> Iterator[dict]:
+        """The listing entries of the keys under ``prefix`` after key ``start_after``, page by page."""
         token: str | None = None
         seen_tokens: set[str] = set()
-        where = self._s3.where("ListObjectsV2", self._root)
+        where = self._s3.where("ListObjectsV2", prefix)
         while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._root, "MaxKeys": self.page_size}
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": self.page_size}
             if token is not None:
                 kwargs["ContinuationToken"] = token
             elif start_after is not None:
-                kwargs["StartAfter"] = self.key(start_after)
+                kwargs["StartAfter"] = start_after
             page = self._s3.request("ListObjectsV2", where, lambda kw=kwargs: self._client.list_objects_v2(**kw))
-            for entry in page.get("Contents", ()):
-                pid = self._id_of(entry["Key"])
-                if pid is not None:
-                    yield pid, int(entry["Size"]), entry["LastModified"].timestamp()
+            yield from page.get("Contents", ())
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")
@@ -272,24 +276,9 @@ class S3PackFiles(PackFiles):
         return self.retry.run_iter("list meta objects", lambda after: self._list_meta(root, after), key=lambda n: n)
 
     def _list_meta(self, root: str, start_after: str | None) -> Iterator[str]:
-        token: str | None = None
-        seen_tokens: set[str] = set()
-        where = self._s3.where("ListObjectsV2", root)
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": root, "MaxKeys": self.page_size}
-            if token is not None:
-                kwargs["ContinuationToken"] = token
-            elif start_after is not None:
-                kwargs["StartAfter"] = self._meta_root + start_after
-            page = self._s3.request("ListObjectsV2", where, lambda kw=kwargs: self._client.list_objects_v2(**kw))
-            for entry in page.get("Contents", ()):
-                yield entry["Key"][len(self._meta_root):]
-            if not page.get("IsTruncated"):
-                return
-            token = page.get("NextContinuationToken")
-            if not token or token in seen_tokens:  # a broken server must not make us loop forever
-                raise PermanentStoreError(f"{where}: truncated listing without a new continuation token")
-            seen_tokens.add(token)
+        after = None if start_after is None else self._meta_root + start_after
+        for entry in self._list_keys(root, after):
+            yield entry["Key"][len(self._meta_root):]
 
     def delete_meta(self, name: str) -> None:
         key = self._meta_root + check_meta_name(name)
