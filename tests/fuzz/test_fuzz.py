@@ -27,6 +27,21 @@ SECONDS = int(os.environ.get("CAS_TEST_FUZZ_SECONDS", "30"))
 SEED = int(os.environ.get("CAS_TEST_FUZZ_SEED", "1"))
 
 
+#: what a target may allocate beyond what it starts with (libFuzzer's default limit)
+RSS_BUDGET_MB = 1024
+
+
+def _rss_limit_mb() -> int:
+    """libFuzzer's ``-rss_limit_mb`` for a target started from this process.
+
+    On Linux a child's peak RSS starts at its parent's RSS when it forks (the pages it maps until
+    ``exec``) and ``exec`` keeps it: after tests that made pytest big, a target would be "out of
+    memory" before its first input. The budget is therefore counted above this process's peak."""
+    import resource
+
+    return RSS_BUDGET_MB + resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def _has_atheris() -> bool:
     try:
         import atheris  # noqa: F401
@@ -43,7 +58,8 @@ def test_fuzz_target_finds_no_crash(target, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, str(FUZZ_DIR / f"fuzz_{target}.py"), f"-max_total_time={SECONDS}",
-         f"-artifact_prefix={tmp_path}/", "-print_final_stats=1", f"-seed={SEED}"],
+         f"-artifact_prefix={tmp_path}/", "-print_final_stats=1", f"-seed={SEED}",
+         f"-rss_limit_mb={_rss_limit_mb()}"],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=SECONDS + 240,
     )
     output = proc.stdout.decode("utf-8", "replace")
