@@ -145,6 +145,13 @@ def _mapped(exc: OSError, what: str) -> StoreError:
     return TransientStoreError(f"{what}: {exc.strerror or exc}")
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -172,9 +179,7 @@ class _LocalSink(PackSink):
     def write(self, data: bytes) -> None:
         self._require_open()
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
+            _write_all(self._fd, data)
         except OSError as exc:
             raise _mapped(exc, f"cannot write pack {pack_name(self.pack_id)}") from exc
 
@@ -251,6 +256,15 @@ class LocalPackFiles(PackFiles):
     def create(self, pack_id: bytes) -> PackSink:
         return _LocalSink(self, pack_id)
 
+    def _open(self, pack_id: bytes, flags: int) -> int:
+        """A descriptor of an existing pack (``BlockNotFound`` when there is none)."""
+        try:
+            return os.open(self.path(pack_id), flags)
+        except FileNotFoundError:
+            raise BlockNotFound(f"pack {pack_name(pack_id)} is missing from {self.root}") from None
+        except OSError as exc:
+            raise _mapped(exc, f"cannot open pack {pack_name(pack_id)}") from exc
+
     def _acquire(self, pack_id: bytes) -> _Fd:
         with self._lock:
             entry = self._fds.get(pack_id)
@@ -258,12 +272,7 @@ class LocalPackFiles(PackFiles):
                 self._fds.move_to_end(pack_id)
                 entry.users += 1
                 return entry
-        try:
-            fd = os.open(self.path(pack_id), os.O_RDONLY)
-        except FileNotFoundError:
-            raise BlockNotFound(f"pack {pack_name(pack_id)} is missing from {self.root}") from None
-        except OSError as exc:
-            raise _mapped(exc, f"cannot open pack {pack_name(pack_id)}") from exc
+        fd = self._open(pack_id, os.O_RDONLY)
         with self._lock:
             entry = self._fds.get(pack_id)
             if entry is not None:  # another thread opened it meanwhile
@@ -324,19 +333,11 @@ class LocalPackFiles(PackFiles):
 
     def reseal(self, pack_id: bytes, keep: int, tail: bytes) -> None:
         self._forget(pack_id)
-        try:
-            fd = os.open(self.path(pack_id), os.O_WRONLY)
-        except FileNotFoundError:
-            raise BlockNotFound(f"pack {pack_name(pack_id)} is missing from {self.root}") from None
-        except OSError as exc:
-            raise _mapped(exc, f"cannot open pack {pack_name(pack_id)}") from exc
+        fd = self._open(pack_id, os.O_WRONLY)
         try:
             os.ftruncate(fd, keep)
-            view = memoryview(tail)
-            at = keep
-            while view:
-                n = os.pwrite(fd, view, at)
-                view, at = view[n:], at + n
+            os.lseek(fd, keep, os.SEEK_SET)
+            _write_all(fd, tail)
             os.fsync(fd)
         except OSError as exc:
             raise _mapped(exc, f"cannot seal pack {pack_name(pack_id)}") from exc
@@ -370,9 +371,7 @@ class LocalPackFiles(PackFiles):
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
