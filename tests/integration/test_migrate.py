@@ -11,8 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -22,7 +20,7 @@ from cas.errors import ConfigError, Conflict
 from cas.index import open_index
 from cas.index.schema import KIND_DATA, KIND_MANIFEST
 from cas.store import Store
-from tests.fixtures.gc import cas_env, data, run_cas
+from tests.fixtures.gc import cas_env, data, index_held_open, run_cas
 
 pytestmark = pytest.mark.integration
 
@@ -139,29 +137,13 @@ def test_a_migration_killed_midway_finishes_on_the_next_run_with_nothing_lost(se
     _assert_whole(settings, expected)
 
 
-_HOLDER = """
-import sys, time
-from cas.index.lmdb_index import LmdbIndex
-index = LmdbIndex(sys.argv[1])
-with index.read() as t:
-    t.get_meta("format")
-print("open", flush=True)
-time.sleep(120)
-"""
-
 
 def test_migrate_refuses_while_another_process_has_the_store_open(settings):
     expected = _make_format1(settings, {"x": data(500_000, 4)})
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(settings.index_dir)], stdout=subprocess.PIPE,
-                              env=cas_env())
-    try:
-        assert holder.stdout.readline() == b"open\n"
+    with index_held_open(settings.index_dir) as holder:
         busy = run_cas(settings.data_dir, "migrate")
         assert busy.returncode == Conflict.exit_code, busy.stderr
         assert f"pid {holder.pid}".encode() in busy.stderr and b"stop `cas serve`" in busy.stderr
-    finally:
-        holder.kill()
-        holder.wait(30)
     assert len(_legacy_files(settings)) > 0  # nothing was touched
     out = run_cas(settings.data_dir, "migrate")
     assert out.returncode == 0, out.stderr

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 
 import boto3
 import pytest
@@ -30,7 +29,7 @@ from cas.index.lmdb_index import LmdbIndex
 from cas.meta import objects, records
 from cas.meta.records import LOGGED_KV
 from cas.store import Store
-from tests.fixtures.gc import cas_env, data, run_cas
+from tests.fixtures.gc import cas_env, data, index_held_open, run_cas
 from tests.fixtures.serve import ROOT_PASSWORD, ROOT_USER, CasServe
 
 pytestmark = pytest.mark.integration
@@ -237,16 +236,10 @@ def test_store_json_gives_chunker_and_codec_and_store_id(settings):
 def test_recover_refuses_while_a_process_has_the_index_open_and_on_an_empty_backend(settings, tmp_path):
     with Store.open_store(settings) as s:
         bodies, rows = _history(s)
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(settings.index_dir)], stdout=subprocess.PIPE,
-                              env=cas_env())
-    try:
-        assert holder.stdout.readline() == b"open\n"
+    with index_held_open(settings.index_dir) as holder:
         busy = _recover(settings)
         assert busy.returncode == Conflict.exit_code, busy.stderr
         assert f"pid {holder.pid}".encode() in busy.stderr
-    finally:
-        holder.kill()
-        holder.wait(30)
     assert not (settings.data_dir / "index.recover").exists()
     nothing = tmp_path / "typo"
     out = run_cas(nothing, "recover")
@@ -255,16 +248,6 @@ def test_recover_refuses_while_a_process_has_the_index_open_and_on_an_empty_back
     _recover(settings)
     _assert_recovered(settings, bodies, rows)
 
-
-_HOLDER = """
-import sys, time
-from cas.index.lmdb_index import LmdbIndex
-index = LmdbIndex(sys.argv[1])
-with index.read() as t:
-    t.get_meta("format")
-print("open", flush=True)
-time.sleep(120)
-"""
 
 
 @pytest.mark.crash
