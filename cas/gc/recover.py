@@ -416,13 +416,9 @@ class _Recovery:
         try:
             pos = self._snapshot(index, bar)
             r.snapshot = pos
-            segments = []
-            for name in self.files.list_meta(objects.LOG_PREFIX):
-                span = objects.parse_log_name(name)
-                if span is not None and span[1] > pos:
-                    segments.append((span, name))
-            segments.sort()
-            for (first, last), name in segments:
+            for first, last, name in objects.log_segments(self.files):
+                if last <= r.snapshot:
+                    continue
                 if first > pos + 1:
                     r.log_gaps.append(f"positions {pos + 1}..{first - 1} are in no segment")
                 try:
@@ -441,11 +437,7 @@ class _Recovery:
 
     def _snapshot(self, index, bar) -> int:
         """Replay the newest complete snapshot (done and every part present); its position."""
-        snaps: dict[int, set[str]] = {}
-        for name in self.files.list_meta(objects.SNAP_PREFIX):
-            parsed = objects.parse_snap_name(name)
-            if parsed is not None:
-                snaps.setdefault(parsed[0], set()).add(parsed[1])
+        snaps = objects.snapshots(self.files)
         for n in sorted((n for n, rest in snaps.items() if "done" in rest), reverse=True):
             done_name = objects.snap_done_name(n)
             try:

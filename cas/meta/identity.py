@@ -46,7 +46,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import IdentityMismatch, NotAStore
 from ..index.schema import FORMAT_VERSION
-from .objects import LOG_PREFIX, SNAP_PREFIX, STORE_NAME, parse_log_name, parse_snap_name
+from .objects import STORE_NAME, log_segments, snapshots
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +116,8 @@ def read_store_json(files) -> dict | None:
 def backend_position(files) -> int:
     """The highest metadata-log position the backend holds (0: none): the last position of its
     log segments and the position of its complete snapshots."""
-    pos = 0
-    for name in files.list_meta(LOG_PREFIX):
-        span = parse_log_name(name)
-        if span is not None:
-            pos = max(pos, span[1])
-    for name in files.list_meta(SNAP_PREFIX):
-        snap = parse_snap_name(name)
-        if snap is not None and snap[1] == "done":
-            pos = max(pos, snap[0])
-    return pos
+    return max([last for _, last, _ in log_segments(files)]
+               + [n for n, names in snapshots(files).items() if "done" in names], default=0)
 
 
 def backend_contents(files) -> str | None:

@@ -111,7 +111,7 @@ class LoggedIndex:
         self.clock = clock
         #: called with the last logged position after a commit that logged (``MetaShipper``)
         self.after_commit: Callable[[int], None] | None = None
-        #: off for a store whose blocks are not in packs (nowhere to ship records to)
+        #: off for a store whose blocks are not in packs (nowhere to ship records to) or with meta.log off
         self.enabled = True
 
     def read(self):

@@ -89,3 +89,24 @@ def parse_snap_name(name: str) -> tuple[int, str] | None:
         return (int(n, 16), rest) if sep and len(n) == 16 else None
     except ValueError:
         return None
+
+
+def log_segments(files) -> list[tuple[int, int, str]]:
+    """The log segments ``files`` (a ``PackFiles``) holds: ``(first, last, name)``, in position order."""
+    found = []
+    for name in files.list_meta(LOG_PREFIX):
+        span = parse_log_name(name)
+        if span is not None:
+            found.append((span[0], span[1], name))
+    return sorted(found)
+
+
+def snapshots(files) -> dict[int, set[str]]:
+    """The snapshots ``files`` holds: position → the names of its objects under ``snap/<n>/``
+    (``done`` and ``part-NNNNNN``); complete ones have ``done``."""
+    found: dict[int, set[str]] = {}
+    for name in files.list_meta(SNAP_PREFIX):
+        parsed = parse_snap_name(name)
+        if parsed is not None:
+            found.setdefault(parsed[0], set()).add(parsed[1])
+    return found

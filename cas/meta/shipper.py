@@ -230,11 +230,7 @@ class MetaShipper:
             return self._compact_locked()
 
     def _compact_locked(self) -> dict:
-        snaps: dict[int, set[str]] = {}
-        for name in self.files.list_meta(objects.SNAP_PREFIX):
-            parsed = objects.parse_snap_name(name)
-            if parsed is not None:
-                snaps.setdefault(parsed[0], set()).add(parsed[1])
+        snaps = objects.snapshots(self.files)
         complete = sorted(n for n, rest in snaps.items() if "done" in rest)
         out = {"segments": 0, "snapshots": 0}
         if not complete:
@@ -249,11 +245,7 @@ class MetaShipper:
                 self.files.delete_meta(f"{objects.SNAP_PREFIX}{n:016x}/{rest}")
             out["snapshots"] += 1
         if floor:
-            old = []
-            for name in self.files.list_meta(objects.LOG_PREFIX):
-                span = objects.parse_log_name(name)
-                if span is not None and span[1] <= floor:
-                    old.append(name)
+            old = [name for _, last, name in objects.log_segments(self.files) if last <= floor]
             for name in old:
                 self.files.delete_meta(name)
             out["segments"] = len(old)
