@@ -477,10 +477,7 @@ class _Recovery:
                     p = self.packs[loc.pack]
                     p.live_bytes += loc.length
                     p.live_entries += 1
-            tally = blocklife.Tally()
-            for _, row in t.iter_blocks():
-                tally.add(row)
-                r.blocks += 1
+            r.blocks = t.counter("unique_blocks")  # kept by blocklife.record_recovered, row by row
             r.manifests = sum(1 for _ in t.iter_locs(KIND_MANIFEST))
             r.buckets = sum(1 for _ in t.iter_buckets())
             r.users = [name for name, _ in t.iter_users()]
@@ -493,7 +490,7 @@ class _Recovery:
         with index.write() as t:
             for pid, p in self.packs.items():
                 t.put_pack(pid, PackRow(PACK_SEALED, p.size, p.entries, p.live_bytes, p.live_entries, p.created, now))
-            for name, value in dict(tally.totals, objects=objects_, logical_bytes=logical, seq=self.max_seq,
+            for name, value in dict(objects=objects_, logical_bytes=logical, seq=self.max_seq,
                                     mlog=r.position).items():
                 t.add_counter(name, value - t.counter(name))
             t.put_meta(SHIPPED, r.position)
