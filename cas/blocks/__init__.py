@@ -44,10 +44,5 @@ def packed(files, index, settings) -> CountingBlockStore:
                                                lease=settings.gc.pin_lease))
 
 
-def open_blockstore(settings, index) -> BlockStore:
-    """The BlockStore that ``settings.blocks`` names, over packs, with its layers (``layers.py``)."""
-    return packed(open_packfiles(settings), index, settings)
-
-
 __all__ = ["BlockStat", "BlockStore", "BlockStoreLayer", "CountingBlockStore", "RetryingBlockStore", "counted",
-           "innermost", "layered", "open_blockstore", "open_packfiles", "packed", "packs_of"]
+           "innermost", "layered", "open_packfiles", "packed", "packs_of"]

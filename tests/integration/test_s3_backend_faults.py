@@ -246,7 +246,7 @@ def test_missing_block_is_an_error_not_silence(seaweed, s3_blockstore_factory):
     assert not store.has(bid)
 
 
-# -- the Store over an S3 backend (settings -> open_blockstore -> packs in S3PackFiles) ----------------
+# -- the Store over an S3 backend (settings -> open_packfiles -> packs in S3PackFiles) ----------------
 
 
 def _open_store(tmp_path, info, *, endpoint: str | None = None, retries: int = 2):
