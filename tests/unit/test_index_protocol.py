@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cas.config import load_settings
-from cas.index import Index, IndexTxn, lmdb_index, open_index
+from cas.index import Index, IndexTxn, lmdb_index, open_index, pg_index
 
 pytestmark = pytest.mark.unit
 
@@ -31,6 +31,7 @@ def _public_methods(cls) -> dict[str, inspect.Signature]:
 
 IMPLEMENTATIONS = [
     (IndexTxn, lmdb_index.LmdbTxn), (Index, lmdb_index.LmdbIndex),
+    (IndexTxn, pg_index.PgTxn), (Index, pg_index.PgIndex),
 ]
 
 
@@ -55,7 +56,7 @@ def test_an_opened_index_is_an_index(tmp_path):
         index.close()
 
 
-@pytest.mark.parametrize("name", ["LmdbIndex", "lmdb_index", "KvTxn"])
+@pytest.mark.parametrize("name", ["LmdbIndex", "lmdb_index", "PgIndex", "pg_index", "KvTxn"])
 def test_only_the_index_package_names_an_implementation(name):
     offenders = [p for p in ROOT.rglob("*.py")
                  if "index" not in p.relative_to(ROOT).parts and name in p.read_text()]
