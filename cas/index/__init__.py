@@ -14,4 +14,12 @@ def open_index(settings, path=None) -> Index:
     return LmdbIndex(path or settings.index_dir, map_size=settings.index.map_size)
 
 
-__all__ = ["BlockRow", "Index", "IndexTxn", "open_index"]
+def lock_unopened(settings, name: str, *, wait: float = 0.0):
+    """The lock ``open_index(settings).lock(name)`` takes, without opening the index (``cas recover``
+    replaces one that may not open): the LMDB index's locks are files beside it."""
+    from .lmdb_index import named_lock
+
+    return named_lock(settings.index_dir.parent, name, wait=wait)
+
+
+__all__ = ["BlockRow", "Index", "IndexTxn", "lock_unopened", "open_index"]

@@ -162,4 +162,11 @@ class Index(Protocol):
         refuse to run beside them."""
         ...
 
+    def lock(self, name: str, *, wait: float = 0.0) -> AbstractContextManager[None]:
+        """An exclusive lock called ``name`` across every process (on every host) using this index,
+        held for the ``with`` block and released when its holder dies. ``Conflict`` — naming the
+        holder as far as the index can tell — when it is not held within ``wait`` seconds. Locks of
+        one name exclude each other also between threads of one process."""
+        ...
+
     def close(self) -> None: ...
