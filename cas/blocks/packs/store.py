@@ -412,7 +412,12 @@ class PackedBlockStore(BlockStore):
             if not self.files.can_flush:
                 self.sync([entry_id])
             elif p.failed is None:
-                return self.files.read(p.id, e.offset, e.length)
+                try:
+                    return self.files.read(p.id, e.offset, e.length)
+                except BlockNotFound:
+                    # this process stalled past its pack's lease and another process's GC copied
+                    # the pack out and deleted it: the index knows where the entry lives now
+                    pass
         loc = self.location(entry_id, kind)
         if loc is None:
             raise BlockNotFound(f"block {short(entry_id)} is not in any pack of {self.kind}")
