@@ -40,6 +40,15 @@ def parse_duration(text: str | int | float) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (``postgresql://cas:***@host/db``): safe to print."""
+    return re.sub(r"^([a-z0-9+.-]+://[^:@/]*):[^@/]*@", r"\1:***@", url, flags=re.IGNORECASE)
+
+
 def parse_addr(text: str) -> tuple[str, int]:
     """'HOST:PORT' or ':PORT' -> (host, port)."""
     host, sep, port = str(text).rpartition(":")
@@ -64,7 +73,16 @@ class BlocksSettings:
 
 @dataclass(frozen=True)
 class IndexSettings:
+    """Where the index lives: empty ``url`` is the embedded LMDB in ``DATA/index``;
+    ``postgresql://USER:PASS@HOST:PORT/DB`` a PostgreSQL database several nodes may share."""
+
+    url: str = ""
     map_size: int = 1 << 40  # sparse; LMDB grows the file as needed
+    pool_size: int = 16  # PostgreSQL connections per process (a transaction holds one)
+
+    @property
+    def remote(self) -> bool:
+        return is_postgres_url(self.url)
 
 
 #: the default of ``server.cors_origins``: browser pages served from this machine only
@@ -147,8 +165,17 @@ class Settings:
         return self.data_dir / "index"
 
     @property
+    def index_where(self) -> str:
+        """Where the index is, for messages: its directory, or its URL without the password."""
+        return _index_where(self)
+
+    @property
     def blocks_dir(self) -> Path:
         return self.data_dir / "blocks"
+
+
+def _index_where(settings: Settings) -> str:
+    return redact_url(settings.index.url) if settings.index.remote else str(settings.index_dir)
 
 
 _SECTIONS = {
@@ -170,7 +197,7 @@ def _coerce(cls, name: str, value):
         return parse_duration(value)
     if name in ("map_size", "pack_size"):
         return parse_size(value)
-    if name in ("threads", "concurrency", "retries", "max_conns_per_ip", "snapshot_every"):
+    if name in ("threads", "concurrency", "retries", "max_conns_per_ip", "snapshot_every", "pool_size"):
         try:
             return int(value)
         except (TypeError, ValueError):
@@ -215,6 +242,7 @@ _ENV = {
     "CAS_OIDC_JWKS_URL": ("auth", "oidc_jwks_url"),
     "CAS_OIDC_USER_CLAIM": ("auth", "oidc_user_claim"),
     "CAS_OIDC_ROOT": ("auth", "oidc_root"),
+    "CAS_INDEX": ("index", "url"),
     "CAS_BLOCKS": ("blocks", "url"),
     "CAS_BLOCKS_ENDPOINT": ("blocks", "endpoint"),
     "CAS_BLOCKS_ACCESS_KEY": ("blocks", "access_key"),
@@ -265,6 +293,11 @@ def load_settings(
         explicit = True
     settings.chunker.validate()
     settings.codec.validate()
+    if settings.index.url and not settings.index.remote:
+        raise ConfigError(f"not an index URL: {redact_url(settings.index.url)!r} (use postgresql://USER:PASS@HOST:PORT/DB, "
+                          "or nothing for the embedded index in DATA/index)")
+    if settings.index.pool_size < 1:
+        raise ConfigError(f"index.pool_size must be at least 1, not {settings.index.pool_size}")
     if settings.meta.snapshot_every < 1:
         raise ConfigError(f"meta.snapshot_every must be at least 1, not {settings.meta.snapshot_every}")
     return replace(settings, explicit_format=explicit)

@@ -42,6 +42,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: INFO)")
     p.add_argument("--log-file", default=None, metavar="PATH",
                    help="write logs to PATH instead of stderr (rotated at 10 MiB, 5 old files kept)")
+    p.add_argument("--index", default=None, metavar="URL",
+                   help="index: postgresql://USER:PASS@HOST:PORT/DB shared by several nodes "
+                        "(default: $CAS_INDEX, else the embedded LMDB in DATA/index)")
     p.add_argument("--blocks", default=None, help="block backend: local (default) or s3://BUCKET[/PREFIX]")
     p.add_argument("--blocks-endpoint", default=None, help="S3 endpoint URL of the block backend")
     p.add_argument("--blocks-access-key", default=None)
@@ -71,7 +74,7 @@ def settings_from(args: argparse.Namespace, **overrides):
     blocks = {"url": args.blocks, "endpoint": args.blocks_endpoint,
               "access_key": args.blocks_access_key, "secret_key": args.blocks_secret_key,
               "pack_size": args.pack_size}
-    sections = {"blocks": blocks}
+    sections = {"blocks": blocks, "index": {"url": args.index}}
     for section, values in overrides.items():
         sections.setdefault(section, {}).update(values)
     return load_settings(args.data, sections, config_file=args.config,

@@ -16,5 +16,6 @@ def run(args, settings) -> int:
     with Store.open_store(settings) as store:
         c = store.settings.chunker
         print(f"store at {settings.data_dir}: chunks avg {c.avg} min {c.min} max {c.max}, "
-              f"compression {store.settings.codec.compression}, blocks {store.settings.blocks.url}")
+              f"compression {store.settings.codec.compression}, blocks {store.settings.blocks.url}, "
+              f"index {settings.index_where}")
     return 0

@@ -97,7 +97,7 @@ def run(args, settings) -> int:
             print(f"Generated root credentials (shown once; kept in {settings.data_dir}/root-credentials, mode 0600):\n"
                   f"  access key / user: {name}\n  secret / password: {secret}", flush=True)
         server.start()
-        print(f"cas serving {settings.data_dir} (blocks: {store.settings.blocks.url})", flush=True)
+        print(f"cas serving {settings.data_dir} (blocks: {store.settings.blocks.url}, index: {settings.index_where})", flush=True)
         print(f"  S3 API   {server.url('s3')}", flush=True)
         print(f"  Web      {server.url('http')}/", flush=True)
         print(f"  WebDAV   {server.url('http')}/dav/", flush=True)

@@ -112,7 +112,7 @@ def check_orphans(store, *, is_marked, now: float, min_age: float, force: bool =
         raise Refused(
             f"gc refuses to run: {c.orphans} of the backend's {c.blocks} blocks ({share:.0%}; "
             f"{human_size(c.orphan_bytes)} of {human_size(c.bytes)}) have no row in the index "
-            f"{store.settings.index_dir} and would be deleted as orphans. That many orphans means a damaged "
+            f"{store.settings.index_where} and would be deleted as orphans. That many orphans means a damaged "
             f"or wrong index, not crashed uploads; nothing was deleted. Check with `cas verify`; rebuild a "
             f"damaged index with {identity.recover_command(store.settings.data_dir, store.settings.blocks.url)}; "
             f"only if these blocks really are nobody's, run gc again with --force-orphans")

@@ -2,8 +2,9 @@
 
 An index holds every name, manifest, block row, pin, writer lease, upload, user, small protocol
 state (kv) and the event journal of one store. ``LmdbIndex`` (``lmdb_index.py``, the embedded
-default) implements it; a SQL implementation (PostgreSQL, DESIGN §7) is meant to implement the
-same protocol and to pass the same contract tests. No implementation type (an LMDB transaction,
+default) and ``PgIndex`` (``pg_index.py``, PostgreSQL shared by several nodes, DESIGN §7)
+implement it over the same rows (``kv.KvTxn``) and pass the same contract tests
+(tests/unit/test_index_contract.py). No implementation type (an LMDB transaction,
 a cursor, a database connection) ever crosses it: callers see ``IndexTxn`` methods that take and
 return plain values — ``str``, ``bytes``, ``int``, ``float``, JSON-able ``dict`` records whose
 layout is owned by ``schema.py`` — and ``BlockRow``.
@@ -31,6 +32,8 @@ Transaction semantics every implementation must give (the write path and GC rely
 - Iterators stream: memory does not grow with the number of rows they walk. They are valid only
   inside their transaction.
 - Keys sort by their UTF-8 bytes (object listings come out in S3's order).
+- ``lock(name)`` is exclusive across every process (and thread) using the index — on every
+  node, for a shared index — and is released when its holder exits the block or dies.
 
 Thread-safety: an index may be used from many threads at once; one transaction object belongs
 to the thread that opened it.
@@ -153,7 +156,7 @@ class Index(Protocol):
         ...
 
     def disk_usage(self) -> int:
-        """Bytes the index takes on local disk (0 for a remote index)."""
+        """Bytes the index takes: its files (LMDB) or its tables (PostgreSQL)."""
         ...
 
     def other_processes(self) -> list[int]:

@@ -60,13 +60,23 @@ def new_id() -> str:
 
 def index_present(settings) -> bool:
     """Whether ``DATA/index`` holds an index file with something in it (an empty ``data.mdb``
-    is what LMDB leaves when it was only opened: no store yet)."""
+    is what LMDB leaves when it was only opened: no store yet); for a PostgreSQL index, whether
+    its tables hold a store's format record (empty tables are what opening leaves)."""
+    if settings.index.remote:
+        from ..index import open_index
+
+        index = open_index(settings)
+        try:
+            with index.read() as t:
+                return t.get_meta("format") is not None or t.get_meta(PENDING_META) is not None
+        finally:
+            index.close()
     try:
         return (Path(settings.index_dir) / "data.mdb").stat().st_size > 0
     except (FileNotFoundError, NotADirectoryError):
         return False
     except OSError as exc:
-        raise NotAStore(f"cannot read the index at {settings.index_dir}: {exc}") from exc
+        raise NotAStore(f"cannot read the index at {settings.index_where}: {exc}") from exc
 
 
 def recover_command(data_dir, url: str | None = None, endpoint: str | None = None) -> str:
@@ -157,7 +167,7 @@ def check(index, files, settings) -> str:
         sid = t.get_meta(ID_META)
         position = t.counter("mlog")
     if sid is None:
-        raise IdentityMismatch(f"the index at {settings.index_dir} has no store id; reopen the store "
+        raise IdentityMismatch(f"the index at {settings.index_where} has no store id; reopen the store "
                                "(`cas ls`) to give it one")
     return _check_recorded(sid, position, files, settings)
 
@@ -167,16 +177,16 @@ def _check_recorded(sid: str, position: int, files, settings) -> str:
     doc = read_store_json(files)
     if doc is None:
         raise IdentityMismatch(f"the backend at {describe(files)} holds no cas store; expected store id {sid} "
-                               f"(the index at {settings.index_dir} is that store's: check --blocks and the "
+                               f"(the index at {settings.index_where} is that store's: check --blocks and the "
                                "backend's bucket and prefix)")
     if doc["store_id"] != sid:
-        raise IdentityMismatch(f"the index at {settings.index_dir} belongs to store {sid}, but the backend at "
+        raise IdentityMismatch(f"the index at {settings.index_where} belongs to store {sid}, but the backend at "
                                f"{describe(files)} holds store {doc['store_id']}: refusing to mix them (check "
                                f"--data and --blocks; to rebuild this directory's index from that backend, "
                                f"move DATA/index away and run {recover})")
     ahead = backend_position(files)
     if ahead > position:
-        raise IdentityMismatch(f"the index at {settings.index_dir} is older than the backend at {describe(files)} "
+        raise IdentityMismatch(f"the index at {settings.index_where} is older than the backend at {describe(files)} "
                                f"(its metadata log reaches position {position}, the backend's {ahead}): it "
                                f"lacks changes the backend has; rebuild it with {recover}")
     return sid
@@ -194,14 +204,14 @@ def establish(index, files, settings) -> str:
     if pending is None:  # an index from before store ids: upgrade in place
         if doc is not None:
             raise IdentityMismatch(
-                f"the index at {settings.index_dir} predates store ids, but the backend at {describe(files)} "
+                f"the index at {settings.index_where} predates store ids, but the backend at {describe(files)} "
                 f"holds store {doc['store_id']}: they are not the same store (check --data and --blocks)")
         pending = new_id()
         with index.write() as t:
             t.put_meta(PENDING_META, pending)
         log.info("giving the store at %s the id %s", settings.data_dir, pending)
     elif doc is not None and doc["store_id"] != pending:
-        raise IdentityMismatch(f"the index at {settings.index_dir} was being given store id {pending}, but the "
+        raise IdentityMismatch(f"the index at {settings.index_where} was being given store id {pending}, but the "
                                f"backend at {describe(files)} holds store {doc['store_id']} (check --blocks)")
     if doc is None:
         files.put_meta(STORE_NAME, store_json(pending, settings))

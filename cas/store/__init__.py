@@ -131,7 +131,8 @@ class Store(UploadsMixin, JournalMixin):
             files = cls._backend_files(settings, blocks)
             if files is not None:
                 identity.check_new_backend(files, settings)
-        made = [p for p in (settings.data_dir, settings.index_dir, settings.blocks_dir) if not p.exists()]
+        made = [p for p in (settings.data_dir, None if settings.index.remote else settings.index_dir,
+                            settings.blocks_dir) if p is not None and not p.exists()]
         try:
             settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:

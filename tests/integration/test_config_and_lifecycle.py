@@ -55,6 +55,30 @@ def test_bad_settings_files_are_config_errors(tmp_path, text, message):
         load_settings(tmp_path / "data", env={}, config_file=path)
 
 
+@pytest.mark.unit
+def test_the_index_url_comes_from_file_environment_or_flag_and_is_never_printed_with_its_password(tmp_path):
+    from cas.cli import build_parser, settings_from
+
+    data = tmp_path / "data"
+    data.mkdir()
+    assert load_settings(data, env={}).index.remote is False
+    assert load_settings(data, env={}).index_where == str(data / "index")
+    (data / "cas.toml").write_text('[index]\nurl = "postgresql://a:pw1@db1:5432/cas"\npool_size = 4\n')
+    s = load_settings(data, env={})
+    assert (s.index.url, s.index.pool_size, s.index.remote) == ("postgresql://a:pw1@db1:5432/cas", 4, True)
+    s = load_settings(data, env={"CAS_INDEX": "postgres://b:pw2@db2/cas"})
+    assert s.index.url == "postgres://b:pw2@db2/cas" and s.index_where == "postgres://b:***@db2/cas"
+    args = build_parser().parse_args(["ls", "--data", str(data), "--index", "postgresql://c:s3cr3t@db3:6432/x"])
+    s = settings_from(args)
+    assert s.index.url == "postgresql://c:s3cr3t@db3:6432/x"
+    assert "s3cr3t" not in s.index_where and s.index_where == "postgresql://c:***@db3:6432/x"
+    with pytest.raises(ConfigError, match="not an index URL") as err:
+        load_settings(data, env={"CAS_INDEX": "mysql://u:hidden@h/db"})
+    assert "hidden" not in str(err.value)
+    with pytest.raises(ConfigError, match="pool_size"):
+        load_settings(data, {"index": {"pool_size": "0"}}, env={})
+
+
 def _anonymous_status(server) -> int:
     return server.request("GET", "/api/buckets")[0]
 

@@ -1,5 +1,5 @@
-"""LmdbIndex implements the typed Index protocol exactly (cas/index/base.py), and nothing above
-the index names the LMDB implementation: the Store, GC and the front ends see only ``Index``."""
+"""Both indexes implement the typed Index protocol exactly (cas/index/base.py), and nothing above
+the index names an implementation: the Store, GC and the front ends see only ``Index``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cas.config import load_settings
-from cas.index import Index, IndexTxn, lmdb_index, open_index
+from cas.index import Index, IndexTxn, lmdb_index, open_index, pg_index
 
 pytestmark = pytest.mark.unit
 
@@ -17,15 +17,29 @@ ROOT = Path(__file__).resolve().parents[2] / "cas"
 
 
 def _public_methods(cls) -> dict[str, inspect.Signature]:
-    return {name: inspect.signature(fn) for name, fn in vars(cls).items()
-            if callable(fn) and not name.startswith("_")}
+    """Public methods of ``cls`` and of its bases (a transaction's domain methods are inherited
+    from ``KvTxn``); the nearest definition wins, as in attribute lookup."""
+    found: dict[str, inspect.Signature] = {}
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        for name, fn in vars(klass).items():
+            if callable(fn) and not name.startswith("_") and name not in found:
+                found[name] = inspect.signature(fn)
+    return found
 
 
-@pytest.mark.parametrize(("protocol", "impl"), [(IndexTxn, lmdb_index.IndexTxn), (Index, lmdb_index.LmdbIndex)])
-def test_the_lmdb_index_implements_exactly_the_protocol(protocol, impl):
+IMPLEMENTATIONS = [
+    (IndexTxn, lmdb_index.LmdbTxn), (Index, lmdb_index.LmdbIndex),
+    (IndexTxn, pg_index.PgTxn), (Index, pg_index.PgIndex),
+]
+
+
+@pytest.mark.parametrize(("protocol", "impl"), IMPLEMENTATIONS, ids=lambda c: c.__name__)
+def test_each_index_implements_exactly_the_protocol(protocol, impl):
     wanted, given = _public_methods(protocol), _public_methods(impl)
     assert sorted(set(given) - set(wanted)) == [], "public methods missing from cas/index/base.py"
-    assert sorted(set(wanted) - set(given)) == [], "protocol methods the LMDB index lacks"
+    assert sorted(set(wanted) - set(given)) == [], f"protocol methods {impl.__name__} lacks"
     for name, sig in wanted.items():
         params = [(p.name, p.kind, p.default) for p in sig.parameters.values()]
         got = [(p.name, p.kind, p.default) for p in given[name].parameters.values()]
@@ -42,10 +56,10 @@ def test_an_opened_index_is_an_index(tmp_path):
         index.close()
 
 
-def test_only_the_index_package_names_the_lmdb_implementation():
+@pytest.mark.parametrize("name", ["LmdbIndex", "lmdb_index", "PgIndex", "pg_index", "KvTxn"])
+def test_only_the_index_package_names_an_implementation(name):
     offenders = [p for p in ROOT.rglob("*.py")
-                 if "index" not in p.relative_to(ROOT).parts
-                 and ("LmdbIndex" in p.read_text() or "lmdb_index" in p.read_text())]
+                 if "index" not in p.relative_to(ROOT).parts and name in p.read_text()]
     assert offenders == []
 
 

@@ -36,13 +36,19 @@ def test_only_the_index_imports_lmdb():
     assert not offenders
 
 
+def test_only_the_postgresql_index_imports_psycopg():
+    allowed = {ROOT / "index" / "pg_index.py"}
+    offenders = [p for p in _modules() if {"psycopg", "psycopg_pool"} & _imports(p) and p not in allowed]
+    assert not offenders
+
+
 def test_only_the_s3_bucket_client_imports_boto3():
     allowed = {ROOT / "blocks" / "s3bucket.py"}
     offenders = [p for p in _modules() if {"boto3", "botocore"} & _imports(p) and p not in allowed]
     assert not offenders
 
 
-@pytest.mark.parametrize("forbidden", ["lmdb", "boto3", "botocore", "blake3"])
+@pytest.mark.parametrize("forbidden", ["lmdb", "psycopg", "boto3", "botocore", "blake3"])
 def test_protocols_never_import_storage_libraries(forbidden):
     offenders = [p for p in _modules("protocols") if forbidden in _imports(p)]
     assert not offenders

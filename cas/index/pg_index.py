@@ -1,0 +1,387 @@
+"""PgIndex: the index in PostgreSQL, shared by several cas processes and nodes (DESIGN §7).
+
+The only module that imports psycopg. The rows are LMDB's (``schema.py`` owns the layout): one
+table ``cas_<name>(k bytea PRIMARY KEY, v bytea NOT NULL)`` per name in ``schema.DB_NAMES``.
+bytea compares by bytes, so keys come out in LMDB's order (UTF-8 binary: S3's listing order).
+
+What ``base.py`` promises, and how:
+
+- ``read()`` is REPEATABLE READ READ ONLY, its snapshot taken as it opens.
+- ``write()`` is READ COMMITTED behind a transaction-scoped advisory lock that every write
+  transaction of every process takes first: writers are serialised exactly like LMDB's single
+  writer. Each statement sees every earlier commit, read-modify-write needs no row locks, and
+  commit sequence numbers (the ``seq`` counter) commit gap-free and in order.
+- ``write(durable=False)`` commits with ``synchronous_commit`` off: a server crash may lose the
+  last such commits but never corrupts.
+- Iterators read a page of rows at a time, by key (``k >= last key + 0x00``): they stream, and
+  rows their own transaction deletes further on are not returned.
+- ``lock(name)`` is a session advisory lock on a connection of its own, released when the block
+  exits or its process dies.
+
+Opening a database creates the tables when absent (an empty database is no store yet, like an
+empty data.mdb), under an advisory lock; ``cas_schema(version)`` says which of ``_MIGRATIONS``
+ran, and a version newer than this code is a ``ConfigError``.
+
+Errors are mapped here: a server that cannot be reached at open or refuses the credentials is a
+``PermanentStoreError``; later, a lost connection, a timeout or a serialisation failure is a
+``TransientStoreError`` and everything else a ``PermanentStoreError``. No message shows the
+password.
+
+Thread-safe: a pool of connections; each transaction holds one for its lifetime and belongs to
+the thread that opened it. Round trips are what a remote index costs, so a transaction spends
+one on its start (begin, the write lock and the snapshot go in one message) and one on its
+commit, and psycopg prepares the statements each connection runs often.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import ConfigError, Conflict, PermanentStoreError, StoreError, TransientStoreError
+from . import schema as s
+from .kv import KvTxn
+
+log = logging.getLogger(__name__)
+
+#: ``_MIGRATIONS[v]`` takes the tables from layout version ``v`` to ``v + 1``
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    tuple(f"CREATE TABLE cas_{name} (k bytea PRIMARY KEY, v bytea NOT NULL)" for name in s.DB_NAMES),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+TABLES = ("cas_schema", *(f"cas_{name}" for name in s.DB_NAMES))
+
+CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise (libpq's default is to wait forever)
+POOL_WAIT = 30.0  # seconds a transaction waits for a free pooled connection
+#: rows per query of an iterator: small first (many callers want one row), then larger
+_PAGES = (32, 256, 1024)
+
+
+def _lock_key(what: str) -> int:
+    """A 64-bit advisory lock key of cas's own (advisory locks are per database)."""
+    return int.from_bytes(hashlib.blake2b(f"cas/{what}".encode(), digest_size=8).digest(), "big", signed=True)
+
+
+_WRITE_KEY = _lock_key("write")
+_SCHEMA_KEY = _lock_key("schema")
+
+# One message each: psycopg sends a query without parameters as a simple query, which may hold
+# several statements. "SELECT 1" takes a read's snapshot now rather than at its first read.
+_BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"
+_BEGIN_WRITE = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({_WRITE_KEY})"
+_BEGIN_WRITE_LAZY = ("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off; "
+                     f"SELECT pg_advisory_xact_lock({_WRITE_KEY})")
+
+#: SQLSTATE classes worth retrying: connection exceptions, serialisation failures and
+#: deadlocks, operator intervention (shutdown, cancel, timeout), insufficient resources
+_TRANSIENT_CLASSES = ("08", "40", "57", "53")
+_DISK_FULL, _LOCK_NOT_AVAILABLE = "53100", "55P03"
+
+
+class _Sql:
+    """The statements on one table (the same text each time, so psycopg prepares them)."""
+
+    __slots__ = ("get", "upsert", "insert", "delete", "scan", "scan_to", "trim", "trim_all")
+
+    def __init__(self, db: str):
+        t = f"cas_{db}"
+        self.get = f"SELECT v FROM {t} WHERE k = %s"
+        self.upsert = f"INSERT INTO {t} (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+        self.insert = f"INSERT INTO {t} (k, v) VALUES (%s, %s) ON CONFLICT (k) DO NOTHING"
+        self.delete = f"DELETE FROM {t} WHERE k = %s"
+        self.scan = f"SELECT k, v FROM {t} WHERE k >= %s ORDER BY k LIMIT %s"
+        self.scan_to = f"SELECT k, v FROM {t} WHERE k >= %s AND k < %s ORDER BY k LIMIT %s"
+        self.trim = f"DELETE FROM {t} WHERE k < %s"
+        self.trim_all = f"DELETE FROM {t}"
+
+
+_SQL = {name: _Sql(name) for name in s.DB_NAMES}
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The least key above every key that starts with ``prefix`` (None: there is none)."""
+    p = prefix.rstrip(b"\xff")
+    return p[:-1] + bytes((p[-1] + 1,)) if p else None
+
+
+def _mapped(exc: psycopg.Error, what: str) -> StoreError:
+    state = exc.sqlstate
+    if state is None:  # raised by the client: a lost connection is an OperationalError
+        transient = isinstance(exc, psycopg.OperationalError)
+    else:
+        transient = (state[:2] in _TRANSIENT_CLASSES and state != _DISK_FULL) or state == _LOCK_NOT_AVAILABLE
+    return (TransientStoreError if transient else PermanentStoreError)(f"{what}: {' '.join(str(exc).split())}")
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _url_password(url: str) -> str:
+    """The password as written in a ``postgresql://user:password@host`` URL (maybe encoded)."""
+    rest = url.partition("://")[2]
+    userinfo = rest.rpartition("@")[0] if "@" in rest.split("/", 1)[0] else ""
+    return userinfo.partition(":")[2]
+
+
+def display_url(url: str) -> str:
+    """``postgresql://user@host:port/db`` of ``url``: what messages and logs show (no password)."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"not a PostgreSQL URL: {_scrub(str(exc), (_url_password(url),))}") from None
+    user = info.get("user")
+    host = quote(info.get("host") or "", safe="") if "/" in (info.get("host") or "") else info.get("host") or ""
+    port = info.get("port")
+    return f"postgresql://{f'{user}@' if user else ''}{host}{f':{port}' if port else ''}/{info.get('dbname') or ''}"
+
+
+def _application_name() -> str:
+    """``cas/<hostname>/<pid>``, the hostname cut so that all fits PostgreSQL's 63 bytes
+    (``other_processes`` reads the pid back)."""
+    pid = str(os.getpid())
+    room = 63 - len("cas//") - len(pid)
+    return f"cas/{socket.gethostname().encode()[:room].decode(errors='ignore')}/{pid}"
+
+
+def _rollback(conn: psycopg.Connection) -> None:
+    """End the connection's transaction without committing.
+
+    psycopg's ``rollback()`` also forgets the connection's prepared statements (in case the
+    transaction dropped what they refer to); no transaction here runs DDL, so they stay valid
+    and the ROLLBACK goes to libpq directly. A connection that cannot roll back is closed, which
+    makes the pool replace it."""
+    if conn.pgconn.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        if conn.pgconn.exec_(b"ROLLBACK").status != ExecStatus.COMMAND_OK:
+            conn.close()
+
+
+class PgIndex:
+    """One store's index in a PostgreSQL database, shared by every process that opens it."""
+
+    def __init__(self, url: str, *, pool_size: int = 16):
+        self.where = f"the index {display_url(url)}"
+        info = conninfo_to_dict(url)
+        self._url = url
+        self._secrets = (_url_password(url), info.get("password") or "")
+        self._app = _application_name()
+        self._kwargs: dict = {"autocommit": True, "application_name": self._app}
+        if "connect_timeout" not in info:
+            self._kwargs["connect_timeout"] = CONNECT_TIMEOUT
+        conn = self._connect(PermanentStoreError)
+        try:
+            self._migrate(conn)
+        finally:
+            conn.close()
+        self._pool = ConnectionPool(url, kwargs=self._kwargs, min_size=1, max_size=pool_size,
+                                    timeout=POOL_WAIT, name="cas-index", open=True)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- connections -----------------------------------------------------------------------
+    def _connect(self, failure: type[StoreError]) -> psycopg.Connection:
+        """A connection of its own (outside the pool); ``failure`` is what a refusal raises."""
+        try:
+            return psycopg.connect(self._url, **self._kwargs)
+        except psycopg.Error as exc:
+            message = _scrub(" ".join(str(exc).split()), self._secrets)
+            raise failure(f"cannot connect to {self.where}: {message}") from None
+
+    def _migrate(self, conn: psycopg.Connection) -> None:
+        """Bring the tables to ``SCHEMA_VERSION`` (create them in an empty database)."""
+        try:
+            version = self._schema_version(conn)
+            if version == SCHEMA_VERSION:
+                return
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_KEY,))
+                version = self._schema_version(conn)  # another process may have been first
+                if version is None:
+                    conn.execute("CREATE TABLE cas_schema (version integer NOT NULL)")
+                    conn.execute("INSERT INTO cas_schema VALUES (0)")
+                    version = 0
+                for statements in _MIGRATIONS[version:]:
+                    for statement in statements:
+                        conn.execute(statement)
+                if version < SCHEMA_VERSION:
+                    conn.execute("UPDATE cas_schema SET version = %s", (SCHEMA_VERSION,))
+                    log.info("%s: table layout version %d -> %d", self.where, version, SCHEMA_VERSION)
+        except psycopg.Error as exc:
+            raise PermanentStoreError(f"cannot set up the tables of {self.where}: "
+                                      f"{' '.join(str(exc).split())}") from exc
+
+    def _schema_version(self, conn: psycopg.Connection) -> int | None:
+        if conn.execute("SELECT to_regclass('cas_schema')").fetchone()[0] is None:
+            return None
+        version = conn.execute("SELECT max(version) FROM cas_schema").fetchone()[0]
+        if version is None:
+            raise PermanentStoreError(f"{self.where} is damaged: its table cas_schema is empty")
+        if version > SCHEMA_VERSION:
+            raise ConfigError(f"{self.where} has table layout version {version}; this cas knows "
+                              f"versions up to {SCHEMA_VERSION}: run a newer cas")
+        return version
+
+    def _getconn(self, what: str) -> psycopg.Connection:
+        try:
+            return self._pool.getconn()
+        except PoolTimeout as exc:
+            raise TransientStoreError(f"{what}: no connection to {self.where} within {POOL_WAIT:g} s") from exc
+        except psycopg.Error as exc:
+            raise _mapped(exc, what) from exc
+
+    def _begin(self, begin: str, what: str) -> psycopg.Connection:
+        """A pooled connection inside a new transaction. Connections the server dropped while
+        they idled in the pool (a server restart) are replaced: nothing ran on them yet."""
+        for _ in range(self._pool.max_size + 1):
+            conn = self._getconn(what)
+            try:
+                conn.execute(begin, prepare=False)
+                return conn
+            except psycopg.Error as exc:
+                _rollback(conn)
+                self._pool.putconn(conn)
+                if not conn.broken:
+                    raise _mapped(exc, what) from exc
+                failure = exc
+        raise _mapped(failure, what) from failure
+
+    @contextlib.contextmanager
+    def _txn(self, begin: str, what: str) -> Iterator[PgTxn]:
+        conn = self._begin(begin, what)
+        txn = PgTxn(conn.cursor(binary=True))
+        try:
+            try:
+                yield txn
+            except BaseException:
+                _rollback(conn)
+                raise
+            if conn.pgconn.transaction_status == TransactionStatus.INERROR:
+                _rollback(conn)  # a statement failed and the caller carried on regardless
+                raise PermanentStoreError(f"{what}: a statement of the transaction failed; nothing was committed")
+            try:
+                conn.execute("COMMIT", prepare=False)
+            except psycopg.Error as exc:
+                raise _mapped(exc, f"{what} (commit)") from exc
+        finally:
+            txn._cur = None  # an iterator that outlives its transaction must not run on
+            self._pool.putconn(conn)
+
+    # -- the Index protocol ----------------------------------------------------------------
+    def read(self) -> contextlib.AbstractContextManager[PgTxn]:
+        return self._txn(_BEGIN_READ, "cannot read the index")
+
+    def write(self, *, durable: bool = True) -> contextlib.AbstractContextManager[PgTxn]:
+        return self._txn(_BEGIN_WRITE if durable else _BEGIN_WRITE_LAZY, "cannot write the index")
+
+    def _query(self, query: str, params: tuple, what: str) -> list[tuple]:
+        """One statement on a pooled connection (outside any transaction)."""
+        conn = self._getconn(what)
+        try:
+            return conn.execute(query, params).fetchall()
+        except psycopg.Error as exc:
+            raise _mapped(exc, what) from exc
+        finally:
+            self._pool.putconn(conn)
+
+    def disk_usage(self) -> int:
+        """Bytes the cas tables take, with their indexes and TOAST."""
+        return int(self._query("SELECT coalesce(sum(pg_total_relation_size(t)), 0) FROM unnest(%s::regclass[]) t",
+                               (list(TABLES),), "cannot measure the index")[0][0])
+
+    def other_processes(self) -> list[int]:
+        """Pids of the other cas processes (on any host) with a session on this database, read
+        from their sessions' application name ``cas/<hostname>/<pid>``."""
+        rows = self._query("SELECT DISTINCT application_name FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND application_name LIKE 'cas/%%'",
+                           (), "cannot list the index's sessions")
+        pids = set()
+        for (name,) in rows:
+            pid = name.rpartition("/")[2]
+            if name != self._app and pid.isdigit():
+                pids.add(int(pid))
+        return sorted(pids)
+
+    @contextlib.contextmanager
+    def lock(self, name: str, *, wait: float = 0.0) -> Iterator[None]:
+        """A session advisory lock on a connection held for the block (closing it releases the
+        lock, as does the death of this process); waits with the server's ``lock_timeout``."""
+        what = f"cannot take the {name} lock of {self.where}"
+        conn = self._connect(TransientStoreError)  # it opened before: the server is away for now
+        try:
+            try:
+                conn.execute(f"SET lock_timeout = {max(1, round(wait * 1000))}")
+                conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key(f"lock/{name}"),))
+            except psycopg.errors.LockNotAvailable:
+                raise Conflict(f"another process holds the {name} lock of {self.where}") from None
+            except psycopg.Error as exc:
+                raise _mapped(exc, what) from exc
+            yield
+        finally:
+            conn.close()
+
+
+class PgTxn(KvTxn):
+    """The primitives of ``KvTxn`` as statements on one connection's transaction."""
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: psycopg.Cursor):
+        self._cur = cur
+
+    def _run(self, query: str, params: tuple, what: str, db: str) -> psycopg.Cursor:
+        try:
+            return self._cur.execute(query, params)
+        except psycopg.Error as exc:
+            raise _mapped(exc, f"cannot {what} {db}") from exc
+
+    def _get(self, db: str, key: bytes) -> bytes | None:
+        row = self._run(_SQL[db].get, (key,), "read", db).fetchone()
+        return None if row is None else row[0]
+
+    def _put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
+        sql = _SQL[db]
+        return self._run(sql.upsert if overwrite else sql.insert, (key, value), "write", db).rowcount == 1
+
+    def _delete(self, db: str, key: bytes) -> bool:
+        return self._run(_SQL[db].delete, (key,), "write", db).rowcount > 0
+
+    def _scan(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        sql = _SQL[db]
+        low = prefix if start is None or start < prefix else start
+        end = _prefix_end(prefix)
+        for page in _pages():
+            if end is None:
+                rows = self._run(sql.scan, (low, page), "read", db).fetchall()
+            else:
+                rows = self._run(sql.scan_to, (low, end, page), "read", db).fetchall()
+            yield from rows
+            if len(rows) < page:
+                return
+            low = rows[-1][0] + b"\x00"
+
+    def _trim(self, db: str, upto: int) -> int:
+        if upto < 0:
+            return 0
+        if upto >= (1 << 64) - 1:
+            return self._run(_SQL[db].trim_all, (), "write", db).rowcount
+        return self._run(_SQL[db].trim, (s.u64(upto + 1),), "write", db).rowcount
+
+
+def _pages() -> Iterator[int]:
+    yield from _PAGES[:-1]
+    while True:
+        yield _PAGES[-1]
