@@ -319,28 +319,42 @@ class PgIndex:
     def lock(self, name: str, *, wait: float = 0.0) -> Iterator[None]:
         """A session advisory lock on a connection held for the block (closing it releases the
         lock, as does the death of this process); waits with the server's ``lock_timeout``."""
-        what = f"cannot take the {name} lock of {self.where}"
+        key = _lock_key(f"lock/{name}")
         conn = self._connect(TransientStoreError)  # it opened before: the server is away for now
         try:
             try:
                 conn.execute(f"SET lock_timeout = {max(1, round(wait * 1000))}")
-                conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key(f"lock/{name}"),))
+                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
             except psycopg.errors.LockNotAvailable:
                 raise Conflict(f"another process holds the {name} lock of {self.where}") from None
             except psycopg.Error as exc:
-                raise _mapped(exc, what) from exc
-            yield
+                raise _mapped(exc, f"cannot take the {name} lock of {self.where}") from exc
+            try:
+                yield
+            finally:
+                # released before this returns (the server ends a closed session a little later);
+                # a session that is lost holds no lock any more
+                with contextlib.suppress(psycopg.OperationalError):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
         finally:
             conn.close()
 
 
 class PgTxn(KvTxn):
-    """The primitives of ``KvTxn`` as statements on one connection's transaction."""
+    """The primitives of ``KvTxn`` as statements on one connection's transaction.
 
-    __slots__ = ("_cur",)
+    An iterator holds a page of rows the server returned; what its own transaction writes into
+    the rest of that page afterwards (a delete, an insert) it must see, as an LMDB cursor does.
+    So while an iterator over a table is open, the keys written to that table are noted, and an
+    iterator reads its page again from where it is when one of them falls in what it has still
+    to return (deleting the row just returned, the common case, does not)."""
+
+    __slots__ = ("_cur", "_written", "_scans")
 
     def __init__(self, cur: psycopg.Cursor):
         self._cur = cur
+        self._written: dict[str, list[bytes | None]] = {}  # per table with open iterators; None: a trim
+        self._scans: dict[str, int] = {}
 
     def _run(self, query: str, params: tuple, what: str, db: str) -> psycopg.Cursor:
         try:
@@ -348,37 +362,70 @@ class PgTxn(KvTxn):
         except psycopg.Error as exc:
             raise _mapped(exc, f"cannot {what} {db}") from exc
 
+    def _note(self, db: str, key: bytes | None) -> None:
+        written = self._written.get(db)
+        if written is not None:
+            written.append(key)
+
     def _get(self, db: str, key: bytes) -> bytes | None:
         row = self._run(_SQL[db].get, (key,), "read", db).fetchone()
         return None if row is None else row[0]
 
     def _put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
         sql = _SQL[db]
+        self._note(db, key)
         return self._run(sql.upsert if overwrite else sql.insert, (key, value), "write", db).rowcount == 1
 
     def _delete(self, db: str, key: bytes) -> bool:
+        self._note(db, key)
         return self._run(_SQL[db].delete, (key,), "write", db).rowcount > 0
 
     def _scan(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         sql = _SQL[db]
         low = prefix if start is None or start < prefix else start
         end = _prefix_end(prefix)
-        for page in _pages():
-            if end is None:
-                rows = self._run(sql.scan, (low, page), "read", db).fetchall()
-            else:
-                rows = self._run(sql.scan_to, (low, end, page), "read", db).fetchall()
-            yield from rows
-            if len(rows) < page:
-                return
-            low = rows[-1][0] + b"\x00"
+        pages = _pages()
+        written = self._written.setdefault(db, [])
+        self._scans[db] = self._scans.get(db, 0) + 1
+        try:
+            while True:
+                size = next(pages)
+                if end is None:
+                    rows = self._run(sql.scan, (low, size), "read", db).fetchall()
+                else:
+                    rows = self._run(sql.scan_to, (low, end, size), "read", db).fetchall()
+                high = rows[-1][0] if len(rows) == size else None  # None: up to the end
+                seen = len(written)
+                for k, v in rows:
+                    if len(written) > seen and _lands(written[seen:], k, high):
+                        low = k  # the rest of the page changed: read it again from here
+                        break
+                    seen = len(written)
+                    yield k, v
+                else:
+                    if high is not None:
+                        low = high + b"\x00"
+                    elif rows and len(written) > seen and _lands(written[seen:], rows[-1][0] + b"\x00", None):
+                        low = rows[-1][0] + b"\x00"  # rows written past the last one
+                    else:
+                        return
+        finally:
+            self._scans[db] -= 1
+            if not self._scans[db]:
+                del self._scans[db], self._written[db]
 
     def _trim(self, db: str, upto: int) -> int:
         if upto < 0:
             return 0
+        self._note(db, None)
         if upto >= (1 << 64) - 1:
             return self._run(_SQL[db].trim_all, (), "write", db).rowcount
         return self._run(_SQL[db].trim, (s.u64(upto + 1),), "write", db).rowcount
+
+
+def _lands(written: list[bytes | None], low: bytes, high: bytes | None) -> bool:
+    """Whether a key written (None: any) lies in ``[low, high]`` (``high`` None: no bound)."""
+    return any(k is None or (k >= low and (high is None or k <= high)) for k in written)
 
 
 def _pages() -> Iterator[int]:
