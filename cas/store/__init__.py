@@ -18,6 +18,7 @@ the typed ``Store`` facade. Open a store with ``Store.open_store(settings)``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import shutil
@@ -60,6 +61,7 @@ from ..writer import BlockWriter, WriteResult
 
 log = logging.getLogger(__name__)
 from .journal import JournalMixin
+from .kv import KvSpace
 from .reader import ObjectReader, ReaderBody
 from .records import (
     BUCKET_KEYED_KV,
@@ -599,6 +601,19 @@ class Store(UploadsMixin, JournalMixin):
         return self._update(bucket, key, "touch", user, lambda info: replace(info, mtime=float(mtime)))
 
     # -- small key-value space for protocol state -----------------------------------------------
+    @contextlib.contextmanager
+    def kv_write(self) -> Iterator[KvSpace]:
+        """The kv space inside one write txn: its reads and writes are one atomic step for every
+        node (``cas.store.kv``)."""
+        with self.index.write() as t:
+            yield KvSpace(t, writable=True)
+
+    @contextlib.contextmanager
+    def kv_read(self) -> Iterator[KvSpace]:
+        """The kv space as of one snapshot (``cas.store.kv``)."""
+        with self.index.read() as t:
+            yield KvSpace(t, writable=False)
+
     def kv_get(self, ns: str, key: str) -> bytes | None:
         with self.index.read() as t:
             return t.kv_get(ns, key)

@@ -166,3 +166,80 @@ def test_the_background_loop_of_a_node_skips_a_round_another_node_holds(nodes):
     files_a.release.set()
     assert round_a.result() == 2
     assert b.meta_log.ship() == 0 and _shipped(b) == _head(b)
+
+
+# -- WebDAV locks and properties: decided in the shared index ------------------------------------------
+
+def _lock(manager, url: str, principal: str):
+    return manager.acquire(url=url, lock_type="write", lock_scope="exclusive", lock_depth="infinity",
+                           lock_owner=b"<D:owner xmlns:D='DAV:'>x</D:owner>", timeout=600, principal=principal,
+                           token_list=[])
+
+
+def test_a_lock_decision_on_one_node_holds_off_the_other_nodes_until_it_is_recorded(nodes):
+    """Node A's LOCK checks the locks in force and records its own in one index txn: node B's
+    conflicting LOCK on the same tree waits for that txn and is then refused (423), so never
+    both are granted."""
+    from wsgidav.dav_error import DAVError
+
+    from cas.protocols.webdav.lock import StoreLockManager, StoreLockStorage
+
+    storage_a = StoreLockStorage(nodes.a)
+    manager_a, manager_b = StoreLockManager(storage_a), StoreLockManager(StoreLockStorage(nodes.b))
+    with storage_a.transaction():  # A's decision in progress
+        lock_a = _lock(manager_a, "/gcb/dir", "alice")
+        b_tries = Background(_lock, manager_b, "/gcb/dir/file", "bob")
+        time.sleep(0.5)
+        assert b_tries.is_alive(), "node B decided while node A's decision was open"
+    with pytest.raises(DAVError) as refused:
+        b_tries.result()
+    assert refused.value.value == 423
+    assert [lk["token"] for lk in manager_b.get_url_lock_list("/gcb/dir", recursive=True)] == [lock_a["token"]]
+    manager_b.release(lock_a["token"])  # UNLOCK on the other node
+    assert manager_a.get_lock(lock_a["token"]) is None
+    assert _lock(manager_a, "/gcb/dir/file", "bob")["principal"] == "bob"
+
+
+def test_concurrent_locks_on_two_nodes_grant_one(nodes):
+    from wsgidav.dav_error import DAVError
+
+    from cas.protocols.webdav.lock import StoreLockManager, StoreLockStorage
+
+    managers = [StoreLockManager(StoreLockStorage(node)) for node in (nodes.a, nodes.b)]
+    for round_ in range(20):
+        start = threading.Barrier(2)
+        granted = []
+
+        def take(manager, who):
+            start.wait(10)
+            try:
+                granted.append(_lock(manager, f"/gcb/r{round_}", who))
+            except DAVError as exc:
+                assert exc.value == 423
+
+        tries = [Background(take, m, who) for m, who in zip(managers, ("alice", "bob"))]
+        for t in tries:
+            t.result()
+        assert len(granted) == 1, f"round {round_}: {len(granted)} exclusive locks granted on one URL"
+
+
+def test_read_modify_writes_of_one_kv_record_on_two_nodes_lose_no_change(nodes):
+    """``Store.kv_write`` (what a bucket's PROPPATCH does its read-modify-write in): concurrent
+    changes of one record from two nodes each apply to what the other wrote."""
+    import json
+
+    from cas.protocols.webdav.resources import NS_PROPS
+
+    def patch(node, name: str, value: str) -> None:
+        with node.kv_write() as kv:
+            raw = kv.get(NS_PROPS, BUCKET)
+            props = json.loads(raw) if raw else {}
+            props[name] = value
+            kv.put(NS_PROPS, BUCKET, json.dumps(props).encode())
+
+    writers = [Background(lambda node=node, k=k: [patch(node, f"{{ns}}{k}-{i}", "v") for i in range(25)])
+               for k, node in enumerate((nodes.a, nodes.b))]
+    for w in writers:
+        w.result()
+    with nodes.b.kv_read() as kv:
+        assert len(json.loads(kv.get(NS_PROPS, BUCKET))) == 50
