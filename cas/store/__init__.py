@@ -18,6 +18,7 @@ the typed ``Store`` facade. Open a store with ``Store.open_store(settings)``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import shutil
@@ -60,6 +61,7 @@ from ..writer import BlockWriter, WriteResult
 
 log = logging.getLogger(__name__)
 from .journal import JournalMixin
+from .kv import KvSpace
 from .reader import ObjectReader, ReaderBody
 from .records import (
     BUCKET_KEYED_KV,
@@ -84,7 +86,7 @@ class Store(UploadsMixin, JournalMixin):
     """Buckets, objects, multipart uploads, users and the journal over one index and BlockStore."""
 
     def __init__(self, settings: Settings, index: Index, blocks: BlockStore,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, owner: bytes = blocklife.PROCESS_OWNER):
         self.settings = settings
         # every durable-name change is also a metadata log record (cas.meta.log), shipped to the
         # backend by ``meta_log``; a store whose blocks are not in packs has nowhere to ship them
@@ -102,8 +104,9 @@ class Store(UploadsMixin, JournalMixin):
         self._changed = threading.Condition()
         self._manifests: OrderedDict[bytes, Manifest] = OrderedDict()
         self._manifests_lock = threading.Lock()
-        # renews the leases of this process's writers (their pins are honoured by GC while they run)
-        self.heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self.settings.gc.pin_lease)
+        # renews the leases of this process's writers (their pins are honoured by GC while they run);
+        # ``owner``: the identity their leases carry (blocklife.Heartbeat)
+        self.heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self.settings.gc.pin_lease, owner)
         packs = packs_of(blocks)
         self.index.enabled = packs is not None and settings.meta.log
         self.meta_log = MetaShipper(self.index, packs.files, settings.meta, clock=lambda: self.clock()) \
@@ -598,6 +601,19 @@ class Store(UploadsMixin, JournalMixin):
         return self._update(bucket, key, "touch", user, lambda info: replace(info, mtime=float(mtime)))
 
     # -- small key-value space for protocol state -----------------------------------------------
+    @contextlib.contextmanager
+    def kv_write(self) -> Iterator[KvSpace]:
+        """The kv space inside one write txn: its reads and writes are one atomic step for every
+        node (``cas.store.kv``)."""
+        with self.index.write() as t:
+            yield KvSpace(t, writable=True)
+
+    @contextlib.contextmanager
+    def kv_read(self) -> Iterator[KvSpace]:
+        """The kv space as of one snapshot (``cas.store.kv``)."""
+        with self.index.read() as t:
+            yield KvSpace(t, writable=False)
+
     def kv_get(self, ns: str, key: str) -> bytes | None:
         with self.index.read() as t:
             return t.kv_get(ns, key)
