@@ -8,9 +8,9 @@ What ``base.py`` promises, and how:
 
 - ``read()`` is REPEATABLE READ READ ONLY, its snapshot taken as it opens.
 - ``write()`` is READ COMMITTED behind a transaction-scoped advisory lock that every write
-  transaction of every process takes first: writers are serialised exactly like LMDB's single
-  writer. Each statement sees every earlier commit, read-modify-write needs no row locks, and
-  commit sequence numbers (the ``seq`` counter) commit gap-free and in order.
+  transaction of every process takes before anything else: writers are serialised exactly like
+  LMDB's single writer. Each statement sees every earlier commit, read-modify-write needs no row
+  locks, and commit sequence numbers (the ``seq`` counter) commit gap-free and in order.
 - ``write(durable=False)`` commits with ``synchronous_commit`` off: a server crash may lose the
   last such commits but never corrupts.
 - Iterators read a page of rows at a time, by key (``k >= last key + 0x00``): they stream, and
@@ -27,10 +27,17 @@ Errors are mapped here: a server that cannot be reached at open or refuses the c
 ``TransientStoreError`` and everything else a ``PermanentStoreError``. No message shows the
 password.
 
+Round trips are what a remote index costs. A write transaction runs in psycopg's pipeline mode:
+its begin and write lock, and every statement whose answer no one waits for (a put), travel with
+the next statement that needs an answer (a get) or with the commit — a transaction of puts is
+one round trip. The error of such a statement is raised by the next one that waits, or by the
+commit; either way nothing commits. A read spends one round trip on its start (begin and
+snapshot in one message), one per statement and one on its commit. psycopg prepares the
+statements a connection runs often; a connection that idled in the pool is checked before use
+(the server may have dropped it), a busy one is not.
+
 Thread-safe: a pool of connections; each transaction holds one for its lifetime and belongs to
-the thread that opened it. Round trips are what a remote index costs, so a transaction spends
-one on its start (begin, the write lock and the snapshot go in one message) and one on its
-commit, and psycopg prepares the statements each connection runs often.
+the thread that opened it.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import hashlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -63,6 +71,7 @@ TABLES = ("cas_schema", *(f"cas_{name}" for name in s.DB_NAMES))
 
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise (libpq's default is to wait forever)
 POOL_WAIT = 30.0  # seconds a transaction waits for a free pooled connection
+IDLE_CHECK = 5.0  # seconds in the pool after which a connection is checked before use
 #: rows per query of an iterator: small first (many callers want one row), then larger
 _PAGES = (32, 256, 1024)
 
@@ -75,12 +84,12 @@ def _lock_key(what: str) -> int:
 _WRITE_KEY = _lock_key("write")
 _SCHEMA_KEY = _lock_key("schema")
 
-# One message each: psycopg sends a query without parameters as a simple query, which may hold
-# several statements. "SELECT 1" takes a read's snapshot now rather than at its first read.
+# One message: psycopg sends a query without parameters as a simple query, which may hold several
+# statements. "SELECT 1" takes the snapshot now rather than at the first read.
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"
-_BEGIN_WRITE = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({_WRITE_KEY})"
-_BEGIN_WRITE_LAZY = ("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off; "
-                     f"SELECT pg_advisory_xact_lock({_WRITE_KEY})")
+# Queued in the pipeline ahead of the transaction's first statements
+_BEGIN_WRITE = ("BEGIN ISOLATION LEVEL READ COMMITTED", f"SELECT pg_advisory_xact_lock({_WRITE_KEY})")
+_BEGIN_WRITE_LAZY = (_BEGIN_WRITE[0], "SET LOCAL synchronous_commit = off", _BEGIN_WRITE[1])
 
 #: SQLSTATE classes worth retrying: connection exceptions, serialisation failures and
 #: deadlocks, operator intervention (shutdown, cancel, timeout), insufficient resources
@@ -97,12 +106,12 @@ class _Sql:
         t = f"cas_{db}"
         self.get = f"SELECT v FROM {t} WHERE k = %s"
         self.upsert = f"INSERT INTO {t} (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
-        self.insert = f"INSERT INTO {t} (k, v) VALUES (%s, %s) ON CONFLICT (k) DO NOTHING"
-        self.delete = f"DELETE FROM {t} WHERE k = %s"
+        self.insert = f"INSERT INTO {t} (k, v) VALUES (%s, %s) ON CONFLICT (k) DO NOTHING RETURNING true"
+        self.delete = f"DELETE FROM {t} WHERE k = %s RETURNING true"
         self.scan = f"SELECT k, v FROM {t} WHERE k >= %s ORDER BY k LIMIT %s"
         self.scan_to = f"SELECT k, v FROM {t} WHERE k >= %s AND k < %s ORDER BY k LIMIT %s"
-        self.trim = f"DELETE FROM {t} WHERE k < %s"
-        self.trim_all = f"DELETE FROM {t}"
+        self.trim = f"WITH gone AS (DELETE FROM {t} WHERE k < %s RETURNING 1) SELECT count(*) FROM gone"
+        self.trim_all = f"WITH gone AS (DELETE FROM {t} RETURNING 1) SELECT count(*) FROM gone"
 
 
 _SQL = {name: _Sql(name) for name in s.DB_NAMES}
@@ -116,7 +125,9 @@ def _prefix_end(prefix: bytes) -> bytes | None:
 
 def _mapped(exc: psycopg.Error, what: str) -> StoreError:
     state = exc.sqlstate
-    if state is None:  # raised by the client: a lost connection is an OperationalError
+    if isinstance(exc, psycopg.errors.PipelineAborted):  # an earlier statement failed
+        transient = False
+    elif state is None:  # raised by the client: a lost connection is an OperationalError
         transient = isinstance(exc, psycopg.OperationalError)
     else:
         transient = (state[:2] in _TRANSIENT_CLASSES and state != _DISK_FULL) or state == _LOCK_NOT_AVAILABLE
@@ -169,6 +180,14 @@ def _rollback(conn: psycopg.Connection) -> None:
             conn.close()
 
 
+def _carried_on(conn: psycopg.Connection, what: str) -> None:
+    """Refuse to commit a transaction in which a statement failed (the caller caught the error
+    and went on)."""
+    if conn.pgconn.transaction_status == TransactionStatus.INERROR:
+        _rollback(conn)
+        raise PermanentStoreError(f"{what}: a statement of the transaction failed; nothing was committed")
+
+
 class PgIndex:
     """One store's index in a PostgreSQL database, shared by every process that opens it."""
 
@@ -186,8 +205,9 @@ class PgIndex:
             self._migrate(conn)
         finally:
             conn.close()
-        self._pool = ConnectionPool(url, kwargs=self._kwargs, min_size=1, max_size=pool_size,
-                                    timeout=POOL_WAIT, name="cas-index", open=True)
+        self._returned: dict[int, float] = {}  # id of a pooled connection -> when it came back
+        self._pool = ConnectionPool(url, kwargs=self._kwargs, min_size=1, max_size=pool_size, timeout=POOL_WAIT,
+                                    check=self._check, name="cas-index", open=True)
 
     def close(self) -> None:
         self._pool.close()
@@ -235,6 +255,13 @@ class PgIndex:
                               f"versions up to {SCHEMA_VERSION}: run a newer cas")
         return version
 
+    def _check(self, conn: psycopg.Connection) -> None:
+        """The pool's check of a connection it hands out: one that idled a while may have been
+        dropped by the server (a restart, an idle timeout); the pool replaces it if it fails."""
+        returned = self._returned.pop(id(conn), None)  # None: new from the pool
+        if returned is not None and time.monotonic() - returned > IDLE_CHECK:
+            conn.execute("")
+
     def _getconn(self, what: str) -> psycopg.Connection:
         try:
             return self._pool.getconn()
@@ -243,42 +270,39 @@ class PgIndex:
         except psycopg.Error as exc:
             raise _mapped(exc, what) from exc
 
-    def _begin(self, begin: str, what: str) -> psycopg.Connection:
-        """A pooled connection inside a new transaction. Connections the server dropped while
-        they idled in the pool (a server restart) are replaced: nothing ran on them yet."""
-        for _ in range(self._pool.max_size + 1):
-            conn = self._getconn(what)
-            try:
-                conn.execute(begin, prepare=False)
-                return conn
-            except psycopg.Error as exc:
-                _rollback(conn)
-                self._pool.putconn(conn)
-                if not conn.broken:
-                    raise _mapped(exc, what) from exc
-                failure = exc
-        raise _mapped(failure, what) from failure
+    def _putconn(self, conn: psycopg.Connection) -> None:
+        self._returned[id(conn)] = time.monotonic()
+        self._pool.putconn(conn)
 
     @contextlib.contextmanager
-    def _txn(self, begin: str, what: str) -> Iterator[PgTxn]:
-        conn = self._begin(begin, what)
+    def _txn(self, begin: str | tuple[str, ...], what: str) -> Iterator[PgTxn]:
+        """A transaction on a pooled connection: ``begin`` is one simple query (sent at once) or
+        statements queued in a pipeline that lasts until the commit."""
+        conn = self._getconn(what)
         txn = PgTxn(conn.cursor(binary=True))
         try:
             try:
-                yield txn
+                if isinstance(begin, str):
+                    conn.execute(begin, prepare=False)
+                    yield txn
+                    _carried_on(conn, what)
+                    conn.execute("COMMIT", prepare=False)
+                else:
+                    with conn.pipeline():
+                        for statement in begin:
+                            txn._cur.execute(statement, prepare=False)
+                        yield txn
+                        txn._cur.execute("COMMIT", prepare=False)
+                    _carried_on(conn, what)  # the COMMIT did not run
+            except psycopg.Error as exc:
+                _rollback(conn)
+                raise _mapped(exc, what) from exc
             except BaseException:
                 _rollback(conn)
                 raise
-            if conn.pgconn.transaction_status == TransactionStatus.INERROR:
-                _rollback(conn)  # a statement failed and the caller carried on regardless
-                raise PermanentStoreError(f"{what}: a statement of the transaction failed; nothing was committed")
-            try:
-                conn.execute("COMMIT", prepare=False)
-            except psycopg.Error as exc:
-                raise _mapped(exc, f"{what} (commit)") from exc
         finally:
             txn._cur = None  # an iterator that outlives its transaction must not run on
-            self._pool.putconn(conn)
+            self._putconn(conn)
 
     # -- the Index protocol ----------------------------------------------------------------
     def read(self) -> contextlib.AbstractContextManager[PgTxn]:
@@ -295,7 +319,7 @@ class PgIndex:
         except psycopg.Error as exc:
             raise _mapped(exc, what) from exc
         finally:
-            self._pool.putconn(conn)
+            self._putconn(conn)
 
     def disk_usage(self) -> int:
         """Bytes the cas tables take, with their indexes and TOAST."""
@@ -356,9 +380,17 @@ class PgTxn(KvTxn):
         self._written: dict[str, list[bytes | None]] = {}  # per table with open iterators; None: a trim
         self._scans: dict[str, int] = {}
 
-    def _run(self, query: str, params: tuple, what: str, db: str) -> psycopg.Cursor:
+    def _send(self, query: str, params: tuple, db: str) -> None:
+        """A statement whose answer no one waits for (in a write, it waits in the pipeline)."""
         try:
-            return self._cur.execute(query, params)
+            self._cur.execute(query, params)
+        except psycopg.Error as exc:
+            raise _mapped(exc, f"cannot write {db}") from exc
+
+    def _fetch(self, query: str, params: tuple, what: str, db: str) -> list[tuple]:
+        try:
+            self._cur.execute(query, params)
+            return self._cur.fetchall()
         except psycopg.Error as exc:
             raise _mapped(exc, f"cannot {what} {db}") from exc
 
@@ -368,17 +400,19 @@ class PgTxn(KvTxn):
             written.append(key)
 
     def _get(self, db: str, key: bytes) -> bytes | None:
-        row = self._run(_SQL[db].get, (key,), "read", db).fetchone()
-        return None if row is None else row[0]
+        rows = self._fetch(_SQL[db].get, (key,), "read", db)
+        return rows[0][0] if rows else None
 
     def _put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
-        sql = _SQL[db]
         self._note(db, key)
-        return self._run(sql.upsert if overwrite else sql.insert, (key, value), "write", db).rowcount == 1
+        if overwrite:
+            self._send(_SQL[db].upsert, (key, value), db)
+            return True
+        return bool(self._fetch(_SQL[db].insert, (key, value), "write", db))
 
     def _delete(self, db: str, key: bytes) -> bool:
         self._note(db, key)
-        return self._run(_SQL[db].delete, (key,), "write", db).rowcount > 0
+        return bool(self._fetch(_SQL[db].delete, (key,), "write", db))
 
     def _scan(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         sql = _SQL[db]
@@ -391,9 +425,9 @@ class PgTxn(KvTxn):
             while True:
                 size = next(pages)
                 if end is None:
-                    rows = self._run(sql.scan, (low, size), "read", db).fetchall()
+                    rows = self._fetch(sql.scan, (low, size), "read", db)
                 else:
-                    rows = self._run(sql.scan_to, (low, end, size), "read", db).fetchall()
+                    rows = self._fetch(sql.scan_to, (low, end, size), "read", db)
                 high = rows[-1][0] if len(rows) == size else None  # None: up to the end
                 seen = len(written)
                 for k, v in rows:
@@ -419,8 +453,8 @@ class PgTxn(KvTxn):
             return 0
         self._note(db, None)
         if upto >= (1 << 64) - 1:
-            return self._run(_SQL[db].trim_all, (), "write", db).rowcount
-        return self._run(_SQL[db].trim, (s.u64(upto + 1),), "write", db).rowcount
+            return self._fetch(_SQL[db].trim_all, (), "write", db)[0][0]
+        return self._fetch(_SQL[db].trim, (s.u64(upto + 1),), "write", db)[0][0]
 
 
 def _lands(written: list[bytes | None], low: bytes, high: bytes | None) -> bool:
