@@ -53,7 +53,7 @@ from urllib.parse import quote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import ExecStatus, PipelineStatus, TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, Conflict, PermanentStoreError, StoreError, TransientStoreError
@@ -123,9 +123,13 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return p[:-1] + bytes((p[-1] + 1,)) if p else None
 
 
-def _mapped(exc: psycopg.Error, what: str) -> StoreError:
+def _mapped(exc: psycopg.Error, what: str, conn: psycopg.Connection | None = None) -> StoreError:
+    """The StoreError for ``exc``; a connection that broke makes any error transient (psycopg may
+    report the loss of a pipelined connection as the odd result it got before)."""
     state = exc.sqlstate
-    if isinstance(exc, psycopg.errors.PipelineAborted):  # an earlier statement failed
+    if conn is not None and conn.broken:
+        transient = True
+    elif isinstance(exc, psycopg.errors.PipelineAborted):  # an earlier statement failed
         transient = False
     elif state is None:  # raised by the client: a lost connection is an OperationalError
         transient = isinstance(exc, psycopg.OperationalError)
@@ -205,9 +209,9 @@ class PgIndex:
             self._migrate(conn)
         finally:
             conn.close()
-        self._returned: dict[int, float] = {}  # id of a pooled connection -> when it came back
+        self._idle_since: dict[int, float] = {}  # id of a pooled connection -> since when it idles
         self._pool = ConnectionPool(url, kwargs=self._kwargs, min_size=1, max_size=pool_size, timeout=POOL_WAIT,
-                                    check=self._check, name="cas-index", open=True)
+                                    configure=self._idle, check=self._check, name="cas-index", open=True)
 
     def close(self) -> None:
         self._pool.close()
@@ -224,12 +228,13 @@ class PgIndex:
     def _migrate(self, conn: psycopg.Connection) -> None:
         """Bring the tables to ``SCHEMA_VERSION`` (create them in an empty database)."""
         try:
-            version = self._schema_version(conn)
-            if version == SCHEMA_VERSION:
+            if self._schema_version(conn) == SCHEMA_VERSION:
                 return
+            # locked before the transaction begins, so that it sees the tables a process that
+            # was first created (the catalog cache of a transaction that was waiting would not)
+            conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_KEY,))
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_KEY,))
-                version = self._schema_version(conn)  # another process may have been first
+                version = self._schema_version(conn)
                 if version is None:
                     conn.execute("CREATE TABLE cas_schema (version integer NOT NULL)")
                     conn.execute("INSERT INTO cas_schema VALUES (0)")
@@ -240,6 +245,7 @@ class PgIndex:
                 if version < SCHEMA_VERSION:
                     conn.execute("UPDATE cas_schema SET version = %s", (SCHEMA_VERSION,))
                     log.info("%s: table layout version %d -> %d", self.where, version, SCHEMA_VERSION)
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_KEY,))  # else closing the session does
         except psycopg.Error as exc:
             raise PermanentStoreError(f"cannot set up the tables of {self.where}: "
                                       f"{' '.join(str(exc).split())}") from exc
@@ -255,11 +261,14 @@ class PgIndex:
                               f"versions up to {SCHEMA_VERSION}: run a newer cas")
         return version
 
+    def _idle(self, conn: psycopg.Connection) -> None:
+        """Note that ``conn`` (new, or back from a transaction) idles in the pool from now."""
+        self._idle_since[id(conn)] = time.monotonic()
+
     def _check(self, conn: psycopg.Connection) -> None:
         """The pool's check of a connection it hands out: one that idled a while may have been
         dropped by the server (a restart, an idle timeout); the pool replaces it if it fails."""
-        returned = self._returned.pop(id(conn), None)  # None: new from the pool
-        if returned is not None and time.monotonic() - returned > IDLE_CHECK:
+        if time.monotonic() - self._idle_since.pop(id(conn), 0.0) > IDLE_CHECK:
             conn.execute("")
 
     def _getconn(self, what: str) -> psycopg.Connection:
@@ -271,7 +280,7 @@ class PgIndex:
             raise _mapped(exc, what) from exc
 
     def _putconn(self, conn: psycopg.Connection) -> None:
-        self._returned[id(conn)] = time.monotonic()
+        self._idle(conn)
         self._pool.putconn(conn)
 
     @contextlib.contextmanager
@@ -292,11 +301,12 @@ class PgIndex:
                         for statement in begin:
                             txn._cur.execute(statement, prepare=False)
                         yield txn
-                        txn._cur.execute("COMMIT", prepare=False)
-                    _carried_on(conn, what)  # the COMMIT did not run
+                        if conn.pgconn.pipeline_status != PipelineStatus.ABORTED:
+                            txn._cur.execute("COMMIT", prepare=False)
+                    _carried_on(conn, what)
             except psycopg.Error as exc:
                 _rollback(conn)
-                raise _mapped(exc, what) from exc
+                raise _mapped(exc, what, conn) from exc
             except BaseException:
                 _rollback(conn)
                 raise
@@ -317,7 +327,7 @@ class PgIndex:
         try:
             return conn.execute(query, params).fetchall()
         except psycopg.Error as exc:
-            raise _mapped(exc, what) from exc
+            raise _mapped(exc, what, conn) from exc
         finally:
             self._putconn(conn)
 
@@ -385,14 +395,14 @@ class PgTxn(KvTxn):
         try:
             self._cur.execute(query, params)
         except psycopg.Error as exc:
-            raise _mapped(exc, f"cannot write {db}") from exc
+            raise _mapped(exc, f"cannot write {db}", self._cur.connection) from exc
 
     def _fetch(self, query: str, params: tuple, what: str, db: str) -> list[tuple]:
         try:
             self._cur.execute(query, params)
             return self._cur.fetchall()
         except psycopg.Error as exc:
-            raise _mapped(exc, f"cannot {what} {db}") from exc
+            raise _mapped(exc, f"cannot {what} {db}", self._cur.connection) from exc
 
     def _note(self, db: str, key: bytes | None) -> None:
         written = self._written.get(db)
