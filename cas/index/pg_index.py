@@ -432,26 +432,23 @@ class PgTxn(KvTxn):
         written = self._written.setdefault(db, [])
         self._scans[db] = self._scans.get(db, 0) + 1
         try:
-            while True:
+            while True:  # low: the least key not returned yet
                 size = next(pages)
                 if end is None:
                     rows = self._fetch(sql.scan, (low, size), "read", db)
                 else:
                     rows = self._fetch(sql.scan_to, (low, end, size), "read", db)
-                high = rows[-1][0] if len(rows) == size else None  # None: up to the end
+                high = rows[-1][0] if len(rows) == size else None  # None: the page reaches the end
                 seen = len(written)
                 for k, v in rows:
-                    if len(written) > seen and _lands(written[seen:], k, high):
-                        low = k  # the rest of the page changed: read it again from here
-                        break
-                    seen = len(written)
+                    if len(written) > seen:
+                        if _lands(written[seen:], low, high):
+                            break  # the rest of the page changed: read it again
+                        seen = len(written)
                     yield k, v
+                    low = k + b"\x00"
                 else:
-                    if high is not None:
-                        low = high + b"\x00"
-                    elif rows and len(written) > seen and _lands(written[seen:], rows[-1][0] + b"\x00", None):
-                        low = rows[-1][0] + b"\x00"  # rows written past the last one
-                    else:
+                    if high is None and not (len(written) > seen and _lands(written[seen:], low, None)):
                         return
         finally:
             self._scans[db] -= 1
