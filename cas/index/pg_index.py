@@ -14,7 +14,8 @@ What ``base.py`` promises, and how:
 - ``write(durable=False)`` commits with ``synchronous_commit`` off: a server crash may lose the
   last such commits but never corrupts.
 - Iterators read a page of rows at a time, by key (``k >= last key + 0x00``): they stream, and
-  rows their own transaction deletes further on are not returned.
+  they see what their own transaction writes further on (a row deleted is not returned, a row
+  added is), as an LMDB cursor does.
 - ``lock(name)`` is a session advisory lock on a connection of its own, released when the block
   exits or its process dies.
 
