@@ -44,6 +44,7 @@ the thread that opened it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -421,6 +422,7 @@ class PgIndex:
                         for statement in begin:
                             txn._cur.execute(statement, prepare=False)
                         yield txn
+                        txn._flush()
                         if conn.pgconn.pipeline_status != PipelineStatus.ABORTED:
                             txn._cur.execute("COMMIT", prepare=False)
                     _carried_on(conn, what)
@@ -510,7 +512,7 @@ class PgTxn(KvTxn):
     iterator reads its page again from where it is when one of them falls in what it has still
     to return (deleting the row just returned, the common case, does not)."""
 
-    __slots__ = ("_cur", "_readonly", "_written", "_scans", "_known", "_counters")
+    __slots__ = ("_cur", "_readonly", "_written", "_scans", "_known", "_counters", "_pending")
 
     def __init__(self, cur: psycopg.Cursor, *, readonly: bool = False):
         self._cur = cur
@@ -519,6 +521,7 @@ class PgTxn(KvTxn):
         self._scans: dict[str, int] = {}
         self._known: dict[tuple[str, bytes], bytes | None] = {}  # rows as this txn sees them now
         self._counters = False  # whether every counter row is in _known
+        self._pending: dict[str, dict[bytes, bytes | None]] = {}  # writes not sent yet (None: a delete)
 
     def _send(self, query: str, params: tuple, db: str) -> None:
         """A statement whose answer no one waits for (in a write, it waits in the pipeline)."""
@@ -554,34 +557,42 @@ class PgTxn(KvTxn):
 
     def _put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
         self._writing(db)
-        known = self._known.get((db, key), False)  # False: not known
-        if not overwrite and known is not False:
-            if known is not None:
-                return False
-            overwrite = True  # known to be absent: no answer to wait for
+        if not overwrite and self._get(db, key) is not None:
+            return False
         self._note(db, key)
-        if overwrite:
-            self._send(_SQL[db].upsert, (key, value), db)
-            stored = True
-        else:
-            stored = bool(self._fetch(_SQL[db].insert, (key, value), "write", db))
-        if stored:
-            self._known[db, key] = value
-        else:
-            self._known.pop((db, key), None)
-        return stored
+        self._known[db, key] = value
+        self._pending.setdefault(db, {})[key] = value
+        return True
 
     def _delete(self, db: str, key: bytes) -> bool:
         self._writing(db)
-        known = self._known.get((db, key), False)
-        if known is None:
-            return False  # known to be absent
+        if self._get(db, key) is None:
+            return False
         self._note(db, key)
         self._known[db, key] = None
-        if known is not False:
-            self._send(_SQL[db].delete, (key,), db)
-            return True
-        return bool(self._fetch(_SQL[db].delete, (key,), "write", db))
+        self._pending.setdefault(db, {})[key] = None
+        return True
+
+    def _flush(self) -> None:
+        """Send every held-back write as one statement: one data-modifying CTE per table and
+        kind, the rows as arrays (``_write_statement``). Keys are distinct (the last write of a
+        key wins), so the parts never touch one row twice."""
+        if not self._pending:
+            return
+        parts, params = [], []
+        for db in sorted(self._pending):
+            rows = self._pending[db]
+            puts = [(k, v) for k, v in rows.items() if v is not None]
+            gone = [k for k, v in rows.items() if v is None]
+            if puts:
+                parts.append(("put", db))
+                params += [[k for k, _ in puts], [v for _, v in puts]]
+            if gone:
+                parts.append(("delete", db))
+                params.append(gone)
+        self._pending.clear()
+        if parts:
+            self._send(_write_statement(tuple(parts)), tuple(params), ", ".join(db for _, db in parts))
 
     def counter(self, name: str) -> int:
         """A commit touches several counters: the first read fetches them all (a few dozen
@@ -602,6 +613,7 @@ class PgTxn(KvTxn):
             return super().list_objects(bucket, prefix, delimiter, start_after, limit)
         base, full_prefix, start = listing_start(bucket, prefix, delimiter, start_after)
         delim = delimiter.encode()
+        self._flush()
         params = {"start": start, "end": _prefix_end(full_prefix), "plen": len(full_prefix), "d": delim,
                   "dlen": len(delim), "n": limit + 1, "ff": b"\xff", "zero": b"\x00"}
         rows = self._fetch(_GROUPED_PAGE, params, "list", "objects")
@@ -627,6 +639,7 @@ class PgTxn(KvTxn):
         try:
             while True:  # low: the least key not returned yet
                 size = next(pages)
+                self._flush()
                 if end is None:
                     rows = self._fetch(sql.scan, (low, size), "read", db)
                 else:
@@ -653,6 +666,7 @@ class PgTxn(KvTxn):
         if upto < 0:
             return 0
         self._note(db, None)
+        self._flush()
         for known in [k for k in self._known if k[0] == db]:
             del self._known[known]
         if db == "meta":
@@ -660,6 +674,22 @@ class PgTxn(KvTxn):
         if upto >= (1 << 64) - 1:
             return self._fetch(_SQL[db].trim_all, (), "write", db)[0][0]
         return self._fetch(_SQL[db].trim, (s.u64(upto + 1),), "write", db)[0][0]
+
+
+@functools.lru_cache(maxsize=256)
+def _write_statement(parts: tuple[tuple[str, str], ...]) -> str:
+    """One statement doing ``parts`` (("put" | "delete", table) in order), each a CTE over array
+    parameters: a commit's dozen writes to half a dozen tables cost one statement, not a dozen
+    (a statement costs a client like psycopg far more CPU than a row in it). The same few shapes
+    recur, so psycopg prepares them."""
+    ctes = []
+    for i, (kind, db) in enumerate(parts):
+        if kind == "put":
+            ctes.append(f"w{i} AS (INSERT INTO cas_{db} (k, v) SELECT * FROM unnest(%b::bytea[], %b::bytea[]) "
+                        f"ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v)")
+        else:
+            ctes.append(f"w{i} AS (DELETE FROM cas_{db} WHERE k = ANY(%b::bytea[]))")
+    return f"WITH {', '.join(ctes)} SELECT 1"
 
 
 def _lands(written: list[bytes | None], low: bytes, high: bytes | None) -> bool:
