@@ -1,5 +1,6 @@
 """Two nodes on one index and one backend (``tests.fixtures.nodes``): what one node changes, the other
-sees at once, and the metadata log leaves the shared index once, in order, whoever ships it.
+sees at once (users, root, login tokens, buckets, WebDAV locks), and the metadata log leaves the
+shared index once, in order, whoever ships it.
 
 The GC side (DESIGN §4 across nodes) is ``tests/gc/test_node_hazards.py``.
 """
@@ -243,3 +244,40 @@ def test_read_modify_writes_of_one_kv_record_on_two_nodes_lose_no_change(nodes):
         w.result()
     with nodes.b.kv_read() as kv:
         assert len(json.loads(kv.get(NS_PROPS, BUCKET))) == 50
+
+
+# -- users, root, tokens and buckets: nothing a node keeps goes stale ---------------------------------------
+
+def test_every_node_has_the_one_generated_root_and_accepts_the_others_login_tokens(nodes):
+    from cas.auth.tokens import TokenService
+    from cas.errors import AccessDenied
+
+    a, b = nodes.a, nodes.b
+    name, secret, created = a.users.ensure_root()
+    assert created and (a.settings.data_dir / "root-credentials").exists()
+    assert b.users.ensure_root() == (name, secret, False)  # B's data directory has no file of it (PG)
+    assert b.users.authenticate(name, secret, source="192.0.2.1")
+    a.users.add("alice", "alice-secret-1")
+    assert b.users.authenticate("alice", "alice-secret-1", source="192.0.2.1")
+    token, _ = TokenService(a).issue("alice")
+    assert TokenService(b).verify(token) == "alice"
+    b.users.reset_secret("alice", "alice-secret-2")  # on B: A's next check sees it
+    assert not a.users.authenticate("alice", "alice-secret-1", source="192.0.2.2")
+    with pytest.raises(AccessDenied):
+        TokenService(a).verify(token)  # the token's generation died with the old secret
+    b.users.remove("alice")
+    assert a.users.secret("alice") is None
+
+
+def test_buckets_created_and_deleted_on_one_node_are_so_on_the_other(nodes):
+    from cas.errors import BucketNotFound
+
+    a, b = nodes.a, nodes.b
+    b.create_bucket("fromb")
+    assert "fromb" in {bk.name for bk in a.buckets()}
+    a.put("fromb", "k", b"v")
+    assert b.get_bytes("fromb", "k") == b"v" and b.list("fromb").entries[0].key == "k"
+    a.delete("fromb", "k")
+    a.delete_bucket("fromb")
+    with pytest.raises(BucketNotFound):
+        b.put("fromb", "k", b"v")
