@@ -102,6 +102,14 @@ def test_two_nodes_shipping_at_once_ship_every_record_exactly_once_and_in_order(
     puts = sorted(r["key"] for r in records if r["op"] == "put_object")
     assert puts == sorted(f"{tag}{k}/{i:02d}" for tag in "ab" for k in range(2) for i in range(30))
     assert sum(r["op"] == "delete_object" for r in records) == 2 * 2 * 3
+    names: set[tuple[str, str]] = set()  # the log replayed in position order is the index's state
+    for r in records:
+        if r["op"] == "put_object":
+            names.add((r["bucket"], r["key"]))
+        elif r["op"] == "delete_object":
+            names.remove((r["bucket"], r["key"]))
+    with b.index.read() as t:
+        assert names == {(bucket, key) for bucket, key, _ in t.iter_objects()}
     with a.index.read() as t:
         assert list(t.iter_mlog(0)) == [] and t.get_meta(SHIPPED) == head
 
