@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -171,6 +172,91 @@ def display_url(url: str) -> str:
     return f"postgresql://{f'{user}@' if user else ''}{host}{f':{port}' if port else ''}/{info.get('dbname') or ''}"
 
 
+def _session_kwargs(info: dict, app: str) -> dict:
+    kwargs: dict = {"autocommit": True, "application_name": app}
+    if "connect_timeout" not in info:
+        kwargs["connect_timeout"] = CONNECT_TIMEOUT
+    return kwargs
+
+
+#: where ``cas recover`` builds a new index before ``adopt_schema`` puts it in place
+STAGED_SCHEMA = "cas_recover"
+#: the schema an index that ``adopt_schema`` replaced is kept in (+ a time stamp)
+OLD_SCHEMA_PREFIX = "cas_old_"
+
+
+def has_index(url: str) -> bool:
+    """Whether the database of ``url`` holds a store's index (its tables, with rows in cas_meta),
+    looked at without creating anything."""
+    conn = _admin_connect(url)
+    try:
+        if conn.execute("SELECT to_regclass('cas_meta')").fetchone()[0] is None:
+            return False
+        return conn.execute("SELECT EXISTS (SELECT 1 FROM cas_meta)").fetchone()[0]
+    except psycopg.Error as exc:
+        raise _mapped(exc, f"cannot read the index {display_url(url)}") from exc
+    finally:
+        conn.close()
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop ``schema`` and every table in it (a staged index left by an interrupted recover)."""
+    conn = _admin_connect(url)
+    try:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    except psycopg.Error as exc:
+        raise _mapped(exc, f"cannot drop schema {schema} of {display_url(url)}") from exc
+    finally:
+        conn.close()
+
+
+def adopt_schema(url: str, staged: str, stamp: str) -> str | None:
+    """Put the index built in schema ``staged`` in the place of the database's index, in one
+    transaction (a crash leaves one or the other in place, never a mix): the tables there now
+    move to schema ``cas_old_<stamp>`` (dropped instead when they hold no store), the staged
+    ones take their place, and the staged schema goes. Returns the old tables' schema, or None."""
+    conn = _admin_connect(url)
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_KEY,))
+            home = conn.execute("SELECT current_schema()").fetchone()[0]
+            present = [t for t in TABLES
+                       if conn.execute("SELECT to_regclass(%s)", (f'"{home}".{t}',)).fetchone()[0] is not None]
+            kept = None
+            if present and conn.execute("SELECT to_regclass('cas_meta') IS NOT NULL AND "
+                                        "EXISTS (SELECT 1 FROM cas_meta)").fetchone()[0]:
+                kept = f"{OLD_SCHEMA_PREFIX}{stamp}"
+                n = 1
+                while conn.execute("SELECT to_regnamespace(%s)", (kept,)).fetchone()[0] is not None:
+                    kept, n = f"{OLD_SCHEMA_PREFIX}{stamp}_{n}", n + 1
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(kept)))
+                for t in present:
+                    conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(
+                        sql.Identifier(home), sql.Identifier(t), sql.Identifier(kept)))
+            else:
+                for t in present:
+                    conn.execute(sql.SQL("DROP TABLE {}.{}").format(sql.Identifier(home), sql.Identifier(t)))
+            for t in TABLES:
+                conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(
+                    sql.Identifier(staged), sql.Identifier(t), sql.Identifier(home)))
+            conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(staged)))
+        return kept
+    except psycopg.Error as exc:
+        raise _mapped(exc, f"cannot put the recovered index in place in {display_url(url)}") from exc
+    finally:
+        conn.close()
+
+
+def _admin_connect(url: str) -> psycopg.Connection:
+    """A connection of its own for a one-off job on the database of ``url``."""
+    info = conninfo_to_dict(url)
+    try:
+        return psycopg.connect(url, **_session_kwargs(info, _application_name()))
+    except psycopg.Error as exc:
+        message = _scrub(" ".join(str(exc).split()), (_url_password(url), info.get("password") or ""))
+        raise PermanentStoreError(f"cannot connect to the index {display_url(url)}: {message}") from None
+
+
 def _application_name() -> str:
     """``cas/<hostname>/<pid>``, the hostname cut so that all fits PostgreSQL's 63 bytes
     (``other_processes`` reads the pid back)."""
@@ -194,17 +280,22 @@ def _rollback(conn: psycopg.Connection) -> None:
 class PgIndex:
     """One store's index in a PostgreSQL database, shared by every process that opens it."""
 
-    def __init__(self, url: str, *, pool_size: int = 16):
-        self.where = f"the index {display_url(url)}"
+    def __init__(self, url: str, *, pool_size: int = 16, schema: str | None = None):
+        """``schema``: keep the tables in that schema of the database (created when absent)
+        instead of the one a session uses by default (``cas recover`` builds a new index in
+        ``STAGED_SCHEMA`` and then ``adopt_schema`` puts it in place)."""
+        self.where = f"the index {display_url(url)}" + (f" (schema {schema})" if schema else "")
         info = conninfo_to_dict(url)
         self._url = url
         self._secrets = (_url_password(url), info.get("password") or "")
         self._app = _application_name()
-        self._kwargs: dict = {"autocommit": True, "application_name": self._app}
-        if "connect_timeout" not in info:
-            self._kwargs["connect_timeout"] = CONNECT_TIMEOUT
+        self._kwargs: dict = _session_kwargs(info, self._app)
+        if schema is not None:
+            self._kwargs["options"] = f"{info.get('options') or ''} -c search_path={schema}".strip()
         conn = self._connect(PermanentStoreError)
         try:
+            if schema is not None:
+                self._create_schema(conn, schema)
             self._migrate(conn)
         finally:
             conn.close()
@@ -222,6 +313,12 @@ class PgIndex:
         except psycopg.Error as exc:
             message = _scrub(" ".join(str(exc).split()), self._secrets)
             raise failure(f"cannot connect to {self.where}: {message}") from None
+
+    def _create_schema(self, conn: psycopg.Connection, schema: str) -> None:
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        except psycopg.Error as exc:
+            raise PermanentStoreError(f"cannot create the schema of {self.where}: {' '.join(str(exc).split())}") from exc
 
     def _migrate(self, conn: psycopg.Connection) -> None:
         """Bring the tables to ``SCHEMA_VERSION`` (create them in an empty database)."""
