@@ -95,23 +95,21 @@ def signing_secret(store) -> bytes:
     """The store's HS256 secret: the one in the index, created on first use (from
     ``DIR/jwt-secret`` when an older cas made one there); when two nodes create one at once, the
     first in the index is everybody's."""
-    with store.index.read() as t:
-        kept = t.get_meta(SECRET_META)
-    if kept is None:
-        path = Path(store.settings.data_dir) / SECRET_FILE
-        try:
-            legacy = path.read_text().strip()
-            bytes.fromhex(legacy)
-        except FileNotFoundError:
-            legacy = ""
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the token secret {path}: {exc}") from exc
-        with store.index.write() as t:
-            kept = t.get_meta(SECRET_META)
-            if kept is None:
-                kept = legacy or secrets.token_hex(32)
-                t.put_meta(SECRET_META, kept)
-    return bytes.fromhex(kept)
+    return bytes.fromhex(store.meta_once(SECRET_META, lambda: _legacy_secret(store.settings.data_dir)
+                                         or secrets.token_hex(32)))
+
+
+def _legacy_secret(data_dir) -> str:
+    """The secret an older cas kept in ``DIR/jwt-secret`` (hex), or ""."""
+    path = Path(data_dir) / SECRET_FILE
+    try:
+        legacy = path.read_text().strip()
+        bytes.fromhex(legacy)
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the token secret {path}: {exc}") from exc
+    return legacy
 
 
 def _fetch_json(url: str) -> dict:
