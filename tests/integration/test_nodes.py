@@ -7,6 +7,7 @@ The GC side (DESIGN §4 across nodes) is ``tests/gc/test_node_hazards.py``.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
@@ -289,3 +290,26 @@ def test_buckets_created_and_deleted_on_one_node_are_so_on_the_other(nodes):
     a.delete_bucket("fromb")
     with pytest.raises(BucketNotFound):
         b.put("fromb", "k", b"v")
+
+
+# -- two processes on one LMDB file ------------------------------------------------------------------------
+
+def test_a_cas_command_with_synchronous_shipping_waits_out_another_processs_round(local_store, tmp_path):
+    """Two real processes on one LMDB index: while this one holds the ship lock (a round in progress),
+    `cas put` with ``meta.interval`` 0 does not return; once the round ends, it ships its record
+    itself and exits with it in the backend."""
+    from tests.fixtures.gc import cas_env, start_cas
+
+    local_store.create_bucket("bkt")
+    local_store.meta_log.ship()
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"hello")
+    with local_store.index.lock("meta-ship"):
+        put = start_cas(local_store.settings.data_dir, "put", str(src), "bkt/k",
+                        env=cas_env(CAS_META_INTERVAL="0"))
+        with pytest.raises(subprocess.TimeoutExpired):
+            put.wait(3)
+    out, err = put.communicate(timeout=60)
+    assert put.returncode == 0, err
+    segments = _segments(local_store)
+    assert [r["key"] for r in segments[-1][2]] == ["k"] and _shipped(local_store) == _head(local_store)
