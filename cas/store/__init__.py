@@ -600,6 +600,23 @@ class Store(UploadsMixin, JournalMixin):
         """Set an object's modification time (rclone's X-OC-Mtime)."""
         return self._update(bucket, key, "touch", user, lambda info: replace(info, mtime=float(mtime)))
 
+    def meta_once(self, name: str, make: Callable[[], object]) -> object:
+        """The value kept in index meta ``name``; when there is none, ``make()``'s, recorded first
+        (``make`` runs outside any txn; when several processes or nodes make one at once, the first
+        recorded is everybody's). Meta never reaches the backend: for what every node must share
+        and the backend must not hold (the login-token key)."""
+        with self.index.read() as t:
+            value = t.get_meta(name)
+        if value is not None:
+            return value
+        made = make()
+        with self.index.write() as t:
+            value = t.get_meta(name)
+            if value is None:
+                t.put_meta(name, made)
+                value = made
+        return value
+
     # -- small key-value space for protocol state -----------------------------------------------
     @contextlib.contextmanager
     def kv_write(self) -> Iterator[KvSpace]:

@@ -1,11 +1,13 @@
 """Two nodes on one index and one backend (``tests.fixtures.nodes``): what one node changes, the other
-sees at once, and the metadata log leaves the shared index once, in order, whoever ships it.
+sees at once (users, root, login tokens, buckets, WebDAV locks), and the metadata log leaves the
+shared index once, in order, whoever ships it.
 
 The GC side (DESIGN §4 across nodes) is ``tests/gc/test_node_hazards.py``.
 """
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
@@ -101,6 +103,14 @@ def test_two_nodes_shipping_at_once_ship_every_record_exactly_once_and_in_order(
     puts = sorted(r["key"] for r in records if r["op"] == "put_object")
     assert puts == sorted(f"{tag}{k}/{i:02d}" for tag in "ab" for k in range(2) for i in range(30))
     assert sum(r["op"] == "delete_object" for r in records) == 2 * 2 * 3
+    names: set[tuple[str, str]] = set()  # the log replayed in position order is the index's state
+    for r in records:
+        if r["op"] == "put_object":
+            names.add((r["bucket"], r["key"]))
+        elif r["op"] == "delete_object":
+            names.remove((r["bucket"], r["key"]))
+    with b.index.read() as t:
+        assert names == {(bucket, key) for bucket, key, _ in t.iter_objects()}
     with a.index.read() as t:
         assert list(t.iter_mlog(0)) == [] and t.get_meta(SHIPPED) == head
 
@@ -243,3 +253,63 @@ def test_read_modify_writes_of_one_kv_record_on_two_nodes_lose_no_change(nodes):
         w.result()
     with nodes.b.kv_read() as kv:
         assert len(json.loads(kv.get(NS_PROPS, BUCKET))) == 50
+
+
+# -- users, root, tokens and buckets: nothing a node keeps goes stale ---------------------------------------
+
+def test_every_node_has_the_one_generated_root_and_accepts_the_others_login_tokens(nodes):
+    from cas.auth.tokens import TokenService
+    from cas.errors import AccessDenied
+
+    a, b = nodes.a, nodes.b
+    name, secret, created = a.users.ensure_root()
+    assert created and (a.settings.data_dir / "root-credentials").exists()
+    assert b.users.ensure_root() == (name, secret, False)  # B's data directory has no file of it (PG)
+    assert b.users.authenticate(name, secret, source="192.0.2.1")
+    a.users.add("alice", "alice-secret-1")
+    assert b.users.authenticate("alice", "alice-secret-1", source="192.0.2.1")
+    token, _ = TokenService(a).issue("alice")
+    assert TokenService(b).verify(token) == "alice"
+    b.users.reset_secret("alice", "alice-secret-2")  # on B: A's next check sees it
+    assert not a.users.authenticate("alice", "alice-secret-1", source="192.0.2.2")
+    with pytest.raises(AccessDenied):
+        TokenService(a).verify(token)  # the token's generation died with the old secret
+    b.users.remove("alice")
+    assert a.users.secret("alice") is None
+
+
+def test_buckets_created_and_deleted_on_one_node_are_so_on_the_other(nodes):
+    from cas.errors import BucketNotFound
+
+    a, b = nodes.a, nodes.b
+    b.create_bucket("fromb")
+    assert "fromb" in {bk.name for bk in a.buckets()}
+    a.put("fromb", "k", b"v")
+    assert b.get_bytes("fromb", "k") == b"v" and b.list("fromb").entries[0].key == "k"
+    a.delete("fromb", "k")
+    a.delete_bucket("fromb")
+    with pytest.raises(BucketNotFound):
+        b.put("fromb", "k", b"v")
+
+
+# -- two processes on one LMDB file ------------------------------------------------------------------------
+
+def test_a_cas_command_with_synchronous_shipping_waits_out_another_processs_round(local_store, tmp_path):
+    """Two real processes on one LMDB index: while this one holds the ship lock (a round in progress),
+    `cas put` with ``meta.interval`` 0 does not return; once the round ends, it ships its record
+    itself and exits with it in the backend."""
+    from tests.fixtures.gc import cas_env, start_cas
+
+    local_store.create_bucket("bkt")
+    local_store.meta_log.ship()
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"hello")
+    with local_store.index.lock("meta-ship"):
+        put = start_cas(local_store.settings.data_dir, "put", str(src), "bkt/k",
+                        env=cas_env(CAS_META_INTERVAL="0"))
+        with pytest.raises(subprocess.TimeoutExpired):
+            put.wait(3)
+    out, err = put.communicate(timeout=60)
+    assert put.returncode == 0, err
+    segments = _segments(local_store)
+    assert [r["key"] for r in segments[-1][2]] == ["k"] and _shipped(local_store) == _head(local_store)
