@@ -136,9 +136,9 @@ def writer_alive(expiry: float | None, owner: bytes, now: float) -> bool:
     return lease_alive(expiry, now) and not owner_is_dead(owner)
 
 
-def register_writer(t, writer_id: bytes, expiry: float) -> None:
-    """A writer's lease row, owned by this process (in the writer's first pin txn)."""
-    t.put_writer(writer_id, expiry, PROCESS_OWNER)
+def register_writer(t, writer_id: bytes, expiry: float, owner: bytes = PROCESS_OWNER) -> None:
+    """A writer's lease row, owned by ``owner`` (this process; in the writer's first pin txn)."""
+    t.put_writer(writer_id, expiry, owner)
 
 
 def lease_expired(t, writer_id: bytes, now: float) -> bool:
@@ -153,11 +153,11 @@ def release_writer(t, writer_id: bytes, pinned: Iterable[bytes]) -> None:
     t.delete_writer(writer_id)
 
 
-def renew_leases(t, writer_ids: Iterable[bytes], expiry: float) -> None:
+def renew_leases(t, writer_ids: Iterable[bytes], expiry: float, owner: bytes = PROCESS_OWNER) -> None:
     """Heartbeat: extend the leases of writers whose rows still exist (a reaped row stays gone)."""
     for w in writer_ids:
         if t.writer_expiry(w) is not None:
-            t.put_writer(w, expiry, PROCESS_OWNER)
+            t.put_writer(w, expiry, owner)
 
 
 def dead_writers(t, now: float) -> set[bytes]:
@@ -194,10 +194,14 @@ class Heartbeat:
     """Renews the leases of this process's writers every ``lease / 3`` (at most every minute).
 
     ``clock`` and ``lease`` are read at each beat (tests swap the Store's clock). The thread
-    starts with the first writer and stops with ``stop``.
+    starts with the first writer and stops with ``stop``. ``owner`` is the identity the leases
+    of these writers carry (``PROCESS_OWNER``; tests that play several nodes in one process give
+    each its own).
     """
 
-    def __init__(self, index, clock: Callable[[], float], lease: Callable[[], float]):
+    def __init__(self, index, clock: Callable[[], float], lease: Callable[[], float],
+                 owner: bytes = PROCESS_OWNER):
+        self.owner = owner
         self._index = index
         self._clock = clock
         self._lease = lease
@@ -231,7 +235,7 @@ class Heartbeat:
                 continue
             try:
                 with self._index.write() as t:
-                    renew_leases(t, writers, self._clock() + lease)
+                    renew_leases(t, writers, self._clock() + lease, self.owner)
             except Exception:  # logged and retried on the next beat; a missed beat is not fatal
                 log.exception("writer heartbeat failed")
 

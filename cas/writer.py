@@ -247,7 +247,8 @@ class BlockWriter:
         to_wait: list[tuple[bytes, bytes]] = []
         with self._index.write(durable=False) as t:  # pins need not survive a crash: their writer won't
             if not self._registered:
-                blocklife.register_writer(t, self.writer_id, now + self._store.settings.gc.pin_lease)
+                blocklife.register_writer(t, self.writer_id, now + self._store.settings.gc.pin_lease,
+                                          self._store.heartbeat.owner)
                 self._damage_marks = blocklife.damage_marks(t)
             for bid, data in batch:
                 action = blocklife.pin(t, bid, self.writer_id, now)

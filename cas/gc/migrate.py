@@ -48,7 +48,7 @@ from ..index.schema import FORMAT_VERSION, KIND_MANIFEST
 from ..store import Store
 from .progress import ProgressFactory, no_progress
 from .report import human_size
-from .safety import GcLock
+from .safety import gc_lock
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def migrate(settings: Settings, *, batch: int = BATCH, progress: ProgressFactory
         raise identity.not_a_store(settings)
     index = open_index(settings)
     try:
-        with GcLock(settings.data_dir, wait=lock_wait, what="migrate"):
+        with gc_lock(index, wait=lock_wait):
             return _Migration(settings, index, max(1, batch), progress or no_progress).run()
     finally:
         index.close()

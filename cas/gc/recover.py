@@ -68,14 +68,14 @@ from ..codec import Codec, CodecParams
 from ..config import Settings, testonly_crash_point
 from ..errors import BlockNotFound, ConfigError, Conflict, IntegrityError, StoreError
 from ..ids import block_id, short
-from ..index import Index, open_index
+from ..index import Index, lock_unopened, open_index
 from ..index.schema import FORMAT_VERSION, KIND_DATA, KIND_MANIFEST, PACK_SEALED, Loc, PackRow
 from ..manifest import entry_count, iter_entries
 from ..meta import objects, records
 from ..meta.objects import MetaDamaged
 from .progress import no_progress
 from .report import human_size
-from .safety import GcLock
+from .safety import GC_LOCK, held
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def recover(settings: Settings, *, progress=None, lock_wait: float = 0.0, clock=
             data.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create data directory {data}: {exc}") from exc
-        with GcLock(data, wait=lock_wait, what="recover"):
+        with held(lock_unopened(settings, GC_LOCK, wait=lock_wait)):
             _refuse_if_in_use(settings)
             return _Recovery(settings, files, progress or no_progress, clock).run()
     finally:

@@ -6,67 +6,46 @@ DESIGN §4's contract and live in ``cas.blocklife``. What stays here is GC's:
 - **Temp files** of interrupted block writes are removed after ``max(min_age,
   TEMP_MIN_AGE)``: a live write renames its temp file within milliseconds, so even
   ``--min-age 0`` must not race a write in progress.
-- **One GC at a time.** ``GcLock`` is an exclusive ``flock`` on ``DATA/gc.lock``
-  (works across processes and between threads of one process, since each lock
-  holds its own open file). Verify takes the same lock so it never sees a
-  block disappear under a snapshot it is checking.
+- **One GC at a time.** ``gc_lock`` is the index's lock ``"gc"`` (``Index.lock``): exclusive across
+  every process on every node that shares the index (LMDB: ``flock`` on ``DATA/gc.lock``; PostgreSQL:
+  an advisory lock), and between threads of one process. Verify, ref retention, migrate and recover
+  take the same lock: verify never sees a block disappear under a snapshot it is checking, and
+  refs are trimmed only when no run needs them.
 
 Thread-safe.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-import time
-from pathlib import Path
+import contextlib
+from collections.abc import Iterator
 
 from ..errors import Conflict
 
 TEMP_MIN_AGE = 300.0
-LOCK_NAME = "gc.lock"
+GC_LOCK = "gc"
 
 
 def temp_grace(min_age: float) -> float:
     return max(min_age, TEMP_MIN_AGE)
 
 
-class GcLock:
-    """Exclusive lock on ``DATA/gc.lock``: one GC (or verify) per store at a time."""
+def gc_lock(index, *, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
+    """Hold the store's GC lock for the ``with`` block: one GC (or verify, ...) per store at a time
+    across all nodes; ``Conflict`` naming its holder when it is not free within ``wait`` seconds."""
+    return held(index.lock(GC_LOCK, wait=wait))
 
-    def __init__(self, data_dir: str | os.PathLike, *, wait: float = 0.0, what: str = "gc"):
-        self.path = Path(data_dir) / LOCK_NAME
-        self.wait = wait
-        self.what = what
-        self._fd: int | None = None
 
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + self.wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise Conflict(f"another gc or verify is running on {self.path.parent} "
-                                   f"(it holds {self.path}); try again later") from None
-                time.sleep(0.1)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> GcLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
+@contextlib.contextmanager
+def held(lock: contextlib.AbstractContextManager) -> Iterator[None]:
+    """Enter ``lock`` (a GC lock) for the ``with`` block; a busy lock becomes the one message every GC
+    lock user gives (a ``Conflict`` raised inside the block is left alone)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lock)
+        except Conflict as exc:
+            raise Conflict(f"another gc or verify is running on this store ({exc}); try again later") from None
+        yield
 
 
 def trim_idle_refs(store) -> dict:
@@ -77,7 +56,7 @@ def trim_idle_refs(store) -> dict:
     (without waiting) therefore makes every ref up to now unneeded; when a run holds it, it
     trims what it read itself when it is done. Returns ``{"refs": <rows dropped>}``."""
     try:
-        with GcLock(store.settings.data_dir, what="ref retention"):
+        with gc_lock(store.index):
             with store.index.write() as t:
                 return {"refs": t.trim_refs(t.last_seq())}
     except Conflict:

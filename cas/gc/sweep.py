@@ -1,6 +1,6 @@
 """Mark and sweep garbage collection that never loses data, even while uploads run (DESIGN §4).
 
-One run (``collect``), holding the store's GC lock (``safety.GcLock``):
+One run (``collect``), holding the store's GC lock (``safety.gc_lock``):
 
 1. Expire multipart uploads older than ``gc.upload_expiry``; forget writers whose
    lease expired, and their pins (a pin without a writer row is dead for good:
@@ -70,7 +70,7 @@ from .packs import DryDrops, PackSweep
 from .progress import ProgressFactory, no_progress
 from .report import GcReport, human_duration
 from .runs import record_run
-from .safety import GcLock, temp_grace
+from .safety import gc_lock, temp_grace
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def collect(store, *, delete: bool = False, min_age: float | None = None,
     """
     run = _Run(store, delete, store.settings.gc.min_age if min_age is None else float(min_age),
                progress or no_progress, hook, max(1, batch), stop, force_orphans)
-    with GcLock(store.settings.data_dir, wait=lock_wait):
+    with gc_lock(store.index, wait=lock_wait):
         run.point("after_lock")
         report = run.run()
         # findings of a GC run: blocks it freed (or, in a dry run, would free)

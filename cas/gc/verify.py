@@ -69,7 +69,7 @@ from .progress import NullBar, ProgressFactory, no_progress
 from .repair import Repair
 from .report import Finding, VerifyReport
 from .runs import record_run
-from .safety import GcLock
+from .safety import gc_lock
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def verify(store, *, deep: bool = False, repair: bool = False, rate_limit: float
            workers: int = WORKERS) -> VerifyReport:
     """Check ``store`` (see the module docstring); ``rate_limit`` caps deep reads in bytes/s."""
     v = _Verify(store, deep, rate_limit, progress or no_progress, workers)
-    with GcLock(store.settings.data_dir, wait=lock_wait, what="verify"):
+    with gc_lock(store.index, wait=lock_wait):
         v.run()
         fixer = Repair(store, v.report, v._by_block, v._rows, v._counter_delta,
                        v.packcheck.fixes if v.packcheck is not None else None)

@@ -159,15 +159,17 @@ class Index(Protocol):
         """Bytes the index takes: its files (LMDB) or its tables (PostgreSQL)."""
         ...
 
-    def lock(self, name: str, *, wait: float = 0.0) -> AbstractContextManager[None]:
-        """An exclusive named lock (``gc``, ``meta-ship``) held for the ``with`` block; raises
-        ``cas.errors.Conflict`` when another holder keeps it for ``wait`` seconds."""
-        ...
-
     def other_processes(self) -> list[int]:
         """Pids of other live processes that have this index open, as far as the index can tell
         (best effort; a shared remote index may say none). Offline commands (``cas migrate``)
         refuse to run beside them."""
+        ...
+
+    def lock(self, name: str, *, wait: float = 0.0) -> AbstractContextManager[None]:
+        """An exclusive lock called ``name`` across every process (on every host) using this index,
+        held for the ``with`` block and released when its holder dies. ``Conflict`` — naming the
+        holder as far as the index can tell — when it is not held within ``wait`` seconds. Locks of
+        one name exclude each other also between threads of one process."""
         ...
 
     def close(self) -> None: ...

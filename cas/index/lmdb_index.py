@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -156,6 +157,47 @@ def _mapped(exc: lmdb.Error, what: str) -> StoreError:
     return TransientStoreError(f"{what}: {exc}")
 
 
+@contextlib.contextmanager
+def file_lock(path: Path, *, wait: float = 0.0) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for the ``with`` block (``Conflict`` naming the holder when
+    not held within ``wait`` seconds).
+
+    Each acquisition opens the file anew, so it excludes other threads of this process too. The
+    holder writes its pid and host into the file once it holds it; a waiter that gives up reads
+    them back for its message (best effort: a holder that has not written yet shows its
+    predecessor's). The kernel drops the lock when the holder dies.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise PermanentStoreError(f"cannot open the lock file {path}: {exc}") from exc
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 256, 0).decode(errors="replace").strip()
+                    raise Conflict(f"{path} is held by {holder or 'another process'}") from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def named_lock(directory: Path, name: str, *, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
+    """The lock ``LmdbIndex.lock(name)`` takes for an index in ``directory/index``, usable without
+    opening the index (``cas recover`` replaces a damaged one)."""
+    return file_lock(Path(directory) / f"{name}.lock", wait=wait)
+
+
 class LmdbIndex:
     """The name → manifest → block index of one store."""
 
@@ -218,32 +260,10 @@ class LmdbIndex:
     def disk_usage(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
-    @contextlib.contextmanager
-    def lock(self, name: str, *, wait: float = 0.0) -> Iterator[None]:
-        """An exclusive ``flock`` on ``<index dir>/../<name>.lock`` (``gc``: ``DATA/gc.lock``).
-
-        Each holder opens the file itself, so the lock excludes other threads of this process
-        as well as other processes; a process that dies releases it."""
-        path = self.path.parent / f"{name}.lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise PermanentStoreError(f"cannot open the lock file {path}: {exc}") from exc
-        try:
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise Conflict(f"another process holds the {name} lock of the index at "
-                                       f"{self.path} ({path})") from None
-                    time.sleep(min(0.05, left))
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+    def lock(self, name: str, *, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
+        """``file_lock`` on ``DATA/<name>.lock`` beside the index directory (``"gc"`` is ``DATA/gc.lock``,
+        the lock older cas versions took for GC too)."""
+        return named_lock(self.path.parent, name, wait=wait)
 
     def other_processes(self) -> list[int]:
         """Pids of other live processes in LMDB's reader table (stale slots of dead ones cleared

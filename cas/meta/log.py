@@ -135,5 +135,8 @@ class LoggedIndex:
     def other_processes(self) -> list[int]:
         return self.inner.other_processes()
 
+    def lock(self, name: str, *, wait: float = 0.0):
+        return self.inner.lock(name, wait=wait)
+
     def close(self) -> None:
         self.inner.close()

@@ -9,18 +9,26 @@ two leaves the records in the index: the next ship writes them again (a segment 
 name, or one that overlaps it). Records are never dropped before their segment is durable, so a
 backend outage only grows the lag (``status()``): the background loop retries with backoff.
 
-Segments may overlap when two processes ship at once (a CLI command closing while a server
-runs); readers replay records in position order and skip positions they have applied
-(replaying a contiguous suffix of the log onto a state that already contains it changes
-nothing, see ``records.apply``).
+**One shipper at a time.** Every process that shares the index (the nodes of a cluster sharing
+a PostgreSQL index, a CLI command beside a server) appends to the one ``mlog`` table, and one
+shipping round at a time, in any process, moves records out of it: a round holds the index's lock
+``"meta-ship"`` (``Index.lock``) from reading ``"mlog_shipped"`` until it has raised it, so no
+two rounds ship the same records and none skips any. The background loop skips its round when
+another process holds the lock (that one ships whatever is there). A crash between the segment
+and the index txn still leaves a segment that the next round overlaps; readers replay records in
+position order and skip positions they have applied (replaying a contiguous suffix of the log
+onto a state that already contains it changes nothing, see ``records.apply``).
 
 **When.** ``cas serve`` calls ``start()``: a thread ships every ``meta.interval`` seconds. With
 ``meta.interval`` 0 every commit that logged records waits in ``wait_shipped`` until they are in
 the backend (group commit: one thread at a time ships, and everything unshipped goes into its
-segment, so the commits that waited meanwhile find theirs shipped and return without I/O); a
-commit that cannot be shipped within ``SYNC_TIMEOUT`` raises ``TransientStoreError`` (its change
-is in the index and its record stays queued: the client's retry is harmless). ``close()`` (at
-``Store.close``) ships what is left, so a CLI command ends with its records in the backend.
+segment, so the commits that waited meanwhile find theirs shipped and return without I/O). When
+another process is shipping, the commit waits for that round to end (its record may be in it:
+``"mlog_shipped"`` in the index says) and then ships what is left itself. A commit that cannot be
+shipped within ``SYNC_TIMEOUT`` raises ``TransientStoreError`` (its change is in the index and its
+record stays queued: the client's retry is harmless). ``close()`` (at ``Store.close``) ships what
+is left, waiting for another process's round if need be, so a CLI command ends with its records
+in the backend.
 
 **Snapshots.** The first time a store ships (its names may predate the log), then every
 ``meta.snapshot_every`` records (and at least every ``meta.snapshot_interval`` when anything
@@ -32,30 +40,36 @@ txn, so it is consistent (the txn lasts while the parts go up; LMDB keeps the pa
 deletes what no recovery needs: with the two newest complete snapshots kept, log segments whose
 ``last`` is at most the older one's ``n``, older snapshots, and incomplete snapshots older than
 the newest complete one. A snapshot's ``done`` is deleted before its parts, so a snapshot is
-never complete with parts missing.
+never complete with parts missing. Snapshots and compaction hold the index's lock
+``"meta-snapshot"`` (a node that finds it held skips: the holder writes the snapshot that was
+due); a snapshot takes long, so it does not hold up shipping.
 
 **Retention** (``retention()``, hourly in the background loop): journal events older than
 ``meta.events_keep``; and ``maintenance`` jobs others add (``cas serve`` adds GC's trim of the
 commit references no GC or verify run needs: ``cas.gc.safety.trim_idle_refs``).
 
 Thread-safety: ``ship`` is serialised by a lock (waiters of a synchronous store share one
-segment); ``snapshot``/``compact``/``retention`` by another.
+segment) and, across processes, by the index lock; ``snapshot``/``compact``/``retention`` by
+another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 
-from ..errors import CasError, TransientStoreError
+from ..errors import CasError, Conflict, TransientStoreError
 from . import objects, records
 
 log = logging.getLogger(__name__)
 
 SHIPPED = "mlog_shipped"  # index meta: the last log position in the backend
 SNAPSHOT = "mlog_snapshot"  # index meta: {"n", "time"} of the last snapshot this store wrote
+SHIP_LOCK = "meta-ship"  # index lock: one shipping round at a time, across processes and nodes
+SNAPSHOT_LOCK = "meta-snapshot"  # index lock: one snapshot or compaction at a time
 #: records per segment at most (a long backlog goes up in several segments)
 SEGMENT_RECORDS = 50_000
 #: records per snapshot part
@@ -98,9 +112,22 @@ class MetaShipper:
         with self.index.read() as t:
             return t.get_meta(SHIPPED) or 0
 
-    def ship(self) -> int:
-        """Ship every unshipped record; returns the number shipped (raises ``StoreError``)."""
+    def ship(self, *, wait: float = 0.0) -> int:
+        """Ship every unshipped record; returns the number shipped (raises ``StoreError``). When
+        another process holds the ship lock for longer than ``wait`` seconds, ships nothing
+        (returns 0): that process ships the records."""
         with self._ship_lock:
+            return self._ship_round(wait) or 0
+
+    def _ship_round(self, wait: float) -> int | None:
+        """One shipping round under the index's ship lock (the caller holds ``_ship_lock``): the
+        number shipped, or None when another process held the lock for ``wait`` seconds."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self.index.lock(SHIP_LOCK, wait=wait))
+            except Conflict:
+                self._shipped = max(self._shipped, self._read_shipped())
+                return None
             return self._ship_locked()
 
     def _ship_locked(self) -> int:
@@ -127,7 +154,8 @@ class MetaShipper:
             log.debug("shipped log records %d..%d", first, last)
 
     def wait_shipped(self, n: int, timeout: float = SYNC_TIMEOUT) -> None:
-        """Return once log position ``n`` is in the backend (``meta.interval`` 0)."""
+        """Return once log position ``n`` is in the backend (``meta.interval`` 0): shipped by this
+        process, or by another one whose round this waits for (``"mlog_shipped"`` in the index)."""
         if self._shipped >= n:
             return
         deadline = time.monotonic() + timeout
@@ -139,7 +167,8 @@ class MetaShipper:
             try:
                 if self._shipped >= n:
                     return
-                self._ship_locked()
+                # waits out another process's round, then ships what that one left
+                self._ship_round(max(0.0, deadline - time.monotonic()))
                 if self._shipped >= n:
                     self._ok()
                     return
@@ -195,9 +224,12 @@ class MetaShipper:
         return (head - snap["n"] >= self.settings.snapshot_every
                 or (by_time and self.clock() - snap["time"] >= self.settings.snapshot_interval))
 
-    def snapshot(self) -> int:
-        """Write a complete snapshot as of the current log position; returns that position."""
-        with self._maint_lock:
+    def snapshot(self) -> int | None:
+        """Write a complete snapshot as of the current log position; returns that position (None:
+        another process is writing one, or compacting)."""
+        with self._maint_lock, contextlib.ExitStack() as stack:
+            if not self._snapshot_lock(stack):
+                return None
             with self.index.read() as t:
                 n = t.counter("mlog")
                 parts, count = 0, 0
@@ -226,8 +258,21 @@ class MetaShipper:
             return n
 
     def compact(self) -> dict:
-        with self._maint_lock:
+        """Delete the snapshots and segments no recovery needs (nothing when another process is
+        writing a snapshot or compacting)."""
+        with self._maint_lock, contextlib.ExitStack() as stack:
+            if not self._snapshot_lock(stack):
+                return {"segments": 0, "snapshots": 0}
             return self._compact_locked()
+
+    def _snapshot_lock(self, stack: contextlib.ExitStack) -> bool:
+        """Take the index's snapshot lock into ``stack``; False when another process holds it."""
+        try:
+            stack.enter_context(self.index.lock(SNAPSHOT_LOCK))
+        except Conflict:
+            log.debug("another process is writing a metadata snapshot or compacting: skipped")
+            return False
+        return True
 
     def _compact_locked(self) -> dict:
         snaps = objects.snapshots(self.files)
@@ -311,7 +356,9 @@ class MetaShipper:
             return min(interval * 2 ** min(self.failures, 10), MAX_BACKOFF)
         try:
             if self.logging and self.snapshot_due():
-                log.info("metadata snapshot written at log position %d", self.snapshot())
+                n = self.snapshot()
+                if n is not None:
+                    log.info("metadata snapshot written at log position %d", n)
             if self.clock() - self._last_retention >= RETENTION_EVERY:
                 self._last_retention = self.clock()
                 self.retention()
@@ -329,7 +376,7 @@ class MetaShipper:
         if not self.logging:
             return
         try:
-            self.ship()
+            self.ship(wait=SYNC_TIMEOUT)  # after another process's round: what it left is ours to ship
             if self.snapshot_due(by_time=False):  # the daily one is the server's
                 self.snapshot()
         except CasError as exc:

@@ -84,7 +84,7 @@ class Store(UploadsMixin, JournalMixin):
     """Buckets, objects, multipart uploads, users and the journal over one index and BlockStore."""
 
     def __init__(self, settings: Settings, index: Index, blocks: BlockStore,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, owner: bytes = blocklife.PROCESS_OWNER):
         self.settings = settings
         # every durable-name change is also a metadata log record (cas.meta.log), shipped to the
         # backend by ``meta_log``; a store whose blocks are not in packs has nowhere to ship them
@@ -102,8 +102,9 @@ class Store(UploadsMixin, JournalMixin):
         self._changed = threading.Condition()
         self._manifests: OrderedDict[bytes, Manifest] = OrderedDict()
         self._manifests_lock = threading.Lock()
-        # renews the leases of this process's writers (their pins are honoured by GC while they run)
-        self.heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self.settings.gc.pin_lease)
+        # renews the leases of this process's writers (their pins are honoured by GC while they run);
+        # ``owner``: the identity their leases carry (blocklife.Heartbeat)
+        self.heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self.settings.gc.pin_lease, owner)
         packs = packs_of(blocks)
         self.index.enabled = packs is not None and settings.meta.log
         self.meta_log = MetaShipper(self.index, packs.files, settings.meta, clock=lambda: self.clock()) \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -10,7 +11,6 @@ import pytest
 
 from cas.errors import Conflict
 from cas.gc.mark import MarkSet
-from cas.gc.safety import GcLock
 from cas.gc.sweep import collect, run_periodic
 from cas.gc.verify import verify
 from cas.ids import block_id
@@ -139,8 +139,8 @@ def test_open_upload_parts_are_kept_and_expired_uploads_reclaimed(gc_store, cloc
 @pytest.mark.integration
 def test_only_one_gc_at_a_time(gc_store):
     s = gc_store
-    with GcLock(s.settings.data_dir):
-        with pytest.raises(Conflict):
+    with s.index.lock("gc"):
+        with pytest.raises(Conflict, match=rf"another gc or verify is running .*pid {os.getpid()}\b"):
             collect(s, delete=True)
     collect(s, delete=True)
 
@@ -245,6 +245,6 @@ def test_cli_gc_dry_run_then_delete_json(local_gc_store):
     out = json.loads(real.stdout)
     assert out["dry_run"] is False and out["deleted"] == len(before - block_ids(s)) > 0
     assert_whole(s, {(BUCKET, "keep"): x})
-    with GcLock(s.settings.data_dir):
+    with s.index.lock("gc"):
         busy = run_cas(s.settings.data_dir, "gc", "--delete")
     assert busy.returncode == Conflict.exit_code and b"another gc" in busy.stderr

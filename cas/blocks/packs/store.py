@@ -94,7 +94,7 @@ class PackedBlockStore(BlockStore):
 
     def __init__(self, files: PackFiles, index, *, target_size: int = TARGET_SIZE,
                  seal_idle: float = SEAL_IDLE, lease: float = 600.0, clock=time.time,
-                 cache_bytes: int | None = None):
+                 cache_bytes: int | None = None, owner: bytes = blocklife.PROCESS_OWNER):
         self.files = files
         self.index = index
         self.kind = files.kind
@@ -108,7 +108,8 @@ class PackedBlockStore(BlockStore):
         self._pending_lock = threading.Lock()
         self._manifest_locs: dict[bytes, Loc] = {}  # located manifests a commit may still bind
         self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cas-seal")
-        self._heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self._lease)
+        # the leases of this process's open packs (``owner``: see blocklife.Heartbeat)
+        self._heartbeat = blocklife.Heartbeat(index, lambda: self.clock(), lambda: self._lease, owner)
         self._appending: set[bytes] = set()  # local packs this process has open (their leases beat)
         self._cache: OrderedDict[tuple[bytes, int, int], bytes] = OrderedDict()
         self._cache_bytes = 0
@@ -134,7 +135,7 @@ class PackedBlockStore(BlockStore):
         # that a pack without a row is never ours to delete (with a lost index, that is every pack)
         with self.index.write(durable=False) as t:
             t.put_pack(pack_id, PackRow(PACK_OPEN, 0, 0, 0, 0, now, now))
-            blocklife.register_writer(t, pack_id, now + self._lease)
+            blocklife.register_writer(t, pack_id, now + self._lease, self._heartbeat.owner)
         self._heartbeat.add(pack_id)
         self._appending.add(pack_id)
         sink = self.files.create(pack_id)
@@ -411,7 +412,12 @@ class PackedBlockStore(BlockStore):
             if not self.files.can_flush:
                 self.sync([entry_id])
             elif p.failed is None:
-                return self.files.read(p.id, e.offset, e.length)
+                try:
+                    return self.files.read(p.id, e.offset, e.length)
+                except BlockNotFound:
+                    # this process stalled past its pack's lease and another process's GC copied
+                    # the pack out and deleted it: the index knows where the entry lives now
+                    pass
         loc = self.location(entry_id, kind)
         if loc is None:
             raise BlockNotFound(f"block {short(entry_id)} is not in any pack of {self.kind}")
