@@ -4,10 +4,7 @@ A user is a name that is also its S3 access key, with one secret that is its
 S3 secret key and its WebDAV / web password (as in MinIO). Secrets must be
 recoverable for SigV4, so they are kept in the index, whose files are 0600.
 The root user comes from CAS_ROOT_USER / CAS_ROOT_PASSWORD, or is generated at
-first start into ``DIR/root-credentials`` (0600); root sees every bucket. With a
-shared (PostgreSQL) index a generated root is the store's, not the node's: it is
-kept in the index (kv namespace ``auth``, never in the metadata log), where every
-other node finds it, and the node that generated it also writes its file.
+first start into ``DIR/root-credentials`` (0600); root sees every bucket.
 Comparisons are constant-time; repeated failures are slowed down per source
 address and per (address, name) by ``LoginThrottle`` (never per name alone, so
 a guesser cannot lock the real user out).
@@ -28,7 +25,6 @@ from .throttle import LoginThrottle
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=,-]{2,127}$")
 ROOT_FILE = "root-credentials"
-ROOT_NS, ROOT_KEY = "auth", "root"  # where a shared index keeps a generated root (name \n secret)
 
 
 def generate_secret() -> str:
@@ -53,39 +49,16 @@ class UserRegistry:
             self._root = (auth.root_user, auth.root_password)
             return auth.root_user, auth.root_password, False
         path = self._store.settings.data_dir / ROOT_FILE
-        if self._store.settings.index.remote:
-            name, secret, created = self._shared_root(path, auth.root_user or "root")
-        elif path.exists():
+        if path.exists():
             name, secret = path.read_text().split("\n")[:2]
-            created = False
-        else:
-            name, secret, created = auth.root_user or "root", generate_secret(), True
-        if created:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{name}\n{secret}\n")
+            self._root = (name, secret)
+            return name, secret, False
+        name, secret = auth.root_user or "root", generate_secret()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{name}\n{secret}\n")
         self._root = (name, secret)
-        return name, secret, created
-
-    def _shared_root(self, path, name: str) -> tuple[str, str, bool]:
-        """The generated root of a shared index: the one in the index, else this node's file
-        (a node that generated it before the index kept it), else a new one. Write transactions
-        are serialised across nodes: nodes starting at once agree on one root."""
-        with self._store.index.read() as t:
-            kept = t.kv_get(ROOT_NS, ROOT_KEY)
-        created = False
-        if kept is None:
-            with self._store.index.write() as t:
-                kept = t.kv_get(ROOT_NS, ROOT_KEY)
-                if kept is None:
-                    if path.exists():
-                        name, secret = path.read_text().split("\n")[:2]
-                    else:
-                        secret, created = generate_secret(), True
-                    kept = f"{name}\n{secret}".encode()
-                    t.kv_put(ROOT_NS, ROOT_KEY, kept)
-        name, secret = kept.decode().split("\n")
-        return name, secret, created
+        return name, secret, True
 
     def root(self) -> tuple[str, str]:
         if self._root is None:
