@@ -3,11 +3,9 @@
 Two kinds of token are accepted, told apart by the algorithm in their header:
 
 * **HS256**, issued by this server (``issue_token``) after a password login. Signed with a
-  random key of the store, created on first use: ``DIR/jwt-secret`` (mode 0600) beside an
-  embedded index; in a shared (PostgreSQL) index the key lives in the index, so that every node
-  accepts the tokens of every other (behind a load balancer, the request after a login may reach
-  another node). Tokens survive a restart and are worthless against another store. Claims:
-  ``iss`` = ``aud`` = ``"cas"``, ``sub`` = user, ``iat``, ``exp`` (``auth.jwt_ttl``), ``jti``.
+  random server secret kept in ``DIR/jwt-secret`` (mode 0600, created on first use), so tokens
+  survive a restart and are worthless against another store. Claims: ``iss`` = ``aud`` =
+  ``"cas"``, ``sub`` = user, ``iat``, ``exp`` (``auth.jwt_ttl``), ``jti``.
 * **RS256/ES256** (and RS384/RS512/PS256/ES384) from an external OpenID provider, when
   ``auth.oidc_issuer`` or ``auth.oidc_jwks_url`` is configured. The key comes from the issuer's
   JWKS (``oidc_jwks_url``, or ``jwks_uri`` of ``ISSUER/.well-known/openid-configuration``),
@@ -57,8 +55,6 @@ from ..errors import AccessDenied, ConfigError
 log = logging.getLogger(__name__)
 
 SECRET_FILE = "jwt-secret"
-#: where a shared index keeps the key: a kv namespace the metadata log never ships (``meta.records.LOGGED_KV``)
-SECRET_NS, SECRET_KEY = "auth", "jwt-secret"
 LOCAL_ISSUER = "cas"
 LOCAL_AUDIENCE = "cas"
 LOCAL_ALG = "HS256"
@@ -93,29 +89,8 @@ def _reason(exc: jwt.PyJWTError) -> str:
     return f"invalid token: {exc}"
 
 
-def _load_secret(store) -> bytes:
-    """The store's HS256 key: in a shared index, one for all its nodes; else ``DATA/jwt-secret``."""
-    if store.settings.index.remote:
-        return _index_secret(store.index)
-    return _file_secret(store.settings.data_dir)
-
-
-def _index_secret(index) -> bytes:
-    """The key kept in the index, made by the first node that needs it (write transactions are
-    serialised across nodes, so every node reads the one key that won)."""
-    with index.read() as t:
-        key = t.kv_get(SECRET_NS, SECRET_KEY)
-    if key is None:
-        with index.write() as t:
-            key = t.kv_get(SECRET_NS, SECRET_KEY)
-            if key is None:
-                key = secrets.token_bytes(32)
-                t.kv_put(SECRET_NS, SECRET_KEY, key)
-    return key
-
-
-def _file_secret(data_dir: Path) -> bytes:
-    """The key in ``DATA/jwt-secret``, created 0600 on first use (a concurrent creator wins)."""
+def _load_secret(data_dir: Path) -> bytes:
+    """The server's HS256 secret, created 0600 on first use (a concurrent creator wins)."""
     path = Path(data_dir) / SECRET_FILE
     for _ in range(3):
         try:
@@ -213,7 +188,7 @@ class TokenService:
     def __init__(self, store, *, jwks_min_refresh: float = JWKS_MIN_REFRESH):
         self._store = store
         self._auth = store.settings.auth
-        self._secret = _load_secret(store)
+        self._secret = _load_secret(store.settings.data_dir)
         self._jwks: JwksCache | None = None
         if self._auth.oidc_issuer or self._auth.oidc_jwks_url:
             self._jwks = JwksCache(self._auth.oidc_jwks_url, issuer=self._auth.oidc_issuer,

@@ -162,34 +162,6 @@ def test_login_tokens_survive_a_restart_but_not_another_store(tmp_path):
         verify_token(other, token)
 
 
-@pytest.mark.integration
-def test_nodes_of_one_shared_index_accept_each_others_tokens(tmp_path, pg_url):
-    """Two nodes (each its own data directory; one PostgreSQL index, one backend) sign with one key:
-    behind a load balancer the request after a login, or a download link, may reach the other node.
-    The key lives in the index (never in the metadata log), not in either data directory."""
-    from cas.blocks.packs.files import LocalPackFiles
-    from cas.meta.records import LOGGED_KV
-
-    def settings(name: str):
-        return load_settings(tmp_path / name, {"index": {"url": pg_url},
-                                               "auth": {"root_user": ROOT_USER, "root_password": ROOT_PASSWORD}})
-
-    with Store.open_store(settings("a")) as a, \
-            Store.open_store(settings("b"), blocks=LocalPackFiles(tmp_path / "a" / "blocks")) as b:
-        a.users.add(USER, USER_SECRET)
-        assert verify_token(b, issue_token(a, USER)) == USER
-        assert verify_token(a, issue_token(b, USER)) == USER
-        link = TokenService(a).issue_link(USER, "bkt", "k")
-        assert TokenService(b).verify_link(link, "bkt", "k") == USER
-    assert not (tmp_path / "a" / tokens.SECRET_FILE).exists() and not (tmp_path / "b" / tokens.SECRET_FILE).exists()
-    assert tokens.SECRET_NS not in LOGGED_KV
-    # another store's index has another key
-    other = tmp_path / "other"
-    with open_store(other) as c, pytest.raises(AccessDenied, match="bad signature"):
-        with Store.open_store(settings("a"), blocks=LocalPackFiles(tmp_path / "a" / "blocks")) as a:
-            verify_token(c, issue_token(a, USER))
-
-
 @pytest.mark.unit
 def test_bad_local_tokens_are_refused_with_a_reason(tmp_path):
     with open_store(tmp_path / "d") as store:
