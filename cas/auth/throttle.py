@@ -18,6 +18,11 @@ usually has); IPv4-mapped IPv6 addresses count as IPv4.
 The table is bounded (``max_entries``, least recently used dropped first), so
 made-up names and addresses cannot grow memory. Time comes from ``clock``
 (injectable). Thread-safe.
+
+The counts are this process's: several nodes sharing one index each throttle
+on their own. That is deliberate (a guess is slowed on whichever node takes it,
+and no login waits for a shared table); a guesser spread over N nodes gets N
+times the attempts, each still behind growing delays.
 """
 
 from __future__ import annotations

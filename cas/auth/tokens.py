@@ -3,8 +3,10 @@
 Two kinds of token are accepted, told apart by the algorithm in their header:
 
 * **HS256**, issued by this server (``issue_token``) after a password login. Signed with a
-  random server secret kept in ``DIR/jwt-secret`` (mode 0600, created on first use), so tokens
-  survive a restart and are worthless against another store. Claims: ``iss`` = ``aud`` =
+  random secret kept in the index (meta ``jwt_secret``, created on first use; never logged to the
+  backend), so tokens survive a restart, every node sharing the index accepts the tokens of the
+  others, and they are worthless against another store. A secret an older cas kept in
+  ``DIR/jwt-secret`` is taken into the index on first use. Claims: ``iss`` = ``aud`` =
   ``"cas"``, ``sub`` = user, ``iat``, ``exp`` (``auth.jwt_ttl``), ``jti``.
 * **RS256/ES256** (and RS384/RS512/PS256/ES384) from an external OpenID provider, when
   ``auth.oidc_issuer`` or ``auth.oidc_jwks_url`` is configured. The key comes from the issuer's
@@ -40,7 +42,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import threading
 import time
@@ -54,7 +55,8 @@ from ..errors import AccessDenied, ConfigError
 
 log = logging.getLogger(__name__)
 
-SECRET_FILE = "jwt-secret"
+SECRET_FILE = "jwt-secret"  # where an older cas kept the secret
+SECRET_META = "jwt_secret"  # index meta: the HS256 secret (hex)
 LOCAL_ISSUER = "cas"
 LOCAL_AUDIENCE = "cas"
 LOCAL_ALG = "HS256"
@@ -89,30 +91,25 @@ def _reason(exc: jwt.PyJWTError) -> str:
     return f"invalid token: {exc}"
 
 
-def _load_secret(data_dir: Path) -> bytes:
-    """The server's HS256 secret, created 0600 on first use (a concurrent creator wins)."""
+def signing_secret(store) -> bytes:
+    """The store's HS256 secret: the one in the index, created on first use (from
+    ``DIR/jwt-secret`` when an older cas made one there); when two nodes create one at once, the
+    first in the index is everybody's."""
+    return bytes.fromhex(store.meta_once(SECRET_META, lambda: _legacy_secret(store.settings.data_dir)
+                                         or secrets.token_hex(32)))
+
+
+def _legacy_secret(data_dir) -> str:
+    """The secret an older cas kept in ``DIR/jwt-secret`` (hex), or ""."""
     path = Path(data_dir) / SECRET_FILE
-    for _ in range(3):
-        try:
-            raw = path.read_text().strip()
-            if raw:
-                return bytes.fromhex(raw)
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the token secret {path}: {exc}") from exc
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            time.sleep(0.05)  # another process is writing it: read it again
-            continue
-        except OSError as exc:
-            raise ConfigError(f"cannot create the token secret {path}: {exc}") from exc
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-    raise ConfigError(f"the token secret {path} is empty or unreadable")
+    try:
+        legacy = path.read_text().strip()
+        bytes.fromhex(legacy)
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the token secret {path}: {exc}") from exc
+    return legacy
 
 
 def _fetch_json(url: str) -> dict:
@@ -188,7 +185,7 @@ class TokenService:
     def __init__(self, store, *, jwks_min_refresh: float = JWKS_MIN_REFRESH):
         self._store = store
         self._auth = store.settings.auth
-        self._secret = _load_secret(store.settings.data_dir)
+        self._secret = signing_secret(store)
         self._jwks: JwksCache | None = None
         if self._auth.oidc_issuer or self._auth.oidc_jwks_url:
             self._jwks = JwksCache(self._auth.oidc_jwks_url, issuer=self._auth.oidc_issuer,

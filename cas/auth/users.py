@@ -4,7 +4,9 @@ A user is a name that is also its S3 access key, with one secret that is its
 S3 secret key and its WebDAV / web password (as in MinIO). Secrets must be
 recoverable for SigV4, so they are kept in the index, whose files are 0600.
 The root user comes from CAS_ROOT_USER / CAS_ROOT_PASSWORD, or is generated at
-first start into ``DIR/root-credentials`` (0600); root sees every bucket.
+first start into ``DIR/root-credentials`` (0600) and the index (meta
+``root_credentials``: every node sharing the index knows the one root; meta is
+never logged to the backend); root sees every bucket.
 Comparisons are constant-time; repeated failures are slowed down per source
 address and per (address, name) by ``LoginThrottle`` (never per name alone, so
 a guesser cannot lock the real user out).
@@ -25,6 +27,7 @@ from .throttle import LoginThrottle
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=,-]{2,127}$")
 ROOT_FILE = "root-credentials"
+ROOT_META = "root_credentials"  # index meta: the generated root's {"name", "secret"}
 
 
 def generate_secret() -> str:
@@ -43,22 +46,40 @@ class UserRegistry:
 
     # -- root -------------------------------------------------------------------------------
     def ensure_root(self) -> tuple[str, str, bool]:
-        """Root's (name, secret, newly generated). Generates and saves them on first start."""
+        """Root's (name, secret, newly generated). Without CAS_ROOT_USER / CAS_ROOT_PASSWORD: the
+        root kept in the index, else the one in ``DIR/root-credentials`` (an older cas kept it only
+        there: it goes into the index), else a new one, written to that file (0600) first (so that it is
+        never in the index only, unseen by the operator). When two nodes generate one at once, the
+        first in the index is everybody's."""
         auth = self._store.settings.auth
         if auth.root_user and auth.root_password:
             self._root = (auth.root_user, auth.root_password)
             return auth.root_user, auth.root_password, False
+        with self._store.index.read() as t:
+            kept = t.get_meta(ROOT_META)
+        if kept is not None:
+            self._root = (kept["name"], kept["secret"])
+            return kept["name"], kept["secret"], False
         path = self._store.settings.data_dir / ROOT_FILE
-        if path.exists():
+        created = not path.exists()
+        if created:
+            name, secret = auth.root_user or "root", generate_secret()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{name}\n{secret}\n")
+        else:
             name, secret = path.read_text().split("\n")[:2]
-            self._root = (name, secret)
-            return name, secret, False
-        name, secret = auth.root_user or "root", generate_secret()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{name}\n{secret}\n")
+        with self._store.index.write() as t:
+            kept = t.get_meta(ROOT_META)
+            if kept is None:
+                t.put_meta(ROOT_META, {"name": name, "secret": secret})
+        if kept is not None:  # another node's came first: ours was never used
+            if created:
+                path.unlink()
+            self._root = (kept["name"], kept["secret"])
+            return kept["name"], kept["secret"], False
         self._root = (name, secret)
-        return name, secret, True
+        return name, secret, created
 
     def root(self) -> tuple[str, str]:
         if self._root is None:
@@ -97,8 +118,8 @@ class UserRegistry:
         """Give ``name`` a new secret (a user ``cas recover`` brought back has none: secrets never
         reach the backend); its old tokens die with the old secret (a new ``gen``)."""
         if self.is_root(name):
-            raise InvalidName(f"{name!r} is the root user: its secret is set by CAS_ROOT_PASSWORD or "
-                              f"the {ROOT_FILE} file in the data directory")
+            raise InvalidName(f"{name!r} is the root user: its secret is set by CAS_ROOT_PASSWORD, or was "
+                              f"generated at first start (the {ROOT_FILE} file in that node's data directory)")
         secret = secret or generate_secret()
         if len(secret) < 8:
             raise InvalidName("the secret must have at least 8 characters")

@@ -3,11 +3,12 @@
 The backend holds everything but transient state: blocks and manifests in packs, the store's
 identity in ``store.json``, names in the metadata log (``cas/meta``). ``recover(settings)``:
 
-1. **Refuse** while another process has ``DATA/index`` open (a ``cas serve``: its LMDB reader
-   table, as ``cas migrate`` checks) and hold the GC lock for the whole run (no gc, verify or
+1. **Refuse** while another process has the index open (a ``cas serve``: the LMDB reader table,
+   or the sessions of a PostgreSQL database, as ``cas migrate`` checks) and hold the GC lock for the whole run (no gc, verify or
    second recover beside it). A backend with no pack and no meta object is an error: there is
    nothing to recover (a mistyped ``--blocks``), and nothing is created.
-2. **A fresh index** in ``DATA/index.recover`` (one a crashed run left is deleted first).
+2. **A fresh index** in ``DATA/index.recover`` (one a crashed run left is deleted first); for a
+   PostgreSQL index, in the schema ``cas_recover`` of the same database.
 3. **Packs**, streamed one at a time. A sealed pack's footer (two ranged reads) gives its entries;
    a pack without a valid footer — the open pack of a ``cas serve`` killed with -9, whose flushed
    entries were acknowledged — is scanned entry by entry (pack format v2 entry headers) up to its
@@ -36,8 +37,9 @@ identity in ``store.json``, names in the metadata log (``cas/meta``). ``recover(
 6. **Swap**: ``DATA/index`` (if any) is renamed ``DATA/index.old-<time>``, then
    ``DATA/index.recover`` becomes ``DATA/index``. A crash anywhere leaves either the old index in
    place, or no ``DATA/index`` at all (commands refuse); running ``cas recover`` again gives the
-   same result. Crash points: ``recover.after_packs``, ``recover.before_swap``,
-   ``recover.after_old_renamed``.
+   same result. A PostgreSQL index swaps in one transaction: the old tables move to the schema
+   ``cas_old_<time>`` (dropped when they held nothing), the recovered ones take their place.
+   Crash points: ``recover.after_packs``, ``recover.before_swap``, ``recover.after_old_renamed``.
 
 Users come back without secrets (they never reach the backend): ``cas user reset-secret``.
 Multipart uploads in flight, events, GC references and WebDAV locks are not recovered.
@@ -51,8 +53,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import threading
 import time
 from collections import deque
@@ -68,7 +68,7 @@ from ..codec import Codec, CodecParams
 from ..config import Settings, testonly_crash_point
 from ..errors import BlockNotFound, ConfigError, Conflict, IntegrityError, StoreError
 from ..ids import block_id, short
-from ..index import Index, lock_unopened, open_index
+from ..index import Index, adopt_staged_index, index_exists, lock_unopened, open_index, open_staged_index
 from ..index.schema import FORMAT_VERSION, KIND_DATA, KIND_MANIFEST, PACK_SEALED, Loc, PackRow
 from ..manifest import entry_count, iter_entries
 from ..meta import objects, records
@@ -79,8 +79,6 @@ from .safety import GC_LOCK, held
 
 log = logging.getLogger(__name__)
 
-RECOVER_DIR = "index.recover"
-OLD_PREFIX = "index.old-"
 BATCH = 1000  # records (or objects) per write txn
 PACK_READERS = 16  # packs read at once at most (fewer when blocks.concurrency says so)
 MANIFEST_RANGE = 8 << 20  # manifests of a pack read together when they lie within this span
@@ -173,12 +171,12 @@ def _where(settings: Settings) -> str:
 
 
 def _old_index(settings: Settings) -> Index | None:
-    if not (settings.index_dir / "data.mdb").exists():
+    if not index_exists(settings):
         return None
     try:
         return open_index(settings)
     except StoreError as exc:  # damaged: nothing can have it open usefully; it is replaced
-        log.warning("the old index at %s does not open (%s); it is kept aside", settings.index_dir, exc)
+        log.warning("the old index at %s does not open (%s); it is kept aside", settings.index_where, exc)
         return None
 
 
@@ -240,11 +238,8 @@ class _Recovery:
 
     def run(self) -> RecoverReport:
         t0 = time.monotonic()
-        data = Path(self.settings.data_dir)
         ident = self._identity()
-        tmp = data / RECOVER_DIR
-        shutil.rmtree(tmp, ignore_errors=True)
-        index = open_index(self.settings, tmp)
+        index = open_staged_index(self.settings)
         try:
             self._all_packs(index)
             testonly_crash_point("recover.after_packs")
@@ -253,7 +248,9 @@ class _Recovery:
         finally:
             index.close()
         testonly_crash_point("recover.before_swap")
-        self._swap(tmp)
+        self.report.old_index = adopt_staged_index(
+            self.settings, stamp=time.strftime("%Y%m%d-%H%M%S"),
+            between=lambda: testonly_crash_point("recover.after_old_renamed"))
         self.report.seconds = round(time.monotonic() - t0, 3)
         log.info("%s", self.report.summary())
         return self.report
@@ -538,22 +535,3 @@ class _Recovery:
                     t.delete_object(bucket, key)
         for b, k in drop[:20]:
             log.warning("name %s/%s is not recovered (its manifest or bucket is missing)", b, k)
-
-    # -- swap -----------------------------------------------------------------------------------
-    def _swap(self, tmp: Path) -> None:
-        current = Path(self.settings.index_dir)
-        if current.exists():
-            old = current.with_name(OLD_PREFIX + time.strftime("%Y%m%d-%H%M%S"))
-            n = 1
-            while old.exists():
-                old = current.with_name(f"{OLD_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}.{n}")
-                n += 1
-            os.rename(current, old)
-            self.report.old_index = str(old)
-            testonly_crash_point("recover.after_old_renamed")
-        os.rename(tmp, current)
-        fd = os.open(current.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -44,13 +44,14 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, Conflict, PermanentStoreError, StoreError, TransientStoreError
 from . import schema as s
-from .kv import KvTxn
+from .kv import KvTxn, listing_start
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,28 @@ class _Sql:
 
 _SQL = {name: _Sql(name) for name in s.DB_NAMES}
 
+# One page of a delimiter listing in one statement: a recursive walk that takes the first key,
+# then from each key the first key past its group (the key up to the delimiter after the
+# listing prefix, + 0xff, which no UTF-8 key holds) or, for a key without one, past the key
+# itself; it stops after ``n`` rows (a page and one more, to tell whether it is truncated).
+# The LMDB cursor does the same seeks, but each of these would otherwise be a round trip.
+_CUT = "position(%(d)s IN substring({k} FROM %(plen)s + 1))"
+_GROUPED_PAGE = f"""
+WITH RECURSIVE walk(k, v, i) AS (
+    (SELECT k, v, 1 FROM cas_objects WHERE k >= %(start)s AND k < %(end)s ORDER BY k LIMIT 1)
+  UNION ALL
+    SELECT nxt.k, nxt.v, walk.i + 1 FROM walk CROSS JOIN LATERAL (
+        SELECT o.k, o.v FROM cas_objects o
+        WHERE o.k >= CASE WHEN {_CUT.format(k="walk.k")} > 0
+                          THEN substring(walk.k FROM 1 FOR %(plen)s + {_CUT.format(k="walk.k")} + %(dlen)s - 1)
+                               || %(ff)s
+                          ELSE walk.k || %(zero)s END
+          AND o.k < %(end)s
+        ORDER BY o.k LIMIT 1) nxt
+    WHERE walk.i < %(n)s
+)
+SELECT k, v FROM walk ORDER BY k"""
+
 
 def _prefix_end(prefix: bytes) -> bytes | None:
     """The least key above every key that starts with ``prefix`` (None: there is none)."""
@@ -149,6 +172,91 @@ def display_url(url: str) -> str:
     return f"postgresql://{f'{user}@' if user else ''}{host}{f':{port}' if port else ''}/{info.get('dbname') or ''}"
 
 
+def _session_kwargs(info: dict, app: str) -> dict:
+    kwargs: dict = {"autocommit": True, "application_name": app}
+    if "connect_timeout" not in info:
+        kwargs["connect_timeout"] = CONNECT_TIMEOUT
+    return kwargs
+
+
+#: where ``cas recover`` builds a new index before ``adopt_schema`` puts it in place
+STAGED_SCHEMA = "cas_recover"
+#: the schema an index that ``adopt_schema`` replaced is kept in (+ a time stamp)
+OLD_SCHEMA_PREFIX = "cas_old_"
+
+
+def has_index(url: str) -> bool:
+    """Whether the database of ``url`` holds a store's index (its tables, with rows in cas_meta),
+    looked at without creating anything."""
+    conn = _admin_connect(url)
+    try:
+        if conn.execute("SELECT to_regclass('cas_meta')").fetchone()[0] is None:
+            return False
+        return conn.execute("SELECT EXISTS (SELECT 1 FROM cas_meta)").fetchone()[0]
+    except psycopg.Error as exc:
+        raise _mapped(exc, f"cannot read the index {display_url(url)}") from exc
+    finally:
+        conn.close()
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop ``schema`` and every table in it (a staged index left by an interrupted recover)."""
+    conn = _admin_connect(url)
+    try:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    except psycopg.Error as exc:
+        raise _mapped(exc, f"cannot drop schema {schema} of {display_url(url)}") from exc
+    finally:
+        conn.close()
+
+
+def adopt_schema(url: str, staged: str, stamp: str) -> str | None:
+    """Put the index built in schema ``staged`` in the place of the database's index, in one
+    transaction (a crash leaves one or the other in place, never a mix): the tables there now
+    move to schema ``cas_old_<stamp>`` (dropped instead when they hold no store), the staged
+    ones take their place, and the staged schema goes. Returns the old tables' schema, or None."""
+    conn = _admin_connect(url)
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_KEY,))
+            home = conn.execute("SELECT current_schema()").fetchone()[0]
+            present = [t for t in TABLES
+                       if conn.execute("SELECT to_regclass(%s)", (f'"{home}".{t}',)).fetchone()[0] is not None]
+            kept = None
+            if present and conn.execute("SELECT to_regclass('cas_meta') IS NOT NULL AND "
+                                        "EXISTS (SELECT 1 FROM cas_meta)").fetchone()[0]:
+                kept = f"{OLD_SCHEMA_PREFIX}{stamp}"
+                n = 1
+                while conn.execute("SELECT to_regnamespace(%s)", (kept,)).fetchone()[0] is not None:
+                    kept, n = f"{OLD_SCHEMA_PREFIX}{stamp}_{n}", n + 1
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(kept)))
+                for t in present:
+                    conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(
+                        sql.Identifier(home), sql.Identifier(t), sql.Identifier(kept)))
+            else:
+                for t in present:
+                    conn.execute(sql.SQL("DROP TABLE {}.{}").format(sql.Identifier(home), sql.Identifier(t)))
+            for t in TABLES:
+                conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(
+                    sql.Identifier(staged), sql.Identifier(t), sql.Identifier(home)))
+            conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(staged)))
+        return kept
+    except psycopg.Error as exc:
+        raise _mapped(exc, f"cannot put the recovered index in place in {display_url(url)}") from exc
+    finally:
+        conn.close()
+
+
+def _admin_connect(url: str) -> psycopg.Connection:
+    """A connection of its own for a one-off job on the database of ``url``."""
+    info = conninfo_to_dict(url)
+    try:
+        return psycopg.connect(url, **_session_kwargs(info, _application_name()))
+    except psycopg.Error as exc:
+        message = _scrub(" ".join(str(exc).split()), (_url_password(url), info.get("password") or ""))
+        raise PermanentStoreError(f"cannot connect to the index {display_url(url)}: {message}") from None
+
+
 def _application_name() -> str:
     """``cas/<hostname>/<pid>``, the hostname cut so that all fits PostgreSQL's 63 bytes
     (``other_processes`` reads the pid back)."""
@@ -172,17 +280,22 @@ def _rollback(conn: psycopg.Connection) -> None:
 class PgIndex:
     """One store's index in a PostgreSQL database, shared by every process that opens it."""
 
-    def __init__(self, url: str, *, pool_size: int = 16):
-        self.where = f"the index {display_url(url)}"
+    def __init__(self, url: str, *, pool_size: int = 16, schema: str | None = None):
+        """``schema``: keep the tables in that schema of the database (created when absent)
+        instead of the one a session uses by default (``cas recover`` builds a new index in
+        ``STAGED_SCHEMA`` and then ``adopt_schema`` puts it in place)."""
+        self.where = f"the index {display_url(url)}" + (f" (schema {schema})" if schema else "")
         info = conninfo_to_dict(url)
         self._url = url
         self._secrets = (_url_password(url), info.get("password") or "")
         self._app = _application_name()
-        self._kwargs: dict = {"autocommit": True, "application_name": self._app}
-        if "connect_timeout" not in info:
-            self._kwargs["connect_timeout"] = CONNECT_TIMEOUT
+        self._kwargs: dict = _session_kwargs(info, self._app)
+        if schema is not None:
+            self._kwargs["options"] = f"{info.get('options') or ''} -c search_path={schema}".strip()
         conn = self._connect(PermanentStoreError)
         try:
+            if schema is not None:
+                self._create_schema(conn, schema)
             self._migrate(conn)
         finally:
             conn.close()
@@ -200,6 +313,12 @@ class PgIndex:
         except psycopg.Error as exc:
             message = _scrub(" ".join(str(exc).split()), self._secrets)
             raise failure(f"cannot connect to {self.where}: {message}") from None
+
+    def _create_schema(self, conn: psycopg.Connection, schema: str) -> None:
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        except psycopg.Error as exc:
+            raise PermanentStoreError(f"cannot create the schema of {self.where}: {' '.join(str(exc).split())}") from exc
 
     def _migrate(self, conn: psycopg.Connection) -> None:
         """Bring the tables to ``SCHEMA_VERSION`` (create them in an empty database)."""
@@ -262,7 +381,7 @@ class PgIndex:
     @contextlib.contextmanager
     def _txn(self, begin: str, what: str) -> Iterator[PgTxn]:
         conn = self._begin(begin, what)
-        txn = PgTxn(conn.cursor(binary=True))
+        txn = PgTxn(conn.cursor(binary=True), readonly=begin is _BEGIN_READ)
         try:
             try:
                 yield txn
@@ -273,8 +392,9 @@ class PgIndex:
                 _rollback(conn)  # a statement failed and the caller carried on regardless
                 raise PermanentStoreError(f"{what}: a statement of the transaction failed; nothing was committed")
             try:
-                conn.execute("COMMIT", prepare=False)
+                txn._commit()
             except psycopg.Error as exc:
+                _rollback(conn)
                 raise _mapped(exc, f"{what} (commit)") from exc
         finally:
             txn._cur = None  # an iterator that outlives its transaction must not run on
@@ -319,28 +439,86 @@ class PgIndex:
     def lock(self, name: str, *, wait: float = 0.0) -> Iterator[None]:
         """A session advisory lock on a connection held for the block (closing it releases the
         lock, as does the death of this process); waits with the server's ``lock_timeout``."""
-        what = f"cannot take the {name} lock of {self.where}"
+        key = _lock_key(f"lock/{name}")
         conn = self._connect(TransientStoreError)  # it opened before: the server is away for now
         try:
             try:
                 conn.execute(f"SET lock_timeout = {max(1, round(wait * 1000))}")
-                conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key(f"lock/{name}"),))
+                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
             except psycopg.errors.LockNotAvailable:
-                raise Conflict(f"another process holds the {name} lock of {self.where}") from None
+                raise Conflict(f"another process holds the {name} lock of {self.where}"
+                               f"{_holder(conn, key)}") from None
             except psycopg.Error as exc:
-                raise _mapped(exc, what) from exc
-            yield
+                raise _mapped(exc, f"cannot take the {name} lock of {self.where}") from exc
+            try:
+                yield
+            finally:
+                # released before this returns (the server ends a closed session a little later);
+                # a session that is lost holds no lock any more
+                with contextlib.suppress(psycopg.OperationalError):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
         finally:
             conn.close()
 
 
+def _holder(conn: psycopg.Connection, key: int) -> str:
+    """`` (pid P on HOST)``: who holds the session advisory lock ``key`` in this database, read from
+    its session's application name (``cas/<host>/<pid>``); empty when that cannot be told."""
+    try:
+        row = conn.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid = %s::oid "
+            "AND l.objid = %s::oid AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone()
+    except psycopg.Error:  # the message goes without it
+        return ""
+    parts = (row[0] if row else "").split("/")
+    if len(parts) != 3 or parts[0] != "cas" or not parts[2].isdigit():
+        return ""
+    return f" (pid {parts[2]} on {parts[1]})"
+
+
 class PgTxn(KvTxn):
-    """The primitives of ``KvTxn`` as statements on one connection's transaction."""
+    """The primitives of ``KvTxn`` as statements on one connection's transaction.
 
-    __slots__ = ("_cur",)
+    Round trips are what a remote index costs (a small PUT's transactions make some forty reads
+    and writes, many of the same counters), so a transaction keeps what it read and holds back
+    what it writes: reads of a key it read or wrote before are answered from memory, and its
+    writes go to the server together, in one pipelined message, before it next scans that table
+    and at its commit (which travels in the same message). Both are sound because a write
+    transaction holds the write lock (nobody else changes a row under it) and a read transaction
+    reads one snapshot. Whether a row existed, which ``_put`` without overwrite and ``_delete``
+    return, is known from a read (usually one made already).
 
-    def __init__(self, cur: psycopg.Cursor):
+    An iterator holds a page of rows the server returned; what its own transaction writes into
+    the rest of that page afterwards (a delete, an insert) it must see, as an LMDB cursor does.
+    So while an iterator over a table is open, the keys written to that table are noted, and an
+    iterator reads its page again from where it is when one of them falls in what it has still
+    to return (deleting the row just returned, the common case, does not)."""
+
+    __slots__ = ("_cur", "_readonly", "_written", "_scans", "_known", "_pending", "_counters")
+
+    def __init__(self, cur: psycopg.Cursor, *, readonly: bool = False):
         self._cur = cur
+        self._readonly = readonly
+        self._written: dict[str, list[bytes | None]] = {}  # per table with open iterators; None: a trim
+        self._scans: dict[str, int] = {}
+        self._known: dict[tuple[str, bytes], bytes | None] = {}  # rows as this txn sees them now
+        self._pending: dict[str, dict[bytes, bytes | None]] = {}  # writes not sent yet (None: delete)
+        self._counters = False  # whether every counter row is in _known
+
+    def counter(self, name: str) -> int:
+        """A commit touches several counters: the first read fetches them all (a few dozen
+        small rows) in one round trip."""
+        key = b"n:" + name.encode()
+        if not self._counters:
+            self._flush("meta")
+            rows = self._run(_SQL["meta"].scan_to, (b"n:", b"n;", 10_000), "read", "meta").fetchall()
+            for k, v in rows:
+                self._known.setdefault(("meta", k), v)
+            self._counters = True
+        self._known.setdefault(("meta", key), None)  # not among them: none yet
+        return super().counter(name)
 
     def _run(self, query: str, params: tuple, what: str, db: str) -> psycopg.Cursor:
         try:
@@ -348,37 +526,153 @@ class PgTxn(KvTxn):
         except psycopg.Error as exc:
             raise _mapped(exc, f"cannot {what} {db}") from exc
 
+    def _note(self, db: str, key: bytes | None) -> None:
+        written = self._written.get(db)
+        if written is not None:
+            written.append(key)
+
     def _get(self, db: str, key: bytes) -> bytes | None:
+        try:
+            return self._known[db, key]
+        except KeyError:
+            pass
         row = self._run(_SQL[db].get, (key,), "read", db).fetchone()
-        return None if row is None else row[0]
+        value = self._known[db, key] = None if row is None else row[0]
+        return value
+
+    def list_objects(
+        self, bucket: str, prefix: str, delimiter: str, start_after: str, limit: int
+    ) -> tuple[list[tuple[str, dict]], list[str], bool]:
+        """As ``KvTxn.list_objects``, a delimiter listing in one statement (``_GROUPED_PAGE``)."""
+        if not delimiter or limit <= 0:
+            return super().list_objects(bucket, prefix, delimiter, start_after, limit)
+        base, full_prefix, start = listing_start(bucket, prefix, delimiter, start_after)
+        delim = delimiter.encode()
+        self._flush("objects")
+        params = {"start": start, "end": _prefix_end(full_prefix), "plen": len(full_prefix), "d": delim,
+                  "dlen": len(delim), "n": limit + 1, "ff": b"\xff", "zero": b"\x00"}
+        rows = self._run(_GROUPED_PAGE, params, "list", "objects").fetchall()
+        entries: list[tuple[str, dict]] = []
+        prefixes: list[str] = []
+        for k, v in rows:
+            if len(entries) + len(prefixes) >= limit:
+                return entries, prefixes, True
+            cut = k.find(delim, len(full_prefix))
+            if cut >= 0:
+                prefixes.append(k[len(base): cut + len(delim)].decode())
+            else:
+                entries.append((k[len(base):].decode(), s.loads(v)))
+        return entries, prefixes, False
+
+    def _writing(self, db: str) -> None:
+        if self._readonly:
+            raise PermanentStoreError(f"cannot write {db}: this is a read transaction")
 
     def _put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
-        sql = _SQL[db]
-        return self._run(sql.upsert if overwrite else sql.insert, (key, value), "write", db).rowcount == 1
+        self._writing(db)
+        if not overwrite and self._get(db, key) is not None:
+            return False
+        self._note(db, key)
+        self._known[db, key] = value
+        self._pending.setdefault(db, {})[key] = value
+        return True
 
     def _delete(self, db: str, key: bytes) -> bool:
-        return self._run(_SQL[db].delete, (key,), "write", db).rowcount > 0
+        self._writing(db)
+        existed = self._get(db, key) is not None
+        if existed:
+            self._note(db, key)
+            self._known[db, key] = None
+            self._pending.setdefault(db, {})[key] = None
+        return existed
+
+    def _flush(self, db: str | None = None) -> None:
+        """Send the held-back writes (of table ``db``, or all) in one pipelined message."""
+        tables = [db] if db is not None else list(self._pending)
+        batches = [(t, self._pending.pop(t)) for t in tables if self._pending.get(t)]
+        if not batches:
+            return
+        try:
+            with self._cur.connection.pipeline():
+                self._send(batches)
+        except psycopg.Error as exc:
+            raise _mapped(exc, f"cannot write {', '.join(t for t, _ in batches)}") from exc
+
+    def _send(self, batches: list[tuple[str, dict[bytes, bytes | None]]]) -> None:
+        for table, rows in batches:
+            sql = _SQL[table]
+            puts = [(k, v) for k, v in rows.items() if v is not None]
+            gone = [(k,) for k, v in rows.items() if v is None]
+            if puts:
+                self._cur.executemany(sql.upsert, puts)
+            if gone:
+                self._cur.executemany(sql.delete, gone)
+
+    def _commit(self) -> None:
+        """Send what is held back and COMMIT, in one message."""
+        batches = [(t, rows) for t, rows in self._pending.items() if rows]
+        self._pending.clear()
+        conn = self._cur.connection
+        if not batches:
+            conn.execute("COMMIT", prepare=False)
+            return
+        with conn.pipeline():
+            self._send(batches)
+            conn.execute("COMMIT", prepare=False)
 
     def _scan(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         sql = _SQL[db]
         low = prefix if start is None or start < prefix else start
         end = _prefix_end(prefix)
-        for page in _pages():
-            if end is None:
-                rows = self._run(sql.scan, (low, page), "read", db).fetchall()
-            else:
-                rows = self._run(sql.scan_to, (low, end, page), "read", db).fetchall()
-            yield from rows
-            if len(rows) < page:
-                return
-            low = rows[-1][0] + b"\x00"
+        pages = _pages()
+        written = self._written.setdefault(db, [])
+        self._scans[db] = self._scans.get(db, 0) + 1
+        try:
+            while True:
+                size = next(pages)
+                self._flush(db)
+                if end is None:
+                    rows = self._run(sql.scan, (low, size), "read", db).fetchall()
+                else:
+                    rows = self._run(sql.scan_to, (low, end, size), "read", db).fetchall()
+                high = rows[-1][0] if len(rows) == size else None  # None: up to the end
+                seen = len(written)
+                for k, v in rows:
+                    if len(written) > seen and _lands(written[seen:], k, high):
+                        low = k  # the rest of the page changed: read it again from here
+                        break
+                    seen = len(written)
+                    yield k, v
+                else:
+                    if high is not None:
+                        low = high + b"\x00"
+                    elif rows and len(written) > seen and _lands(written[seen:], rows[-1][0] + b"\x00", None):
+                        low = rows[-1][0] + b"\x00"  # rows written past the last one
+                    else:
+                        return
+        finally:
+            self._scans[db] -= 1
+            if not self._scans[db]:
+                del self._scans[db], self._written[db]
 
     def _trim(self, db: str, upto: int) -> int:
+        self._writing(db)
         if upto < 0:
             return 0
+        self._note(db, None)
+        self._flush(db)
+        for known in [k for k in self._known if k[0] == db]:
+            del self._known[known]
+        if db == "meta":
+            self._counters = False
         if upto >= (1 << 64) - 1:
             return self._run(_SQL[db].trim_all, (), "write", db).rowcount
         return self._run(_SQL[db].trim, (s.u64(upto + 1),), "write", db).rowcount
+
+
+def _lands(written: list[bytes | None], low: bytes, high: bytes | None) -> bool:
+    """Whether a key written (None: any) lies in ``[low, high]`` (``high`` None: no bound)."""
+    return any(k is None or (k >= low and (high is None or k <= high)) for k in written)
 
 
 def _pages() -> Iterator[int]:

@@ -18,6 +18,7 @@ the typed ``Store`` facade. Open a store with ``Store.open_store(settings)``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import shutil
@@ -60,6 +61,7 @@ from ..writer import BlockWriter, WriteResult
 
 log = logging.getLogger(__name__)
 from .journal import JournalMixin
+from .kv import KvSpace
 from .reader import ObjectReader, ReaderBody
 from .records import (
     BUCKET_KEYED_KV,
@@ -598,7 +600,37 @@ class Store(UploadsMixin, JournalMixin):
         """Set an object's modification time (rclone's X-OC-Mtime)."""
         return self._update(bucket, key, "touch", user, lambda info: replace(info, mtime=float(mtime)))
 
+    def meta_once(self, name: str, make: Callable[[], object]) -> object:
+        """The value kept in index meta ``name``; when there is none, ``make()``'s, recorded first
+        (``make`` runs outside any txn; when several processes or nodes make one at once, the first
+        recorded is everybody's). Meta never reaches the backend: for what every node must share
+        and the backend must not hold (the login-token key)."""
+        with self.index.read() as t:
+            value = t.get_meta(name)
+        if value is not None:
+            return value
+        made = make()
+        with self.index.write() as t:
+            value = t.get_meta(name)
+            if value is None:
+                t.put_meta(name, made)
+                value = made
+        return value
+
     # -- small key-value space for protocol state -----------------------------------------------
+    @contextlib.contextmanager
+    def kv_write(self) -> Iterator[KvSpace]:
+        """The kv space inside one write txn: its reads and writes are one atomic step for every
+        node (``cas.store.kv``)."""
+        with self.index.write() as t:
+            yield KvSpace(t, writable=True)
+
+    @contextlib.contextmanager
+    def kv_read(self) -> Iterator[KvSpace]:
+        """The kv space as of one snapshot (``cas.store.kv``)."""
+        with self.index.read() as t:
+            yield KvSpace(t, writable=False)
+
     def kv_get(self, ns: str, key: str) -> bytes | None:
         with self.index.read() as t:
             return t.kv_get(ns, key)

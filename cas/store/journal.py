@@ -77,7 +77,8 @@ class JournalMixin:
             return t.last_seq()
 
     def wait_events(self, after: int, timeout: float) -> None:
-        """Block until a commit newer than ``after`` exists (in-process wake-up, polling others)."""
+        """Block until a commit newer than ``after`` exists: woken at once by this process's commits,
+        by polling every 0.5 s for those of other processes and nodes."""
         deadline = time.monotonic() + timeout
         while True:
             with self.index.read() as t:

@@ -55,6 +55,16 @@ def test_first_start_generates_root_credentials_once(tmp_path):
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in (data / "index").iterdir())
 
 
+def test_a_root_an_older_cas_generated_into_the_data_directory_goes_into_the_index(local_store):
+    """The file stays the operator's copy; the index makes it every node's root."""
+    from cas.auth.users import ROOT_FILE, ROOT_META
+
+    (local_store.settings.data_dir / ROOT_FILE).write_text("admin\nold-generated-secret\n")
+    assert local_store.users.ensure_root() == ("admin", "old-generated-secret", False)
+    with local_store.index.read() as t:
+        assert t.get_meta(ROOT_META) == {"name": "admin", "secret": "old-generated-secret"}
+
+
 def test_cli_round_trip_while_server_runs(cas_server, tmp_path):
     data = str(cas_server.data)
     src = tmp_path / "f.bin"

@@ -336,7 +336,7 @@ def test_a_torn_entry_at_the_end_of_an_open_pack_is_left_out(settings):
             (pid, _), = list(t.iter_packs())
         acked = files.size(pid)
         # as after a kill -9: the torn put's record never reaches the backend (nor a snapshot of it)
-        s.meta_log.ship = s.meta_log.snapshot = lambda: 0
+        s.meta_log.ship = s.meta_log.snapshot = lambda **kw: 0
         s.put("alpha", "torn", data(200_000, 22))  # in flight when the crash came
         raw = files.path(pid).read_bytes()[:acked + fmt.ENTRY_HEADER_LEN + 1000]
     files.path(pid).write_bytes(raw)  # the pack as the crash left it: no footer, the last entry cut
@@ -365,4 +365,66 @@ def test_a_store_on_s3_is_recovered_into_a_new_data_directory(tmp_path, seaweed,
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["objects"] == len(bodies) and report["packs"] >= 1 and report["packs_scanned"] == 0
+    _assert_recovered(settings, bodies, rows)
+
+
+# -- the index in PostgreSQL ---------------------------------------------------------------------
+def _pg_tables(url: str, schema: str = "public") -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))}
+
+
+def _pg_schemas(url: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")}
+
+
+def _pg_run(url: str, *statements: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for sql in statements:
+            conn.execute(sql)
+
+
+def test_a_lost_postgresql_index_is_recovered_whole(settings, pg_url):
+    from tests.fixtures.core import with_index
+
+    settings = with_index(settings, pg_url)
+    with Store.open_store(settings) as s:
+        bodies, rows = _history(s)
+    tables = _pg_tables(pg_url)
+    assert "cas_objects" in tables
+    _pg_run(pg_url, *(f"DROP TABLE {t}" for t in tables))  # the database lost its tables
+    refused = run_cas(settings.data_dir, "ls", "--index", pg_url)
+    assert refused.returncode == 2 and b"cas recover" in refused.stderr, refused.stderr
+    assert pg_url.split("@")[0].split(":")[-1].encode() not in refused.stderr  # no password shown
+    out = _recover(settings, "--index", pg_url)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["objects"] == len(bodies) and report["old_index"] is None
+    assert "cas_recover" not in _pg_schemas(pg_url)
+    _assert_recovered(settings, bodies, rows)
+
+
+def test_recover_swaps_a_postgresql_index_in_one_transaction_and_keeps_the_old_one_aside(settings, pg_url):
+    from tests.fixtures.core import with_index
+
+    settings = with_index(settings, pg_url)
+    with Store.open_store(settings) as s:
+        bodies, rows = _history(s)
+    _pg_run(pg_url, "DELETE FROM cas_objects")  # an index that lost its names behind cas's back
+    crashed = _recover(settings, "--index", pg_url, env=cas_env(CAS_TESTONLY_CRASH_AT="recover.before_swap"))
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert "cas_recover" in _pg_schemas(pg_url)  # the staged index, never in place half-built
+    out = _recover(settings, "--index", pg_url)
+    assert out.returncode == 0, out.stderr
+    old = json.loads(out.stdout)["old_index"]
+    kept = old.split()[1]
+    assert old.startswith("schema cas_old_") and kept in _pg_schemas(pg_url), old
+    assert "cas_objects" in _pg_tables(pg_url, kept) and "cas_recover" not in _pg_schemas(pg_url)
     _assert_recovered(settings, bodies, rows)

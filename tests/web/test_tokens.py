@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-import stat
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -140,8 +139,7 @@ def test_login_tokens_round_trip_and_expire(tmp_path):
         assert verify_token(store, token) == USER
         claims = jwt.decode(token, options={"verify_signature": False})
         assert claims["iss"] == "cas" and claims["aud"] == "cas" and claims["exp"] - claims["iat"] == 3600
-        secret = tmp_path / "d" / tokens.SECRET_FILE
-        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        assert not (tmp_path / "d" / tokens.SECRET_FILE).exists()  # the secret is in the index (0600 too)
         real = store.clock
         store.clock = lambda: real() + 3601  # the injectable clock: no sleeping
         with pytest.raises(AccessDenied, match="expired"):
@@ -163,10 +161,20 @@ def test_login_tokens_survive_a_restart_but_not_another_store(tmp_path):
 
 
 @pytest.mark.unit
+def test_a_secret_an_older_cas_kept_in_the_data_directory_is_taken_into_the_index(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / tokens.SECRET_FILE).write_text("ab" * 32 + "\n")
+    with open_store(tmp_path / "d") as store:
+        assert tokens.signing_secret(store) == bytes.fromhex("ab" * 32)
+        (tmp_path / "d" / tokens.SECRET_FILE).unlink()
+        assert tokens.signing_secret(store) == bytes.fromhex("ab" * 32)  # kept in the index
+
+
+@pytest.mark.unit
 def test_bad_local_tokens_are_refused_with_a_reason(tmp_path):
     with open_store(tmp_path / "d") as store:
         good = issue_token(store, USER)
-        secret = bytes.fromhex((tmp_path / "d" / tokens.SECRET_FILE).read_text().strip())
+        secret = tokens.signing_secret(store)
         now = int(time.time())
         cases = {
             "expired": jwt.encode({"iss": "cas", "aud": "cas", "sub": USER, "iat": now - 7200, "exp": now - 3600},
@@ -268,8 +276,8 @@ def test_bad_oidc_tokens_are_refused_with_a_reason(tmp_path, idp):
 @pytest.mark.integration
 def test_the_api_answers_401_with_the_reason(start_web_server, tmp_path, idp):
     data = tmp_path / "srv"
-    with open_store(data):
-        pass
+    with open_store(data) as store:
+        secret = tokens.signing_secret(store)  # the server's own, in the index
     srv = start_web_server(data, toml=f'[auth]\noidc_issuer = "{idp.issuer}"\noidc_audience = "{AUDIENCE}"\n')
     status, who = srv.json("GET", "/api/whoami", token=idp.token())
     assert status == 200 and who["user"] == USER and who["root"] is False
@@ -279,7 +287,6 @@ def test_the_api_answers_401_with_the_reason(start_web_server, tmp_path, idp):
         assert reason in json.loads(body)["message"], (reason, body)
         assert "invalid_token" in headers["WWW-Authenticate"]
     # an expired login token, made with the server's own secret
-    secret = bytes.fromhex((data / tokens.SECRET_FILE).read_text().strip())
     now = int(time.time())
     old = jwt.encode({"iss": "cas", "aud": "cas", "sub": USER, "iat": now - 7200, "exp": now - 3600}, secret,
                      algorithm="HS256")

@@ -8,7 +8,7 @@ Stack, outermost first::
     DavAuthenticator  Basic / Bearer against store.users (401 with a challenge)
     WsgiDAVApp      wsgidav: ErrorPrinter -> RequestResolver -> RequestServer
       CasProvider   paths to resources over the Store (provider.py, resources.py, content.py)
-      LockManager(StoreLockStorage)  locks in the index (lock.py)
+      StoreLockManager(StoreLockStorage)  locks in the index, each LOCK one txn (lock.py)
 
 Dead properties are handled by the provider's resources (stored with the
 resource), so wsgidav's property manager is not used. XML bodies are parsed by
@@ -30,7 +30,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from .. import headers as safe
 from .auth import BearerVerifier, DavAuthenticator
-from .lock import StoreLockStorage
+from .lock import StoreLockManager, StoreLockStorage
 from .provider import CasProvider
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def make_app(store, settings, *, bearer: BearerVerifier | None = None):
     config = {
         "provider_mapping": {"/": provider},
         "mount_path": MOUNT,
-        "lock_storage": StoreLockStorage(store),  # wsgidav wraps it in its LockManager
+        "lock_storage": StoreLockStorage(store),  # its manager is replaced below
         "property_manager": None,
         "middleware_stack": [ErrorPrinter, RequestResolver],
         "block_size": BLOCK_SIZE,
@@ -221,5 +221,8 @@ def make_app(store, settings, *, bearer: BearerVerifier | None = None):
         "dir_browser": {"enable": False},
     }
     dav = WsgiDAVApp(config)
+    # wsgidav wraps the storage in its own LockManager; ours decides each LOCK in one index txn
+    dav.lock_manager = StoreLockManager(dav.lock_manager.storage)
+    provider.set_lock_manager(dav.lock_manager)
     app = DavAuthenticator(dav, store.users, allow_anonymous=settings.auth.allow_anonymous, bearer=bearer)
     return DavFront(app)

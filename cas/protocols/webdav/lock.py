@@ -25,12 +25,13 @@ Expired locks are dropped lazily when read, as in wsgidav's own storages,
 and stop blocking at once.
 
 Nothing is cached in memory: every decision reads the index, so a lock broken
-by another process (``cas locks break``, the LMDB index is shared) stops
-blocking the running server's next request. :func:`list_locks` and
-:func:`break_locks` are the administration behind that command.
-Every method is one or a few short kv calls; the LockManager serialises
-lock decisions with its own lock, and each kv call is atomic, so this class is
-safe to call from several request threads.
+by another process (``cas locks break``) or taken on another node sharing the
+index stops or starts blocking this server's next request. :func:`list_locks`
+and :func:`break_locks` are the administration behind that command.
+Each method is one short kv transaction (``cas.store.kv``), and a LOCK is
+decided in one write txn (``StoreLockManager``: the check of the locks in
+force and the new lock's record together), so two nodes never both grant
+conflicting locks. Safe to call from several request threads.
 
 Locks bind WebDAV clients only: S3 requests never consult them (a lock is an
 advisory agreement between WebDAV clients, as in most DAV servers backed by a
@@ -39,23 +40,25 @@ store that other protocols also write).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import quote, unquote
 
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as DefusedET
 from wsgidav.lock_man.lock_manager import (
+    LockManager,
     generate_lock_token,
     normalize_lock_root,
     validate_lock,
 )
 
-from ...errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,14 @@ def _owner_element(owner: bytes) -> bytes:
 
 
 class StoreLockStorage:
-    """wsgidav lock storage persisted through ``store.kv_*``."""
+    """wsgidav lock storage persisted in the store's kv space (``cas.store.kv``).
+
+    Every method reads and writes through one kv space: a snapshot for what only reads, a write
+    txn for what changes locks. While ``transaction()`` is open in a thread, every call from that
+    thread goes into its one write txn (``StoreLockManager`` decides a LOCK that way). What a read
+    finds to tidy (an expired lock, a lock cut to the cap, an index entry without its lock) is
+    written in a write txn of its own afterwards, never while the snapshot is open.
+    """
 
     LOCK_TIME_OUT_DEFAULT = LOCK_TIMEOUT_MAX
     LOCK_TIME_OUT_MAX = LOCK_TIMEOUT_MAX
@@ -106,6 +116,7 @@ class StoreLockStorage:
     def __init__(self, store, *, clock: Callable[[], float] = time.time):
         self._store = store
         self._clock = clock
+        self._local = threading.local()  # .kv: the space of an open ``transaction()`` of this thread
 
     def __repr__(self) -> str:
         return "StoreLockStorage()"
@@ -119,12 +130,33 @@ class StoreLockStorage:
 
     def cleanup(self) -> None:
         """Drop expired locks (optional; reads drop them lazily anyway)."""
-        for token, _ in list(self._store.kv_scan(NS_LOCK)):
-            self.get(token)
+        with self.transaction() as kv:
+            for token, _ in kv.scan(NS_LOCK):
+                self._get(kv, token)
 
     def clear(self) -> None:
-        for token, _ in list(self._store.kv_scan(NS_LOCK)):
-            self.delete(token)
+        with self.transaction() as kv:
+            for token, _ in kv.scan(NS_LOCK):
+                self._delete(kv, token)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator:
+        """One write txn for every call of this thread until the block ends (nested: the same)."""
+        with self._space(write=True) as kv:
+            yield kv
+
+    @contextlib.contextmanager
+    def _space(self, *, write: bool) -> Iterator:
+        cur = getattr(self._local, "kv", None)
+        if cur is not None and (cur.writable or not write):
+            yield cur
+            return
+        with (self._store.kv_write() if write else self._store.kv_read()) as kv:
+            self._local.kv = kv
+            try:
+                yield kv
+            finally:
+                self._local.kv = cur
 
     # --- records -------------------------------------------------------------
     @staticmethod
@@ -143,21 +175,17 @@ class StoreLockStorage:
         expire = float(lock["expire"])
         return 0 <= expire < self._clock()
 
-    def _bucket_of(self, root: str):
+    @staticmethod
+    def _bucket_of(kv, root: str):
         """The BucketInfo a lock root lies in; None for ``/`` or when the bucket is gone."""
         name = root.lstrip("/").split("/", 1)[0]
-        if not name:
-            return None
-        try:
-            return self._store.bucket(urllib.parse.unquote(name))
-        except NotFound:
-            return None
+        return kv.bucket(urllib.parse.unquote(name)) if name else None
 
-    def _outlived(self, lock: dict) -> bool:
+    def _outlived(self, kv, lock: dict) -> bool:
         """Whether the lock was taken on an earlier bucket of the same name (deleted since)."""
         if lock["root"].strip("/") == "":
             return False
-        bucket = self._bucket_of(lock["root"])
+        bucket = self._bucket_of(kv, lock["root"])
         taken = float(lock["expire"]) - float(lock["timeout"])
         if "bucket_id" not in lock:  # a lock from before bucket ids
             return bucket is None or taken < bucket.created
@@ -165,23 +193,60 @@ class StoreLockStorage:
             return bucket is not None and bucket.created < taken
         return bucket is None or lock["bucket_id"] != bucket.id
 
-    # --- interface -----------------------------------------------------------
-    def get(self, token: str) -> dict | None:
-        """The lock of ``token``, or None if unknown or expired (then dropped)."""
-        raw = self._store.kv_get(NS_LOCK, token)
+    def _get(self, kv, token: str) -> tuple[dict | None, bool]:
+        """The lock of ``token`` in ``kv`` (None if unknown, expired or outlived its bucket), and
+        whether its record needs a write that a read-only ``kv`` could not make (dropped, or cut to
+        the cap)."""
+        raw = kv.get(NS_LOCK, token)
         if raw is None:
-            return None
+            return None, False
         lock = self._decode(raw)
-        if self._expired(lock) or self._outlived(lock):
+        if self._expired(lock) or self._outlived(kv, lock):
+            if not kv.writable:
+                return None, True
             log.debug("lock expired or outlived its bucket: %s on %s", token[-8:], lock["root"])
-            self.delete(token)
-            return None
+            self._delete(kv, token)
+            return None, False
         latest = self._clock() + self.LOCK_TIME_OUT_MAX
         if float(lock["expire"]) < 0 or float(lock["expire"]) > latest:
             # written under an older, longer cap: cut it to this one
             lock["expire"] = latest
             lock["timeout"] = self.LOCK_TIME_OUT_MAX
-            self._store.kv_put(NS_LOCK, token, self._encode(lock))
+            if not kv.writable:
+                return lock, True
+            kv.put(NS_LOCK, token, self._encode(lock))
+        return lock, False
+
+    def _tidy(self, tokens: list[str], dangling: list[tuple[str, str]]) -> None:
+        """What reads found to write: ``tokens`` to drop or cut (re-judged now), index entries
+        whose lock is gone."""
+        if not tokens and not dangling:
+            return
+        with self._space(write=True) as kv:
+            for token in tokens:
+                self._get(kv, token)
+            for ns, key in dangling:
+                kv.delete(ns, key)
+
+    def _delete(self, kv, token: str) -> bool:
+        raw = kv.get(NS_LOCK, token)
+        if raw is None:
+            return False
+        root = self._decode(raw)["root"]
+        if _is_long(root):
+            kv.delete(NS_LONG, _long_id(root) + _SEP + token)
+        else:
+            kv.delete(NS_URL, root + _SEP + token)
+        kv.delete(NS_LOCK, token)
+        return True
+
+    # --- interface -----------------------------------------------------------
+    def get(self, token: str) -> dict | None:
+        """The lock of ``token``, or None if unknown or expired (then dropped)."""
+        with self._space(write=False) as kv:
+            lock, fix = self._get(kv, token)
+        if fix:
+            self._tidy([token], [])
         return lock
 
     def create(self, path: str, lock: dict) -> dict:
@@ -197,78 +262,106 @@ class StoreLockStorage:
         lock["expire"] = self._clock() + timeout
         lock["owner"] = _owner_element(lock.get("owner") or b"")
         validate_lock(lock)
-        bucket = self._bucket_of(root)
-        lock["bucket_id"] = "" if bucket is None else bucket.id
         token = generate_lock_token()
         lock["token"] = token
-        self._store.kv_put(NS_LOCK, token, self._encode(lock))
-        if _is_long(root):
-            self._store.kv_put(NS_LONG, _long_id(root) + _SEP + token, root.encode())
-        else:
-            self._store.kv_put(NS_URL, root + _SEP + token, b"")
+        with self._space(write=True) as kv:
+            bucket = self._bucket_of(kv, root)
+            lock["bucket_id"] = "" if bucket is None else bucket.id
+            kv.put(NS_LOCK, token, self._encode(lock))
+            if _is_long(root):
+                kv.put(NS_LONG, _long_id(root) + _SEP + token, root.encode())
+            else:
+                kv.put(NS_URL, root + _SEP + token, b"")
         return lock
 
     def refresh(self, token: str, *, timeout: float) -> dict:
-        lock = self.get(token)
-        if lock is None:
-            raise ValueError("lock does not exist")
-        if timeout is None:
-            timeout = self.LOCK_TIME_OUT_DEFAULT
-        if timeout < 0 or timeout > self.LOCK_TIME_OUT_MAX:
-            timeout = self.LOCK_TIME_OUT_MAX
-        lock["timeout"] = timeout
-        lock["expire"] = self._clock() + timeout
-        self._store.kv_put(NS_LOCK, token, self._encode(lock))
+        with self._space(write=True) as kv:
+            lock, _ = self._get(kv, token)
+            if lock is None:
+                raise ValueError("lock does not exist")
+            if timeout is None:
+                timeout = self.LOCK_TIME_OUT_DEFAULT
+            if timeout < 0 or timeout > self.LOCK_TIME_OUT_MAX:
+                timeout = self.LOCK_TIME_OUT_MAX
+            lock["timeout"] = timeout
+            lock["expire"] = self._clock() + timeout
+            kv.put(NS_LOCK, token, self._encode(lock))
         return lock
 
     def delete(self, token: str) -> bool:
-        raw = self._store.kv_get(NS_LOCK, token)
-        if raw is None:
-            return False
-        root = self._decode(raw)["root"]
-        if _is_long(root):
-            self._store.kv_delete(NS_LONG, _long_id(root) + _SEP + token)
-        else:
-            self._store.kv_delete(NS_URL, root + _SEP + token)
-        self._store.kv_delete(NS_LOCK, token)
-        return True
+        with self._space(write=True) as kv:
+            return self._delete(kv, token)
 
     def get_lock_list(self, path, *, include_root, include_children, token_only):
         """Valid direct locks on ``path`` and/or below it."""
         assert include_root or include_children
         root = normalize_lock_root(path)
         child_prefix = "/" if root == "/" else root + "/"
-        candidates: list[tuple[str, str, str]] = []  # (namespace, index key, token)
-        if include_root and not _is_long(root):
-            for key, _ in self._store.kv_scan(NS_URL, root + _SEP):
-                candidates.append((NS_URL, key, key.rpartition(_SEP)[2]))
-        if include_children:
-            for key, _ in self._store.kv_scan(NS_URL, child_prefix):
-                lock_root, _, token = key.rpartition(_SEP)
-                if lock_root != root:
-                    candidates.append((NS_URL, key, token))
-        if include_children or _is_long(root):
-            # long roots: exact matches by hash, children by reading them all
-            scan = "" if include_children else _long_id(root) + _SEP
-            for key, value in self._store.kv_scan(NS_LONG, scan):
-                lock_root = value.decode()
-                if (include_root and lock_root == root) or (
-                    include_children and lock_root.startswith(child_prefix) and lock_root != root
-                ):
-                    candidates.append((NS_LONG, key, key.rpartition(_SEP)[2]))
-        found = []
-        seen = set()
-        for ns, key, token in candidates:
-            if token in seen:
-                continue
-            seen.add(token)
-            lock = self.get(token)
-            if lock is None:
-                # dangling index entry (lock gone or expired): drop it
-                self._store.kv_delete(ns, key)
-                continue
-            found.append(token if token_only else lock)
+        found, fixes, dangling = [], [], []
+        with self._space(write=False) as kv:
+            candidates: list[tuple[str, str, str]] = []  # (namespace, index key, token)
+            if include_root and not _is_long(root):
+                for key, _ in kv.scan(NS_URL, root + _SEP):
+                    candidates.append((NS_URL, key, key.rpartition(_SEP)[2]))
+            if include_children:
+                for key, _ in kv.scan(NS_URL, child_prefix):
+                    lock_root, _, token = key.rpartition(_SEP)
+                    if lock_root != root:
+                        candidates.append((NS_URL, key, token))
+            if include_children or _is_long(root):
+                # long roots: exact matches by hash, children by reading them all
+                scan = "" if include_children else _long_id(root) + _SEP
+                for key, value in kv.scan(NS_LONG, scan):
+                    lock_root = value.decode()
+                    if (include_root and lock_root == root) or (
+                        include_children and lock_root.startswith(child_prefix) and lock_root != root
+                    ):
+                        candidates.append((NS_LONG, key, key.rpartition(_SEP)[2]))
+            seen = set()
+            for ns, key, token in candidates:
+                if token in seen:
+                    continue
+                seen.add(token)
+                lock, fix = self._get(kv, token)
+                if fix:
+                    fixes.append(token)
+                if lock is None:
+                    if not fix:  # dangling index entry (its lock is gone): drop it
+                        if kv.writable:
+                            kv.delete(ns, key)
+                        else:
+                            dangling.append((ns, key))
+                    continue
+                found.append(token if token_only else lock)
+        self._tidy(fixes, dangling)
         return found
+
+
+class StoreLockManager(LockManager):
+    """wsgidav's ``LockManager`` whose decisions are atomic in the index.
+
+    ``acquire`` checks the locks in force and records the new one in one write txn of the index,
+    so two nodes (or two processes, or a ``cas locks`` beside the server) never both grant
+    conflicting locks; removing the locks of a deleted or moved tree is one txn too. wsgidav's own
+    read-write lock still orders this process's threads, and is taken before the txn (its readers
+    may write a txn of their own while tidying, never the other way round).
+    """
+
+    def acquire(self, **kwargs):
+        self._lock.acquire_write()
+        try:
+            with self.storage.transaction():
+                return super().acquire(**kwargs)
+        finally:
+            self._lock.release()
+
+    def remove_all_locks_from_url(self, url, *, recursive=False):
+        self._lock.acquire_write()
+        try:
+            with self.storage.transaction():
+                super().remove_all_locks_from_url(url, recursive=recursive)
+        finally:
+            self._lock.release()
 
 
 # ---------------------------------------------------------------------------------------

@@ -308,16 +308,18 @@ class BucketCollection(_Collection):
         return json.loads(raw) if raw else {}
 
     def _write_props(self, set_, remove):
-        # read-modify-write of one kv record: concurrent PROPPATCHes of one bucket may race
-        props = self._props()
-        props.update(set_)
-        for name in remove:
-            props.pop(name, None)
-        with dav_errors():
+        # read-modify-write of one kv record in one txn: concurrent PROPPATCHes of one bucket, on
+        # any node, each apply to what the other wrote
+        with dav_errors(), self.provider.store.kv_write() as kv:
+            raw = kv.get(NS_PROPS, self.bucket)
+            props = json.loads(raw) if raw else {}
+            props.update(set_)
+            for name in remove:
+                props.pop(name, None)
             if props:
-                self.provider.store.kv_put(NS_PROPS, self.bucket, json.dumps(props).encode())
+                kv.put(NS_PROPS, self.bucket, json.dumps(props).encode())
             else:
-                self.provider.store.kv_delete(NS_PROPS, self.bucket)
+                kv.delete(NS_PROPS, self.bucket)
 
 
 _UNKNOWN = object()
