@@ -8,13 +8,14 @@ What ``base.py`` promises, and how:
 
 - ``read()`` is REPEATABLE READ READ ONLY, its snapshot taken as it opens.
 - ``write()`` is READ COMMITTED behind a transaction-scoped advisory lock that every write
-  transaction of every process takes first: writers are serialised exactly like LMDB's single
-  writer. Each statement sees every earlier commit, read-modify-write needs no row locks, and
-  commit sequence numbers (the ``seq`` counter) commit gap-free and in order.
+  transaction of every process takes before anything else: writers are serialised exactly like
+  LMDB's single writer. Each statement sees every earlier commit, read-modify-write needs no row
+  locks, and commit sequence numbers (the ``seq`` counter) commit gap-free and in order.
 - ``write(durable=False)`` commits with ``synchronous_commit`` off: a server crash may lose the
   last such commits but never corrupts.
 - Iterators read a page of rows at a time, by key (``k >= last key + 0x00``): they stream, and
-  rows their own transaction deletes further on are not returned.
+  they see what their own transaction writes further on (a row deleted is not returned, a row
+  added is), as an LMDB cursor does.
 - ``lock(name)`` is a session advisory lock on a connection of its own, released when the block
   exits or its process dies.
 
@@ -27,10 +28,17 @@ Errors are mapped here: a server that cannot be reached at open or refuses the c
 ``TransientStoreError`` and everything else a ``PermanentStoreError``. No message shows the
 password.
 
+Round trips are what a remote index costs. A write transaction runs in psycopg's pipeline mode:
+its begin and write lock, and every statement whose answer no one waits for (a put), travel with
+the next statement that needs an answer (a get) or with the commit — a transaction of puts is
+one round trip. The error of such a statement is raised by the next one that waits, or by the
+commit; either way nothing commits. A read spends one round trip on its start (begin and
+snapshot in one message), one per statement and one on its commit. psycopg prepares the
+statements a connection runs often; a connection that idled in the pool is checked before use
+(the server may have dropped it), a busy one is not.
+
 Thread-safe: a pool of connections; each transaction holds one for its lifetime and belongs to
-the thread that opened it. Round trips are what a remote index costs, so a transaction spends
-one on its start (begin, the write lock and the snapshot go in one message) and one on its
-commit, and psycopg prepares the statements each connection runs often.
+the thread that opened it.
 """
 
 from __future__ import annotations
@@ -40,13 +48,14 @@ import hashlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import ExecStatus, PipelineStatus, TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, Conflict, PermanentStoreError, StoreError, TransientStoreError
@@ -64,6 +73,7 @@ TABLES = ("cas_schema", *(f"cas_{name}" for name in s.DB_NAMES))
 
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise (libpq's default is to wait forever)
 POOL_WAIT = 30.0  # seconds a transaction waits for a free pooled connection
+IDLE_CHECK = 5.0  # seconds in the pool after which a connection is checked before use
 #: rows per query of an iterator: small first (many callers want one row), then larger
 _PAGES = (32, 256, 1024)
 
@@ -76,12 +86,12 @@ def _lock_key(what: str) -> int:
 _WRITE_KEY = _lock_key("write")
 _SCHEMA_KEY = _lock_key("schema")
 
-# One message each: psycopg sends a query without parameters as a simple query, which may hold
-# several statements. "SELECT 1" takes a read's snapshot now rather than at its first read.
+# One message: psycopg sends a query without parameters as a simple query, which may hold several
+# statements. "SELECT 1" takes the snapshot now rather than at the first read.
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"
-_BEGIN_WRITE = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({_WRITE_KEY})"
-_BEGIN_WRITE_LAZY = ("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off; "
-                     f"SELECT pg_advisory_xact_lock({_WRITE_KEY})")
+# Queued in the pipeline ahead of the transaction's first statements
+_BEGIN_WRITE = ("BEGIN ISOLATION LEVEL READ COMMITTED", f"SELECT pg_advisory_xact_lock({_WRITE_KEY})")
+_BEGIN_WRITE_LAZY = (_BEGIN_WRITE[0], "SET LOCAL synchronous_commit = off", _BEGIN_WRITE[1])
 
 #: SQLSTATE classes worth retrying: connection exceptions, serialisation failures and
 #: deadlocks, operator intervention (shutdown, cancel, timeout), insufficient resources
@@ -98,12 +108,12 @@ class _Sql:
         t = f"cas_{db}"
         self.get = f"SELECT v FROM {t} WHERE k = %s"
         self.upsert = f"INSERT INTO {t} (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
-        self.insert = f"INSERT INTO {t} (k, v) VALUES (%s, %s) ON CONFLICT (k) DO NOTHING"
-        self.delete = f"DELETE FROM {t} WHERE k = %s"
+        self.insert = f"INSERT INTO {t} (k, v) VALUES (%s, %s) ON CONFLICT (k) DO NOTHING RETURNING true"
+        self.delete = f"DELETE FROM {t} WHERE k = %s RETURNING true"
         self.scan = f"SELECT k, v FROM {t} WHERE k >= %s ORDER BY k LIMIT %s"
         self.scan_to = f"SELECT k, v FROM {t} WHERE k >= %s AND k < %s ORDER BY k LIMIT %s"
-        self.trim = f"DELETE FROM {t} WHERE k < %s"
-        self.trim_all = f"DELETE FROM {t}"
+        self.trim = f"WITH gone AS (DELETE FROM {t} WHERE k < %s RETURNING 1) SELECT count(*) FROM gone"
+        self.trim_all = f"WITH gone AS (DELETE FROM {t} RETURNING 1) SELECT count(*) FROM gone"
 
 
 _SQL = {name: _Sql(name) for name in s.DB_NAMES}
@@ -137,9 +147,15 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return p[:-1] + bytes((p[-1] + 1,)) if p else None
 
 
-def _mapped(exc: psycopg.Error, what: str) -> StoreError:
+def _mapped(exc: psycopg.Error, what: str, conn: psycopg.Connection | None = None) -> StoreError:
+    """The StoreError for ``exc``; a connection that broke makes any error transient (psycopg may
+    report the loss of a pipelined connection as the odd result it got before)."""
     state = exc.sqlstate
-    if state is None:  # raised by the client: a lost connection is an OperationalError
+    if conn is not None and conn.broken:
+        transient = True
+    elif isinstance(exc, psycopg.errors.PipelineAborted):  # an earlier statement failed
+        transient = False
+    elif state is None:  # raised by the client: a lost connection is an OperationalError
         transient = isinstance(exc, psycopg.OperationalError)
     else:
         transient = (state[:2] in _TRANSIENT_CLASSES and state != _DISK_FULL) or state == _LOCK_NOT_AVAILABLE
@@ -277,6 +293,14 @@ def _rollback(conn: psycopg.Connection) -> None:
             conn.close()
 
 
+def _carried_on(conn: psycopg.Connection, what: str) -> None:
+    """Refuse to commit a transaction in which a statement failed (the caller caught the error
+    and went on)."""
+    if conn.pgconn.transaction_status == TransactionStatus.INERROR:
+        _rollback(conn)
+        raise PermanentStoreError(f"{what}: a statement of the transaction failed; nothing was committed")
+
+
 class PgIndex:
     """One store's index in a PostgreSQL database, shared by every process that opens it."""
 
@@ -299,8 +323,9 @@ class PgIndex:
             self._migrate(conn)
         finally:
             conn.close()
-        self._pool = ConnectionPool(url, kwargs=self._kwargs, min_size=1, max_size=pool_size,
-                                    timeout=POOL_WAIT, name="cas-index", open=True)
+        self._idle_since: dict[int, float] = {}  # id of a pooled connection -> since when it idles
+        self._pool = ConnectionPool(url, kwargs=self._kwargs, min_size=1, max_size=pool_size, timeout=POOL_WAIT,
+                                    configure=self._idle, check=self._check, name="cas-index", open=True)
 
     def close(self) -> None:
         self._pool.close()
@@ -323,12 +348,13 @@ class PgIndex:
     def _migrate(self, conn: psycopg.Connection) -> None:
         """Bring the tables to ``SCHEMA_VERSION`` (create them in an empty database)."""
         try:
-            version = self._schema_version(conn)
-            if version == SCHEMA_VERSION:
+            if self._schema_version(conn) == SCHEMA_VERSION:
                 return
+            # locked before the transaction begins, so that it sees the tables a process that
+            # was first created (the catalog cache of a transaction that was waiting would not)
+            conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_KEY,))
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_KEY,))
-                version = self._schema_version(conn)  # another process may have been first
+                version = self._schema_version(conn)
                 if version is None:
                     conn.execute("CREATE TABLE cas_schema (version integer NOT NULL)")
                     conn.execute("INSERT INTO cas_schema VALUES (0)")
@@ -339,6 +365,7 @@ class PgIndex:
                 if version < SCHEMA_VERSION:
                     conn.execute("UPDATE cas_schema SET version = %s", (SCHEMA_VERSION,))
                     log.info("%s: table layout version %d -> %d", self.where, version, SCHEMA_VERSION)
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_KEY,))  # else closing the session does
         except psycopg.Error as exc:
             raise PermanentStoreError(f"cannot set up the tables of {self.where}: "
                                       f"{' '.join(str(exc).split())}") from exc
@@ -354,6 +381,16 @@ class PgIndex:
                               f"versions up to {SCHEMA_VERSION}: run a newer cas")
         return version
 
+    def _idle(self, conn: psycopg.Connection) -> None:
+        """Note that ``conn`` (new, or back from a transaction) idles in the pool from now."""
+        self._idle_since[id(conn)] = time.monotonic()
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        """The pool's check of a connection it hands out: one that idled a while may have been
+        dropped by the server (a restart, an idle timeout); the pool replaces it if it fails."""
+        if time.monotonic() - self._idle_since.pop(id(conn), 0.0) > IDLE_CHECK:
+            conn.execute("")
+
     def _getconn(self, what: str) -> psycopg.Connection:
         try:
             return self._pool.getconn()
@@ -362,43 +399,40 @@ class PgIndex:
         except psycopg.Error as exc:
             raise _mapped(exc, what) from exc
 
-    def _begin(self, begin: str, what: str) -> psycopg.Connection:
-        """A pooled connection inside a new transaction. Connections the server dropped while
-        they idled in the pool (a server restart) are replaced: nothing ran on them yet."""
-        for _ in range(self._pool.max_size + 1):
-            conn = self._getconn(what)
-            try:
-                conn.execute(begin, prepare=False)
-                return conn
-            except psycopg.Error as exc:
-                _rollback(conn)
-                self._pool.putconn(conn)
-                if not conn.broken:
-                    raise _mapped(exc, what) from exc
-                failure = exc
-        raise _mapped(failure, what) from failure
+    def _putconn(self, conn: psycopg.Connection) -> None:
+        self._idle(conn)
+        self._pool.putconn(conn)
 
     @contextlib.contextmanager
-    def _txn(self, begin: str, what: str) -> Iterator[PgTxn]:
-        conn = self._begin(begin, what)
-        txn = PgTxn(conn.cursor(binary=True), readonly=begin is _BEGIN_READ)
+    def _txn(self, begin: str | tuple[str, ...], what: str) -> Iterator[PgTxn]:
+        """A transaction on a pooled connection: ``begin`` is one simple query (sent at once) or
+        statements queued in a pipeline that lasts until the commit."""
+        conn = self._getconn(what)
+        txn = PgTxn(conn.cursor(binary=True), readonly=isinstance(begin, str))
         try:
             try:
-                yield txn
+                if isinstance(begin, str):
+                    conn.execute(begin, prepare=False)
+                    yield txn
+                    _carried_on(conn, what)
+                    conn.execute("COMMIT", prepare=False)
+                else:
+                    with conn.pipeline():
+                        for statement in begin:
+                            txn._cur.execute(statement, prepare=False)
+                        yield txn
+                        if conn.pgconn.pipeline_status != PipelineStatus.ABORTED:
+                            txn._cur.execute("COMMIT", prepare=False)
+                    _carried_on(conn, what)
+            except psycopg.Error as exc:
+                _rollback(conn)
+                raise _mapped(exc, what, conn) from exc
             except BaseException:
                 _rollback(conn)
                 raise
-            if conn.pgconn.transaction_status == TransactionStatus.INERROR:
-                _rollback(conn)  # a statement failed and the caller carried on regardless
-                raise PermanentStoreError(f"{what}: a statement of the transaction failed; nothing was committed")
-            try:
-                txn._commit()
-            except psycopg.Error as exc:
-                _rollback(conn)
-                raise _mapped(exc, f"{what} (commit)") from exc
         finally:
             txn._cur = None  # an iterator that outlives its transaction must not run on
-            self._pool.putconn(conn)
+            self._putconn(conn)
 
     # -- the Index protocol ----------------------------------------------------------------
     def read(self) -> contextlib.AbstractContextManager[PgTxn]:
@@ -413,9 +447,9 @@ class PgIndex:
         try:
             return conn.execute(query, params).fetchall()
         except psycopg.Error as exc:
-            raise _mapped(exc, what) from exc
+            raise _mapped(exc, what, conn) from exc
         finally:
-            self._pool.putconn(conn)
+            self._putconn(conn)
 
     def disk_usage(self) -> int:
         """Bytes the cas tables take, with their indexes and TOAST."""
@@ -446,8 +480,7 @@ class PgIndex:
                 conn.execute(f"SET lock_timeout = {max(1, round(wait * 1000))}")
                 conn.execute("SELECT pg_advisory_lock(%s)", (key,))
             except psycopg.errors.LockNotAvailable:
-                raise Conflict(f"another process holds the {name} lock of {self.where}"
-                               f"{_holder(conn, key)}") from None
+                raise Conflict(f"another process holds the {name} lock of {self.where}") from None
             except psycopg.Error as exc:
                 raise _mapped(exc, f"cannot take the {name} lock of {self.where}") from exc
             try:
@@ -461,34 +494,15 @@ class PgIndex:
             conn.close()
 
 
-def _holder(conn: psycopg.Connection, key: int) -> str:
-    """`` (pid P on HOST)``: who holds the session advisory lock ``key`` in this database, read from
-    its session's application name (``cas/<host>/<pid>``); empty when that cannot be told."""
-    try:
-        row = conn.execute(
-            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid = %s::oid "
-            "AND l.objid = %s::oid AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone()
-    except psycopg.Error:  # the message goes without it
-        return ""
-    parts = (row[0] if row else "").split("/")
-    if len(parts) != 3 or parts[0] != "cas" or not parts[2].isdigit():
-        return ""
-    return f" (pid {parts[2]} on {parts[1]})"
-
-
 class PgTxn(KvTxn):
     """The primitives of ``KvTxn`` as statements on one connection's transaction.
 
-    Round trips are what a remote index costs (a small PUT's transactions make some forty reads
-    and writes, many of the same counters), so a transaction keeps what it read and holds back
-    what it writes: reads of a key it read or wrote before are answered from memory, and its
-    writes go to the server together, in one pipelined message, before it next scans that table
-    and at its commit (which travels in the same message). Both are sound because a write
-    transaction holds the write lock (nobody else changes a row under it) and a read transaction
-    reads one snapshot. Whether a row existed, which ``_put`` without overwrite and ``_delete``
-    return, is known from a read (usually one made already).
+    Round trips are what a remote index costs: a write transaction runs in a pipeline, so its
+    writes travel with the next statement that waits for an answer, or with the commit; and a
+    transaction remembers every row it read or wrote, so a second read of one (a small PUT reads
+    the same counters and rows in several steps) is answered from memory. That is sound because a
+    write transaction holds the write lock (nobody else changes a row under it) and a read
+    transaction reads one snapshot. The first counter read fetches every counter row in one query.
 
     An iterator holds a page of rows the server returned; what its own transaction writes into
     the rest of that page afterwards (a delete, an insert) it must see, as an LMDB cursor does.
@@ -496,7 +510,7 @@ class PgTxn(KvTxn):
     iterator reads its page again from where it is when one of them falls in what it has still
     to return (deleting the row just returned, the common case, does not)."""
 
-    __slots__ = ("_cur", "_readonly", "_written", "_scans", "_known", "_pending", "_counters")
+    __slots__ = ("_cur", "_readonly", "_written", "_scans", "_known", "_counters")
 
     def __init__(self, cur: psycopg.Cursor, *, readonly: bool = False):
         self._cur = cur
@@ -504,41 +518,81 @@ class PgTxn(KvTxn):
         self._written: dict[str, list[bytes | None]] = {}  # per table with open iterators; None: a trim
         self._scans: dict[str, int] = {}
         self._known: dict[tuple[str, bytes], bytes | None] = {}  # rows as this txn sees them now
-        self._pending: dict[str, dict[bytes, bytes | None]] = {}  # writes not sent yet (None: delete)
         self._counters = False  # whether every counter row is in _known
 
-    def counter(self, name: str) -> int:
-        """A commit touches several counters: the first read fetches them all (a few dozen
-        small rows) in one round trip."""
-        key = b"n:" + name.encode()
-        if not self._counters:
-            self._flush("meta")
-            rows = self._run(_SQL["meta"].scan_to, (b"n:", b"n;", 10_000), "read", "meta").fetchall()
-            for k, v in rows:
-                self._known.setdefault(("meta", k), v)
-            self._counters = True
-        self._known.setdefault(("meta", key), None)  # not among them: none yet
-        return super().counter(name)
-
-    def _run(self, query: str, params: tuple, what: str, db: str) -> psycopg.Cursor:
+    def _send(self, query: str, params: tuple, db: str) -> None:
+        """A statement whose answer no one waits for (in a write, it waits in the pipeline)."""
         try:
-            return self._cur.execute(query, params)
+            self._cur.execute(query, params)
         except psycopg.Error as exc:
-            raise _mapped(exc, f"cannot {what} {db}") from exc
+            raise _mapped(exc, f"cannot write {db}", self._cur.connection) from exc
+
+    def _fetch(self, query: str, params: tuple, what: str, db: str) -> list[tuple]:
+        try:
+            self._cur.execute(query, params)
+            return self._cur.fetchall()
+        except psycopg.Error as exc:
+            raise _mapped(exc, f"cannot {what} {db}", self._cur.connection) from exc
 
     def _note(self, db: str, key: bytes | None) -> None:
         written = self._written.get(db)
         if written is not None:
             written.append(key)
 
+    def _writing(self, db: str) -> None:
+        if self._readonly:
+            raise PermanentStoreError(f"cannot write {db}: this is a read transaction")
+
     def _get(self, db: str, key: bytes) -> bytes | None:
         try:
             return self._known[db, key]
         except KeyError:
             pass
-        row = self._run(_SQL[db].get, (key,), "read", db).fetchone()
-        value = self._known[db, key] = None if row is None else row[0]
+        rows = self._fetch(_SQL[db].get, (key,), "read", db)
+        value = self._known[db, key] = rows[0][0] if rows else None
         return value
+
+    def _put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
+        self._writing(db)
+        known = self._known.get((db, key), False)  # False: not known
+        if not overwrite and known is not False:
+            if known is not None:
+                return False
+            overwrite = True  # known to be absent: no answer to wait for
+        self._note(db, key)
+        if overwrite:
+            self._send(_SQL[db].upsert, (key, value), db)
+            stored = True
+        else:
+            stored = bool(self._fetch(_SQL[db].insert, (key, value), "write", db))
+        if stored:
+            self._known[db, key] = value
+        else:
+            self._known.pop((db, key), None)
+        return stored
+
+    def _delete(self, db: str, key: bytes) -> bool:
+        self._writing(db)
+        known = self._known.get((db, key), False)
+        if known is None:
+            return False  # known to be absent
+        self._note(db, key)
+        self._known[db, key] = None
+        if known is not False:
+            self._send(_SQL[db].delete, (key,), db)
+            return True
+        return bool(self._fetch(_SQL[db].delete, (key,), "write", db))
+
+    def counter(self, name: str) -> int:
+        """A commit touches several counters: the first read fetches them all (a few dozen
+        small rows) in one round trip."""
+        key = b"n:" + name.encode()
+        if not self._counters:
+            for k, v in self._fetch(_SQL["meta"].scan_to, (b"n:", b"n;", 10_000), "read", "meta"):
+                self._known.setdefault(("meta", k), v)
+            self._counters = True
+        self._known.setdefault(("meta", key), None)  # not among them: none yet
+        return super().counter(name)
 
     def list_objects(
         self, bucket: str, prefix: str, delimiter: str, start_after: str, limit: int
@@ -548,10 +602,9 @@ class PgTxn(KvTxn):
             return super().list_objects(bucket, prefix, delimiter, start_after, limit)
         base, full_prefix, start = listing_start(bucket, prefix, delimiter, start_after)
         delim = delimiter.encode()
-        self._flush("objects")
         params = {"start": start, "end": _prefix_end(full_prefix), "plen": len(full_prefix), "d": delim,
                   "dlen": len(delim), "n": limit + 1, "ff": b"\xff", "zero": b"\x00"}
-        rows = self._run(_GROUPED_PAGE, params, "list", "objects").fetchall()
+        rows = self._fetch(_GROUPED_PAGE, params, "list", "objects")
         entries: list[tuple[str, dict]] = []
         prefixes: list[str] = []
         for k, v in rows:
@@ -564,62 +617,6 @@ class PgTxn(KvTxn):
                 entries.append((k[len(base):].decode(), s.loads(v)))
         return entries, prefixes, False
 
-    def _writing(self, db: str) -> None:
-        if self._readonly:
-            raise PermanentStoreError(f"cannot write {db}: this is a read transaction")
-
-    def _put(self, db: str, key: bytes, value: bytes, *, overwrite: bool = True) -> bool:
-        self._writing(db)
-        if not overwrite and self._get(db, key) is not None:
-            return False
-        self._note(db, key)
-        self._known[db, key] = value
-        self._pending.setdefault(db, {})[key] = value
-        return True
-
-    def _delete(self, db: str, key: bytes) -> bool:
-        self._writing(db)
-        existed = self._get(db, key) is not None
-        if existed:
-            self._note(db, key)
-            self._known[db, key] = None
-            self._pending.setdefault(db, {})[key] = None
-        return existed
-
-    def _flush(self, db: str | None = None) -> None:
-        """Send the held-back writes (of table ``db``, or all) in one pipelined message."""
-        tables = [db] if db is not None else list(self._pending)
-        batches = [(t, self._pending.pop(t)) for t in tables if self._pending.get(t)]
-        if not batches:
-            return
-        try:
-            with self._cur.connection.pipeline():
-                self._send(batches)
-        except psycopg.Error as exc:
-            raise _mapped(exc, f"cannot write {', '.join(t for t, _ in batches)}") from exc
-
-    def _send(self, batches: list[tuple[str, dict[bytes, bytes | None]]]) -> None:
-        for table, rows in batches:
-            sql = _SQL[table]
-            puts = [(k, v) for k, v in rows.items() if v is not None]
-            gone = [(k,) for k, v in rows.items() if v is None]
-            if puts:
-                self._cur.executemany(sql.upsert, puts)
-            if gone:
-                self._cur.executemany(sql.delete, gone)
-
-    def _commit(self) -> None:
-        """Send what is held back and COMMIT, in one message."""
-        batches = [(t, rows) for t, rows in self._pending.items() if rows]
-        self._pending.clear()
-        conn = self._cur.connection
-        if not batches:
-            conn.execute("COMMIT", prepare=False)
-            return
-        with conn.pipeline():
-            self._send(batches)
-            conn.execute("COMMIT", prepare=False)
-
     def _scan(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         sql = _SQL[db]
         low = prefix if start is None or start < prefix else start
@@ -628,27 +625,23 @@ class PgTxn(KvTxn):
         written = self._written.setdefault(db, [])
         self._scans[db] = self._scans.get(db, 0) + 1
         try:
-            while True:
+            while True:  # low: the least key not returned yet
                 size = next(pages)
-                self._flush(db)
                 if end is None:
-                    rows = self._run(sql.scan, (low, size), "read", db).fetchall()
+                    rows = self._fetch(sql.scan, (low, size), "read", db)
                 else:
-                    rows = self._run(sql.scan_to, (low, end, size), "read", db).fetchall()
-                high = rows[-1][0] if len(rows) == size else None  # None: up to the end
+                    rows = self._fetch(sql.scan_to, (low, end, size), "read", db)
+                high = rows[-1][0] if len(rows) == size else None  # None: the page reaches the end
                 seen = len(written)
                 for k, v in rows:
-                    if len(written) > seen and _lands(written[seen:], k, high):
-                        low = k  # the rest of the page changed: read it again from here
-                        break
-                    seen = len(written)
+                    if len(written) > seen:
+                        if _lands(written[seen:], low, high):
+                            break  # the rest of the page changed: read it again
+                        seen = len(written)
                     yield k, v
+                    low = k + b"\x00"
                 else:
-                    if high is not None:
-                        low = high + b"\x00"
-                    elif rows and len(written) > seen and _lands(written[seen:], rows[-1][0] + b"\x00", None):
-                        low = rows[-1][0] + b"\x00"  # rows written past the last one
-                    else:
+                    if high is None and not (len(written) > seen and _lands(written[seen:], low, None)):
                         return
         finally:
             self._scans[db] -= 1
@@ -660,14 +653,13 @@ class PgTxn(KvTxn):
         if upto < 0:
             return 0
         self._note(db, None)
-        self._flush(db)
         for known in [k for k in self._known if k[0] == db]:
             del self._known[known]
         if db == "meta":
             self._counters = False
         if upto >= (1 << 64) - 1:
-            return self._run(_SQL[db].trim_all, (), "write", db).rowcount
-        return self._run(_SQL[db].trim, (s.u64(upto + 1),), "write", db).rowcount
+            return self._fetch(_SQL[db].trim_all, (), "write", db)[0][0]
+        return self._fetch(_SQL[db].trim, (s.u64(upto + 1),), "write", db)[0][0]
 
 
 def _lands(written: list[bytes | None], low: bytes, high: bytes | None) -> bool:

@@ -524,6 +524,25 @@ def test_iterators_skip_rows_deleted_ahead(index):
         assert seen == [b for b in bids if b not in ahead]
 
 
+def test_iterators_return_rows_their_transaction_adds_ahead(index):
+    bids = ids(MANY)
+    with index.write() as t:
+        for n, bid in enumerate(bids):
+            t.put_block(bid, block(n))
+    added = [bid + b"\x01" for bid in bids[::5]]  # each right after a row (some in the page held)
+    last = bids[-1] + b"\x02"
+    with index.write() as t:
+        seen = []
+        for bid, _ in t.iter_blocks():
+            if not seen:
+                for new in added:
+                    t.put_block(new, block(0))
+            if bid == bids[-1]:
+                t.put_block(last, block(0))  # past the last row
+            seen.append(bid)
+        assert seen == sorted(bids + added + [last])
+
+
 def test_lazy_and_durable_commits_are_both_visible_to_a_reopened_index(index_target):
     index = open_target(*index_target)
     with index.write(durable=False) as t:
