@@ -402,7 +402,7 @@ def test_a_change_on_one_node_wakes_a_long_poll_on_the_other(cluster):
     assert status == 200
     assert [(e["op"], e["bucket"], e["key"], e["etag"]) for e in data["events"]] == [
         ("put", bucket, "wake.txt", put["ETag"].strip('"'))]
-    assert result["at"] - wrote < 1.5, f"B saw A's change only after {result['at'] - wrote:.2f}s"
+    assert result["at"] - wrote < 1.0, f"B saw A's change only after {result['at'] - wrote:.2f}s"
 
 
 # -- 7. metrics ------------------------------------------------------------------------------
@@ -468,6 +468,9 @@ class Writer:
                 self.stop.wait(self.pause)
         except Exception as exc:  # the test reports it
             self.errors.append(exc)
+            # the operation that failed may or may not have taken effect (a node killed between its
+            # commit and its answer): that key's state is unknown, so it is not checked
+            self.expected.pop(key, None)
 
 
 def check_reads(nodes, bucket: str, expected: dict[str, bytes | None]) -> None:
