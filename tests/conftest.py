@@ -12,7 +12,7 @@ import pytest
 
 pytest_plugins = [
     f"tests.fixtures.{name}"
-    for name in ("seaweed", "core", "s3api", "webdav", "gc", "web", "pg", "nodes")
+    for name in ("seaweed", "core", "s3api", "webdav", "gc", "web", "pg", "nodes", "netns")
     if (Path(__file__).parent / "fixtures" / f"{name}.py").exists()
 ]
 
