@@ -482,7 +482,8 @@ class PgIndex:
                 conn.execute(f"SET lock_timeout = {max(1, round(wait * 1000))}")
                 conn.execute("SELECT pg_advisory_lock(%s)", (key,))
             except psycopg.errors.LockNotAvailable:
-                raise Conflict(f"another process holds the {name} lock of {self.where}") from None
+                raise Conflict(f"another process holds the {name} lock of {self.where}"
+                               f"{_holder(conn, key)}") from None
             except psycopg.Error as exc:
                 raise _mapped(exc, f"cannot take the {name} lock of {self.where}") from exc
             try:
@@ -494,6 +495,23 @@ class PgIndex:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
         finally:
             conn.close()
+
+
+def _holder(conn: psycopg.Connection, key: int) -> str:
+    """`` (pid P on HOST)``: who holds the session advisory lock ``key`` in this database, read from
+    its session's application name (``cas/<host>/<pid>``); empty when that cannot be told."""
+    try:
+        row = conn.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid = %s::oid "
+            "AND l.objid = %s::oid AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone()
+    except psycopg.Error:  # the message goes without it
+        return ""
+    parts = (row[0] if row else "").split("/")
+    if len(parts) != 3 or parts[0] != "cas" or not parts[2].isdigit():
+        return ""
+    return f" (pid {parts[2]} on {parts[1]})"
 
 
 class PgTxn(KvTxn):

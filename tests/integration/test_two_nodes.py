@@ -484,6 +484,7 @@ def check_reads(nodes, bucket: str, expected: dict[str, bytes | None]) -> None:
                 assert got == data, f"{key} differs on {node.s3_url}"
 
 
+@pytest.mark.slow  # a minute of writers, a kill and leases, or a namespace: the bounded slow step runs it
 def test_gc_from_an_admin_host_is_safe_with_writers_on_both_nodes(cluster):
     a, b = cluster.nodes
     bucket = unique()
@@ -573,6 +574,7 @@ def stall_an_upload(node: S3Serve, bucket: str, sent: int) -> http.client.HTTPCo
     return conn
 
 
+@pytest.mark.slow  # a minute of writers, a kill and leases, or a namespace: the bounded slow step runs it
 def test_a_killed_node_loses_nothing_it_acknowledged_and_gc_reclaims_its_leftovers(tmp_path, pg_server,
                                                                                     seaweed):
     from cas.blocklife import owner_is_dead
@@ -648,6 +650,7 @@ def test_a_killed_node_loses_nothing_it_acknowledged_and_gc_reclaims_its_leftove
 # -- a node on another network -------------------------------------------------------------
 
 
+@pytest.mark.slow  # a minute of writers, a kill and leases, or a namespace: the bounded slow step runs it
 def test_a_node_in_another_network_namespace_serves_the_same_store(tmp_path, pg_server, seaweed, netns):
     """Node B in a network namespace of its own reaches PostgreSQL and SeaweedFS only across a veth
     link (through relays on the link's host end: the servers listen on loopback), and clients reach
