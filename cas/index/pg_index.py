@@ -28,14 +28,15 @@ Errors are mapped here: a server that cannot be reached at open or refuses the c
 ``TransientStoreError`` and everything else a ``PermanentStoreError``. No message shows the
 password.
 
-Round trips are what a remote index costs. A write transaction runs in psycopg's pipeline mode:
-its begin and write lock, and every statement whose answer no one waits for (a put), travel with
-the next statement that needs an answer (a get) or with the commit — a transaction of puts is
-one round trip. The error of such a statement is raised by the next one that waits, or by the
-commit; either way nothing commits. A read spends one round trip on its start (begin and
-snapshot in one message), one per statement and one on its commit. psycopg prepares the
-statements a connection runs often; a connection that idled in the pool is checked before use
-(the server may have dropped it), a busy one is not.
+Round trips are what a remote index costs. A write transaction runs in psycopg's pipeline mode,
+so its begin and write lock travel with its first statement that needs an answer. A transaction
+remembers every row it read or wrote and answers a second read of one from memory; a write
+transaction holds its writes back and sends them as one statement (``_write_statement``) before
+its next scan and with its commit. The error of that statement is raised by the scan or the
+commit; either way nothing commits. A read spends one round trip on its start (begin and snapshot
+in one message), one per statement it cannot answer from memory and one on its commit. psycopg
+prepares the statements a connection runs often; a connection that idled in the pool is checked
+before use (the server may have dropped it), a busy one is not.
 
 Thread-safe: a pool of connections; each transaction holds one for its lifetime and belongs to
 the thread that opened it.
@@ -103,14 +104,11 @@ _DISK_FULL, _LOCK_NOT_AVAILABLE = "53100", "55P03"
 class _Sql:
     """The statements on one table (the same text each time, so psycopg prepares them)."""
 
-    __slots__ = ("get", "upsert", "insert", "delete", "scan", "scan_to", "trim", "trim_all")
+    __slots__ = ("get", "scan", "scan_to", "trim", "trim_all")
 
     def __init__(self, db: str):
         t = f"cas_{db}"
         self.get = f"SELECT v FROM {t} WHERE k = %s"
-        self.upsert = f"INSERT INTO {t} (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
-        self.insert = f"INSERT INTO {t} (k, v) VALUES (%s, %s) ON CONFLICT (k) DO NOTHING RETURNING true"
-        self.delete = f"DELETE FROM {t} WHERE k = %s RETURNING true"
         self.scan = f"SELECT k, v FROM {t} WHERE k >= %s ORDER BY k LIMIT %s"
         self.scan_to = f"SELECT k, v FROM {t} WHERE k >= %s AND k < %s ORDER BY k LIMIT %s"
         self.trim = f"WITH gone AS (DELETE FROM {t} WHERE k < %s RETURNING 1) SELECT count(*) FROM gone"
@@ -517,10 +515,11 @@ def _holder(conn: psycopg.Connection, key: int) -> str:
 class PgTxn(KvTxn):
     """The primitives of ``KvTxn`` as statements on one connection's transaction.
 
-    Round trips are what a remote index costs: a write transaction runs in a pipeline, so its
-    writes travel with the next statement that waits for an answer, or with the commit; and a
-    transaction remembers every row it read or wrote, so a second read of one (a small PUT reads
-    the same counters and rows in several steps) is answered from memory. That is sound because a
+    Round trips are what a remote index costs: a write transaction holds its writes back (sent
+    together by ``_flush``), and a transaction remembers every row it read or wrote, so a second
+    read of one (a small PUT reads the same counters and rows in several steps) is answered from
+    memory; whether a row existed, which ``_put`` without overwrite and ``_delete`` return, comes
+    from such a read. That is sound because a
     write transaction holds the write lock (nobody else changes a row under it) and a read
     transaction reads one snapshot. The first counter read fetches every counter row in one query.
 

@@ -61,16 +61,11 @@ def new_id() -> str:
 def index_present(settings) -> bool:
     """Whether ``DATA/index`` holds an index file with something in it (an empty ``data.mdb``
     is what LMDB leaves when it was only opened: no store yet); for a PostgreSQL index, whether
-    its tables hold a store's format record (empty tables are what opening leaves)."""
+    its tables hold anything (empty tables are what opening leaves), looked at without opening it."""
     if settings.index.remote:
-        from ..index import open_index
+        from ..index import index_exists
 
-        index = open_index(settings)
-        try:
-            with index.read() as t:
-                return t.get_meta("format") is not None or t.get_meta(PENDING_META) is not None
-        finally:
-            index.close()
+        return index_exists(settings)
     try:
         return (Path(settings.index_dir) / "data.mdb").stat().st_size > 0
     except (FileNotFoundError, NotADirectoryError):
