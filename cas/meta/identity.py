@@ -158,16 +158,22 @@ def store_json(store_id: str, settings) -> bytes:
 def check(index, files, settings) -> str:
     """The store id that the index and ``files`` agree on; ``IdentityMismatch`` unless they do
     and the backend's log is not ahead of the index's (see the table in the module docstring)."""
+    ahead = backend_position(files)  # before the index: see _check_recorded
     with index.read() as t:
         sid = t.get_meta(ID_META)
         position = t.counter("mlog")
     if sid is None:
         raise IdentityMismatch(f"the index at {settings.index_where} has no store id; reopen the store "
                                "(`cas ls`) to give it one")
-    return _check_recorded(sid, position, files, settings)
+    return _check_recorded(sid, position, ahead, files, settings)
 
 
-def _check_recorded(sid: str, position: int, files, settings) -> str:
+def _check_recorded(sid: str, position: int, ahead: int, files, settings) -> str:
+    """``ahead``, the backend's log position, must have been read before the index's ``position``:
+    writers (this process's or another node's) ship a log position only after the index txn that
+    handed it out has committed, so the backend read first can never be ahead of an index that is
+    current, while the other order lets a write land between the two reads and look like an index
+    older than its backend (and GC under writers refuse to run)."""
     recover = recover_command(settings.data_dir, settings.blocks.url, settings.blocks.endpoint)
     doc = read_store_json(files)
     if doc is None:
@@ -179,7 +185,6 @@ def _check_recorded(sid: str, position: int, files, settings) -> str:
                                f"{describe(files)} holds store {doc['store_id']}: refusing to mix them (check "
                                f"--data and --blocks; to rebuild this directory's index from that backend, "
                                f"move DATA/index away and run {recover})")
-    ahead = backend_position(files)
     if ahead > position:
         raise IdentityMismatch(f"the index at {settings.index_where} is older than the backend at {describe(files)} "
                                f"(its metadata log reaches position {position}, the backend's {ahead}): it "
@@ -189,12 +194,13 @@ def _check_recorded(sid: str, position: int, files, settings) -> str:
 
 def establish(index, files, settings) -> str:
     """Finish or check the identity of an open store (``settings``: as the index records them)."""
+    ahead = backend_position(files)  # before the index: see _check_recorded
     with index.read() as t:
         sid = t.get_meta(ID_META)
         pending = t.get_meta(PENDING_META)
         position = t.counter("mlog")
     if sid is not None:
-        return _check_recorded(sid, position, files, settings)
+        return _check_recorded(sid, position, ahead, files, settings)
     doc = read_store_json(files)
     if pending is None:  # an index from before store ids: upgrade in place
         if doc is not None:

@@ -127,6 +127,33 @@ def test_gc_refuses_a_backend_of_another_store(settings, kind):
         s.close()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_write_shipped_during_the_identity_check_is_not_taken_for_an_older_index(settings, kind, monkeypatch):
+    """A writer commits and ships its log records while GC checks the identity (the race the long
+    stress run met): the check must not find the backend ahead of the index it has just read."""
+    s = open_gc_store(kind, settings)
+    try:
+        s.create_bucket(BUCKET)
+        s.meta_log.ship()
+        real = identity.backend_position
+        landed = []
+
+        def a_write_lands_around(files):  # just before the backend's position is read
+            s.put(BUCKET, f"k{len(landed)}", bytes_of(1000, len(landed)))  # commit, then ship it
+            assert s.meta_log.ship() > 0
+            landed.append(real(files))
+            return landed[-1]
+
+        monkeypatch.setattr(identity, "backend_position", a_write_lands_around)
+        collect(s, delete=True, min_age=0)
+        assert landed, "the check did not read the backend's position"
+        monkeypatch.setattr(identity, "backend_position", real)
+        with s.index.read() as t:
+            assert identity.backend_position(packs_of(s.blocks).files) == t.counter("mlog") >= landed[0]
+    finally:
+        s.close()
+
+
 def test_the_command_line_refuses_with_counts_and_exit_9(tmp_path):
     settings = small_chunk_settings(tmp_path)
     s = open_gc_store("local", settings)
