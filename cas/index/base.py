@@ -41,7 +41,7 @@ to the thread that opened it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
@@ -170,6 +170,12 @@ class Index(Protocol):
         held for the ``with`` block and released when its holder dies. ``Conflict`` — naming the
         holder as far as the index can tell — when it is not held within ``wait`` seconds. Locks of
         one name exclude each other also between threads of one process."""
+        ...
+
+    def watch(self, callback: Callable[[], None]) -> bool:
+        """Have ``callback`` called (from a thread of the index's) soon after any process's write
+        transaction that took a commit sequence number (``next_seq``) commits; False when this
+        index cannot tell of other processes' commits (the caller polls instead)."""
         ...
 
     def close(self) -> None: ...

@@ -265,6 +265,11 @@ class LmdbIndex:
         the lock older cas versions took for GC too)."""
         return named_lock(self.path.parent, name, wait=wait)
 
+    def watch(self, callback) -> bool:
+        """LMDB tells no one of commits; another process's (a CLI command beside a server) is
+        found by polling."""
+        return False
+
     def other_processes(self) -> list[int]:
         """Pids of other live processes in LMDB's reader table (stale slots of dead ones cleared
         first). A process is listed once it has read from its main thread (every cas command

@@ -18,6 +18,11 @@ What ``base.py`` promises, and how:
   added is), as an LMDB cursor does.
 - ``lock(name)`` is a session advisory lock on a connection of its own, released when the block
   exits or its process dies.
+- ``watch(callback)``: a write transaction that took a commit sequence number sends
+  ``NOTIFY cas_commits`` with its commit (queued in its pipeline: no round trip of its own; the
+  server delivers it only if the transaction commits). The first ``watch`` starts a thread that
+  ``LISTEN``s on a connection of its own and calls the callbacks on every notification, and once
+  after each (re)connect, for the commits it may have missed while it was not listening.
 
 Opening a database creates the tables when absent (an empty database is no store yet, like an
 empty data.mdb), under an advisory lock; ``cas_schema(version)`` says which of ``_MIGRATIONS``
@@ -50,8 +55,9 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
 import psycopg
@@ -87,6 +93,9 @@ def _lock_key(what: str) -> int:
 
 _WRITE_KEY = _lock_key("write")
 _SCHEMA_KEY = _lock_key("schema")
+CHANNEL = "cas_commits"  # NOTIFY channel of commits that took a sequence number (per database)
+LISTEN_POLL = 1.0  # seconds the listener waits for a notification before it looks at closing
+LISTEN_RETRY = (0.5, 10.0)  # first and longest wait before reconnecting a lost listener
 
 # One message: psycopg sends a query without parameters as a simple query, which may hold several
 # statements. "SELECT 1" takes the snapshot now rather than at the first read.
@@ -94,6 +103,7 @@ _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"
 # Queued in the pipeline ahead of the transaction's first statements
 _BEGIN_WRITE = ("BEGIN ISOLATION LEVEL READ COMMITTED", f"SELECT pg_advisory_xact_lock({_WRITE_KEY})")
 _BEGIN_WRITE_LAZY = (_BEGIN_WRITE[0], "SET LOCAL synchronous_commit = off", _BEGIN_WRITE[1])
+_NOTIFY = f"NOTIFY {CHANNEL}"
 
 #: SQLSTATE classes worth retrying: connection exceptions, serialisation failures and
 #: deadlocks, operator intervention (shutdown, cancel, timeout), insufficient resources
@@ -325,8 +335,18 @@ class PgIndex:
         self._idle_since: dict[int, float] = {}  # id of a pooled connection -> since when it idles
         self._pool = ConnectionPool(url, kwargs=self._kwargs, min_size=1, max_size=pool_size, timeout=POOL_WAIT,
                                     configure=self._idle, check=self._check, name="cas-index", open=True)
+        self._watchers: list[Callable[[], None]] = []
+        self._listener: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._stop_token = f"stop {self._app} {id(self)}"  # the payload that ends this index's listener
 
     def close(self) -> None:
+        self._closing.set()
+        if self._listener is not None:
+            # a notification of its own wakes the listener at once (else it looks within LISTEN_POLL)
+            with contextlib.suppress(StoreError):
+                self._query("SELECT pg_notify(%s, %s)", (CHANNEL, self._stop_token), "cannot stop the listener")
+            self._listener.join(LISTEN_POLL + 1.0)
         self._pool.close()
 
     # -- connections -----------------------------------------------------------------------
@@ -422,6 +442,8 @@ class PgIndex:
                         yield txn
                         txn._flush()
                         if conn.pgconn.pipeline_status != PipelineStatus.ABORTED:
+                            if txn._sequenced:
+                                txn._cur.execute(_NOTIFY, prepare=False)
                             txn._cur.execute("COMMIT", prepare=False)
                     _carried_on(conn, what)
             except psycopg.Error as exc:
@@ -468,6 +490,48 @@ class PgIndex:
             if name != self._app and pid.isdigit():
                 pids.add(int(pid))
         return sorted(pids)
+
+    def watch(self, callback: Callable[[], None]) -> bool:
+        """See the module docstring; ``callback`` must be quick (it runs on the listener's thread)."""
+        self._watchers.append(callback)
+        if self._listener is None:
+            self._listener = threading.Thread(target=self._listen, name="cas-index-listen", daemon=True)
+            self._listener.start()
+        return True
+
+    def _wake(self) -> None:
+        for callback in list(self._watchers):
+            try:
+                callback()
+            except Exception:  # one watcher's failure must not silence the others or the thread
+                log.exception("%s: a commit watcher failed", self.where)
+
+    def _listen(self) -> None:
+        """The listener thread: ``LISTEN`` on a connection of its own until ``close``; a lost
+        connection is reconnected after a growing pause (bounded by ``LISTEN_RETRY``)."""
+        pause = LISTEN_RETRY[0]
+        while not self._closing.is_set():
+            conn = None
+            try:
+                conn = psycopg.connect(self._url, **{**self._kwargs, "autocommit": True})
+                conn.execute(f"LISTEN {CHANNEL}")
+                pause = LISTEN_RETRY[0]
+                self._wake()  # commits made while nobody listened
+                while not self._closing.is_set():
+                    for note in conn.notifies(timeout=LISTEN_POLL):
+                        if note.payload == self._stop_token:
+                            return
+                        self._wake()
+            except psycopg.Error as exc:
+                if self._closing.is_set():
+                    return
+                log.warning("%s: lost the connection that listens for commits (%s); reconnecting in %g s",
+                            self.where, _scrub(" ".join(str(exc).split()), self._secrets), pause)
+                self._closing.wait(pause)
+                pause = min(pause * 2, LISTEN_RETRY[1])
+            finally:
+                if conn is not None:
+                    conn.close()
 
     @contextlib.contextmanager
     def lock(self, name: str, *, wait: float = 0.0) -> Iterator[None]:
@@ -529,7 +593,7 @@ class PgTxn(KvTxn):
     iterator reads its page again from where it is when one of them falls in what it has still
     to return (deleting the row just returned, the common case, does not)."""
 
-    __slots__ = ("_cur", "_readonly", "_written", "_scans", "_known", "_counters", "_pending")
+    __slots__ = ("_cur", "_readonly", "_written", "_scans", "_known", "_counters", "_pending", "_sequenced")
 
     def __init__(self, cur: psycopg.Cursor, *, readonly: bool = False):
         self._cur = cur
@@ -539,6 +603,7 @@ class PgTxn(KvTxn):
         self._known: dict[tuple[str, bytes], bytes | None] = {}  # rows as this txn sees them now
         self._counters = False  # whether every counter row is in _known
         self._pending: dict[str, dict[bytes, bytes | None]] = {}  # writes not sent yet (None: a delete)
+        self._sequenced = False  # took a commit sequence number: its commit notifies (PgIndex.watch)
 
     def _send(self, query: str, params: tuple, db: str) -> None:
         """A statement whose answer no one waits for (in a write, it waits in the pipeline)."""
@@ -610,6 +675,10 @@ class PgTxn(KvTxn):
         self._pending.clear()
         if parts:
             self._send(_write_statement(tuple(parts)), tuple(params), ", ".join(db for _, db in parts))
+
+    def next_seq(self) -> int:
+        self._sequenced = True
+        return super().next_seq()
 
     def counter(self, name: str) -> int:
         """A commit touches several counters: the first read fetches them all (a few dozen

@@ -138,5 +138,8 @@ class LoggedIndex:
     def lock(self, name: str, *, wait: float = 0.0):
         return self.inner.lock(name, wait=wait)
 
+    def watch(self, callback) -> bool:
+        return self.inner.watch(callback)
+
     def close(self) -> None:
         self.inner.close()

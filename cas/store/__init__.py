@@ -102,6 +102,7 @@ class Store(UploadsMixin, JournalMixin):
         self.read_ahead = 0 if local else max(READ_AHEAD, settings.blocks.concurrency)
         self.pool = ThreadPoolExecutor(max_workers=max(4, self.read_ahead), thread_name_prefix="cas-io")
         self._changed = threading.Condition()
+        self._watching: bool | None = None  # whether the index wakes _changed (JournalMixin._watched)
         self._manifests: OrderedDict[bytes, Manifest] = OrderedDict()
         self._manifests_lock = threading.Lock()
         # renews the leases of this process's writers (their pins are honoured by GC while they run);

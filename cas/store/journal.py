@@ -8,8 +8,12 @@ import logging
 import time
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
 from .records import Event
+
+log = logging.getLogger(__name__)
+
+POLL = 0.5  # seconds between looks for other processes' commits when the index cannot tell of them
+WATCHED_POLL = 5.0  # ... when it can: a safety net only
 
 
 class JournalMixin:
@@ -78,8 +82,10 @@ class JournalMixin:
 
     def wait_events(self, after: int, timeout: float) -> None:
         """Block until a commit newer than ``after`` exists: woken at once by this process's commits,
-        by polling every 0.5 s for those of other processes and nodes."""
+        and by those of other processes and nodes when the index tells of them (``Index.watch``:
+        PostgreSQL's NOTIFY), else found by polling every ``POLL`` seconds."""
         deadline = time.monotonic() + timeout
+        interval = WATCHED_POLL if self._watched() else POLL
         while True:
             with self.index.read() as t:
                 if t.last_seq() > after:
@@ -88,4 +94,11 @@ class JournalMixin:
             if left <= 0:
                 return
             with self._changed:
-                self._changed.wait(min(left, 0.5))
+                self._changed.wait(min(left, interval))
+
+    def _watched(self) -> bool:
+        """Whether the index wakes waiters on other processes' commits (asked once, at the first wait)."""
+        with self._changed:
+            if self._watching is None:
+                self._watching = self.index.watch(self._notify)
+            return self._watching

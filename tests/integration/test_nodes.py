@@ -292,6 +292,33 @@ def test_buckets_created_and_deleted_on_one_node_are_so_on_the_other(nodes):
         b.put("fromb", "k", b"v")
 
 
+def test_a_commit_on_one_node_ends_an_event_wait_on_the_other(nodes, monkeypatch):
+    """A PostgreSQL index tells the other node of the commit (NOTIFY): with the safety-net poll set
+    far beyond the test's patience, only that can end B's wait. (LMDB nodes find it by polling.)"""
+    from cas.store import journal
+
+    monkeypatch.setattr(journal, "WATCHED_POLL", 120.0)
+    a, b = nodes.a, nodes.b
+    head = b.last_seq()
+    got: dict = {}
+
+    def follow():
+        got["events"], _ = b.follow_events(head, wait=60)
+        got["at"] = time.monotonic()
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    time.sleep(0.5)  # B is waiting (it found nothing newer than head)
+    assert follower.is_alive()
+    wrote = time.monotonic()
+    a.put(BUCKET, "woken", b"from A")
+    follower.join(30)
+    assert not follower.is_alive(), "B's wait was not ended by A's commit"
+    assert [(e.op, e.key) for e in got["events"]] == [("put", "woken")]
+    assert got["at"] - wrote < 10
+    assert b.index.watch(lambda: None) is (nodes.index_kind == "pg")
+
+
 # -- two processes on one LMDB file ------------------------------------------------------------------------
 
 def test_a_cas_command_with_synchronous_shipping_waits_out_another_processs_round(local_store, tmp_path):

@@ -137,6 +137,74 @@ def test_two_nodes_on_one_database_are_one_index(pg_url):
         b.close()
 
 
+def _woken(index: PgIndex) -> threading.Event:
+    woke = threading.Event()
+    index.watch(woke.set)
+    return woke
+
+
+def _listening(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND query = 'LISTEN cas_commits'").fetchone()[0]
+
+
+def test_a_commit_with_a_sequence_number_wakes_the_watchers_of_another_node(pg_url):
+    """watch: node B learns of A's commits from the server (NOTIFY), not by polling; a commit
+    that takes no sequence number, or one rolled back, tells nobody."""
+    a, b = PgIndex(pg_url, pool_size=2), PgIndex(pg_url, pool_size=2)
+    try:
+        woke = _woken(b)
+        assert woke.wait(10)  # once when it starts listening: commits it may have missed
+        deadline = time.monotonic() + 10
+        while _listening(pg_url) < 1:
+            assert time.monotonic() < deadline, "the listener never listened"
+            time.sleep(0.02)
+        woke.clear()
+        with a.write() as t:
+            t.put_meta("quiet", 1)  # no sequence number: no notification
+        with pytest.raises(RuntimeError), a.write() as t:
+            t.next_seq()
+            raise RuntimeError("rolled back")
+        assert not woke.wait(1.5)
+        with a.write() as t:
+            t.next_seq()
+        assert woke.wait(10)
+        woke.clear()
+        with b.write() as t:  # its own commits too (another store of this process may wait)
+            t.next_seq()
+        assert woke.wait(10)
+    finally:
+        a.close()
+        t0 = time.monotonic()
+        b.close()
+        assert time.monotonic() - t0 < pg_index.LISTEN_POLL  # its own notification ends the listener
+    assert _listening(pg_url) == 0
+
+
+def test_a_listener_that_lost_its_connection_reconnects_and_wakes(pg_url, monkeypatch):
+    monkeypatch.setattr(pg_index, "LISTEN_RETRY", (0.1, 0.5))
+    monkeypatch.setattr(pg_index, "IDLE_CHECK", 0.0)  # A's pooled connections are dropped too
+    a, b = PgIndex(pg_url, pool_size=2), PgIndex(pg_url, pool_size=2)
+    try:
+        woke = _woken(b)
+        assert woke.wait(10)
+        woke.clear()
+        assert _drop_sessions(pg_url) >= 1  # the listener's session among them
+        assert woke.wait(10)  # reconnected: woken once for what it may have missed
+        deadline = time.monotonic() + 10
+        while _listening(pg_url) < 1:
+            assert time.monotonic() < deadline, "the listener never listened again"
+            time.sleep(0.02)
+        woke.clear()
+        with a.write() as t:
+            t.next_seq()
+        assert woke.wait(10)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_writer_holds_off_the_writers_of_another_node_until_it_commits(pg_url):
     a, b = PgIndex(pg_url, pool_size=2), PgIndex(pg_url, pool_size=2)
     done: list[float] = []
