@@ -11,8 +11,10 @@ What ``base.py`` promises, and how:
   transaction of every process takes before anything else: writers are serialised exactly like
   LMDB's single writer. Each statement sees every earlier commit, read-modify-write needs no row
   locks, and commit sequence numbers (the ``seq`` counter) commit gap-free and in order.
-- ``write(durable=False)`` commits with ``synchronous_commit`` off: a server crash may lose the
-  last such commits but never corrupts.
+- Every write commits with ``synchronous_commit`` off (the write lock is not held through an
+  fsync); ``write()`` (durable) then waits, outside the lock, until the WAL is on disk up to its
+  commit (``_FLUSH``: concurrent writers share one flush). ``write(durable=False)`` does not: a
+  server crash may lose the last such commits but never corrupts.
 - Iterators read a page of rows at a time, by key (``k >= last key + 0x00``): they stream, and
   they see what their own transaction writes further on (a row deleted is not returned, a row
   added is), as an LMDB cursor does.
@@ -101,8 +103,22 @@ LISTEN_RETRY = (0.5, 10.0)  # first and longest wait before reconnecting a lost 
 # statements. "SELECT 1" takes the snapshot now rather than at the first read.
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"
 # Queued in the pipeline ahead of the transaction's first statements
-_BEGIN_WRITE = ("BEGIN ISOLATION LEVEL READ COMMITTED", f"SELECT pg_advisory_xact_lock({_WRITE_KEY})")
-_BEGIN_WRITE_LAZY = (_BEGIN_WRITE[0], "SET LOCAL synchronous_commit = off", _BEGIN_WRITE[1])
+# Every write commits without waiting for its WAL to reach the disk, so that the write lock, which
+# a transaction holds until its commit ends, is not held through an fsync: writers would take
+# turns at the disk one by one. A durable write then makes its commit durable after the lock is
+# gone (_FLUSH), and the server flushes the WAL once for every such write waiting at that time
+# (group commit), as LMDB's writers sync after their commit here.
+_BEGIN_WRITE = ("BEGIN ISOLATION LEVEL READ COMMITTED",
+                f"SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock({_WRITE_KEY})")
+# A transaction that wrote WAL commits, with synchronous_commit on (the session's default), only once
+# the WAL is on disk up to its commit record: which covers every earlier commit of the server, the
+# lazy one just before on this connection among them. A transactional logical-decoding message is
+# the least WAL a transaction can write (no table, no row lock, no privilege beyond the default;
+# an xid alone is not enough: a transaction that wrote no WAL commits without waiting).
+_FLUSH = "BEGIN; SELECT pg_logical_emit_message(true, 'cas', 'flush'); COMMIT"
+# where a server refuses that (a PostgreSQL-compatible one may lack the function), durable writes
+# commit synchronously, holding the write lock through their flush
+_BEGIN_WRITE_SYNC = ("BEGIN ISOLATION LEVEL READ COMMITTED", f"SELECT pg_advisory_xact_lock({_WRITE_KEY})")
 _NOTIFY = f"NOTIFY {CHANNEL}"
 
 #: SQLSTATE classes worth retrying: connection exceptions, serialisation failures and
@@ -330,6 +346,7 @@ class PgIndex:
             if schema is not None:
                 self._create_schema(conn, schema)
             self._migrate(conn)
+            self._flushes = self._can_flush(conn)
         finally:
             conn.close()
         self._idle_since: dict[int, float] = {}  # id of a pooled connection -> since when it idles
@@ -389,6 +406,16 @@ class PgIndex:
             raise PermanentStoreError(f"cannot set up the tables of {self.where}: "
                                       f"{' '.join(str(exc).split())}") from exc
 
+    def _can_flush(self, conn: psycopg.Connection) -> bool:
+        """Whether ``_FLUSH`` runs on this server (else durable writes commit synchronously)."""
+        try:
+            conn.execute(_FLUSH)
+            return True
+        except psycopg.Error as exc:
+            _rollback(conn)
+            log.info("%s: durable writes commit synchronously (%s)", self.where, " ".join(str(exc).split()))
+            return False
+
     def _schema_version(self, conn: psycopg.Connection) -> int | None:
         if conn.execute("SELECT to_regclass('cas_schema')").fetchone()[0] is None:
             return None
@@ -423,9 +450,10 @@ class PgIndex:
         self._pool.putconn(conn)
 
     @contextlib.contextmanager
-    def _txn(self, begin: str | tuple[str, ...], what: str) -> Iterator[PgTxn]:
+    def _txn(self, begin: str | tuple[str, ...], what: str, *, flush: bool = False) -> Iterator[PgTxn]:
         """A transaction on a pooled connection: ``begin`` is one simple query (sent at once) or
-        statements queued in a pipeline that lasts until the commit."""
+        statements queued in a pipeline that lasts until the commit; with ``flush``, the commit is
+        on disk before this returns (``_FLUSH``, after the write lock is released)."""
         conn = self._getconn(what)
         txn = PgTxn(conn.cursor(binary=True), readonly=isinstance(begin, str))
         try:
@@ -446,6 +474,8 @@ class PgIndex:
                                 txn._cur.execute(_NOTIFY, prepare=False)
                             txn._cur.execute("COMMIT", prepare=False)
                     _carried_on(conn, what)
+                    if flush:
+                        conn.execute(_FLUSH, prepare=False)
             except psycopg.Error as exc:
                 _rollback(conn)
                 raise _mapped(exc, what, conn) from exc
@@ -461,7 +491,9 @@ class PgIndex:
         return self._txn(_BEGIN_READ, "cannot read the index")
 
     def write(self, *, durable: bool = True) -> contextlib.AbstractContextManager[PgTxn]:
-        return self._txn(_BEGIN_WRITE if durable else _BEGIN_WRITE_LAZY, "cannot write the index")
+        if durable and not self._flushes:
+            return self._txn(_BEGIN_WRITE_SYNC, "cannot write the index")
+        return self._txn(_BEGIN_WRITE, "cannot write the index", flush=durable)
 
     def _query(self, query: str, params: tuple, what: str) -> list[tuple]:
         """One statement on a pooled connection (outside any transaction)."""

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
@@ -203,6 +206,56 @@ def test_a_listener_that_lost_its_connection_reconnects_and_wakes(pg_url, monkey
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("flush", ["after the lock", "synchronous"])
+def test_durable_writes_survive_a_crash_of_the_server(flush, monkeypatch):
+    """Writes commit without waiting for the WAL (so the write lock is not held through an fsync)
+    and a durable write flushes it after: every durable write that returned is there after the
+    server crashed (its unwritten WAL buffers lost) and recovered. The WAL writer is slowed down,
+    so that it does not flush for them in the meantime. A server that cannot run the flush
+    statement gets synchronous commits instead."""
+    if flush == "synchronous":
+        monkeypatch.setattr(pg_index, "_FLUSH", "SELECT cas_no_such_function()")
+    from tests.fixtures.pg import PgServer, find_postgres_bin
+
+    workdir = Path(tempfile.mkdtemp(prefix="cas-pg-crash-"))  # /tmp: the server's user reaches it
+    server = PgServer(find_postgres_bin(), workdir, settings={"wal_writer_delay": "10s",
+                                                              "wal_writer_flush_after": "0"})
+    server.start()
+    try:
+        url = server.new_database()
+        index = PgIndex(url, pool_size=4)
+        assert index._flushes is (flush == "after the lock")
+        try:
+            done = []
+
+            def write(i: int) -> None:
+                with index.write() as t:
+                    t.put_meta(f"durable-{i}", i)
+                    t.next_seq()
+                done.append(i)
+
+            threads = [threading.Thread(target=write, args=(i,)) for i in range(40)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert sorted(done) == list(range(40))
+            server.crash()
+        finally:
+            index.close()
+        server.restart()
+        index = PgIndex(url, pool_size=1)
+        try:
+            with index.read() as t:
+                assert [t.get_meta(f"durable-{i}") for i in range(40)] == list(range(40))
+                assert t.last_seq() == 40
+        finally:
+            index.close()
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_a_writer_holds_off_the_writers_of_another_node_until_it_commits(pg_url):
