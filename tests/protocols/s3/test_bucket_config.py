@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from cas.protocols.s3 import bucketconfig, cors
 from cas.store import BUCKET_KEYED_KV, Store
 from tests.fixtures.gc import run_cas
-from tests.fixtures.s3api import empty_bucket, raw_request, sign_request, unique_bucket
+from tests.fixtures.s3api import S3Serve, empty_bucket, raw_request, sign_request, unique_bucket
 from tests.protocols.s3.test_clients import aws, rclone
 
 pytestmark = pytest.mark.integration
@@ -440,6 +440,34 @@ def test_aws_cli_bucket_cors_and_public_access_block(cas_s3, s3_bucket, tmp_path
     got = json.loads(aws(cas_s3, tmp_path, "s3api", "get-public-access-block", "--bucket", s3_bucket).stdout)
     assert got["PublicAccessBlockConfiguration"] == {"BlockPublicAcls": True, "IgnorePublicAcls": True,
                                                      "BlockPublicPolicy": False, "RestrictPublicBuckets": True}
+
+
+@pytest.fixture(scope="module")
+def anonymous_server(tmp_path_factory):
+    server = S3Serve(tmp_path_factory.mktemp("cors-anon") / "data", extra_args=["--anonymous"]).start()
+    yield server
+    server.stop()
+
+
+def test_anonymous_readers_get_the_rules_applied_but_never_the_configuration(anonymous_server):
+    server = anonymous_server
+    client = server.client()
+    bucket = unique_bucket()
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="o", Body=b"public")
+    client.put_bucket_cors(Bucket=bucket, CORSConfiguration=RULES)
+    client.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={"BlockPublicAcls": True})
+    host = {"Host": f"127.0.0.1:{server.port}"}
+    status, headers, body = raw_request(server.port, "GET", f"/{bucket}/o", {**host, "Origin": APP})
+    assert status == 200 and body == b"public" and headers["access-control-allow-origin"] == APP
+    assert preflight(server, f"/{bucket}/o", APP, "PUT")[0] == 200
+    for query in ("cors", "publicAccessBlock"):
+        status, headers, body = raw_request(server.port, "GET", f"/{bucket}?{query}", host)
+        assert status == 403 and xml_code(body) == "AccessDenied", query
+        assert b"AllowedOrigin" not in body and b"BlockPublicAcls" not in body
+    status, _, body = raw_request(server.port, "DELETE", f"/{bucket}?cors", host)
+    assert status == 403 and xml_code(body) == "AccessDenied"
+    assert client.get_bucket_cors(Bucket=bucket)["CORSRules"] == RULES["CORSRules"]
 
 
 # -- PublicAccessBlock ----------------------------------------------------------------------------
