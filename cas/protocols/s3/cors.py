@@ -30,6 +30,7 @@ preflight says no more about a bucket than its own rules do. Immutable; thread-s
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -120,6 +121,7 @@ class CorsPolicy:
 # -- per-bucket rules
 
 
+@functools.lru_cache(maxsize=4096)  # a bucket's rules are matched on every request from a browser
 def _pattern(text: str, *, fold: bool) -> re.Pattern:
     """A rule's origin or header with its ``*`` (any characters, none included) as a regex."""
     return re.compile(".*".join(re.escape(part) for part in text.split("*")), re.IGNORECASE if fold else 0)
