@@ -38,8 +38,9 @@ def bucket_id(rec: dict) -> str:
 
 
 #: kv namespaces keyed by a bucket's name whose entries die with the bucket (WebDAV's properties
-#: of a bucket); deleted in the bucket's delete txn, whichever protocol or command deletes it
-BUCKET_KEYED_KV = ("davprops",)
+#: of a bucket, its S3 CORS rules and PublicAccessBlock); deleted in the bucket's delete txn,
+#: whichever protocol or command deletes it, and logged to the metadata log (``cas recover``)
+BUCKET_KEYED_KV = ("davprops", "s3cors", "s3pab")
 
 
 @dataclass(slots=True)  # not frozen: listings build thousands of these, and frozen init is 3x slower

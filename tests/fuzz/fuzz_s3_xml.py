@@ -2,9 +2,11 @@
 
 Input: one selector byte, then the body. The selector picks the document: DeleteObjects
 (:func:`~cas.protocols.s3.object.parse_delete_request`), CompleteMultipartUpload
-(:func:`~cas.protocols.s3.multipart.parse_complete_request`) or CreateBucketConfiguration
-(:func:`cas.protocols.s3.xml.parse`). cas has no other request document yet (CORS is
-configured on the server, not by PutBucketCors).
+(:func:`~cas.protocols.s3.multipart.parse_complete_request`), CreateBucketConfiguration
+(:func:`cas.protocols.s3.xml.parse`), CORSConfiguration
+(:func:`~cas.protocols.s3.cors.parse_configuration`, whose rules must also survive their stored
+JSON form) or PublicAccessBlockConfiguration
+(:func:`~cas.protocols.s3.bucketconfig.parse_public_access_block`).
 
 Property: the parser returns its result or raises a :class:`~cas.errors.CasError`
 (MalformedXML) or an :class:`~cas.protocols.s3.error.S3Error` with a 4xx status; never
@@ -21,7 +23,8 @@ if __name__ == "__main__":  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cas.errors import CasError
-from cas.protocols.s3 import xml
+from cas.protocols.s3 import cors, xml
+from cas.protocols.s3.bucketconfig import parse_public_access_block
 from cas.protocols.s3.error import S3Error
 from cas.protocols.s3.multipart import parse_complete_request
 from cas.protocols.s3.object import parse_delete_request
@@ -31,7 +34,13 @@ def _bucket_configuration(body: bytes):
     return xml.parse(body, "CreateBucketConfiguration")
 
 
-PARSERS = (parse_delete_request, parse_complete_request, _bucket_configuration)
+def _cors_configuration(body: bytes):
+    rules = cors.parse_configuration(body)
+    assert cors.rules_from_json(cors.rules_to_json(rules)) == rules
+
+
+PARSERS = (parse_delete_request, parse_complete_request, _bucket_configuration, _cors_configuration,
+           parse_public_access_block)
 
 SEEDS = [
     b"\x00<Delete><Quiet>true</Quiet><Object><Key>a</Key></Object><Object><Key>b&amp;c</Key>"
@@ -44,6 +53,13 @@ SEEDS = [
     b"\x02<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>",
     b'\x00<!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]><Delete><Object><Key>&b;</Key></Object></Delete>',
     b'\x02<?xml version="1.0" encoding="UTF-16"?><CreateBucketConfiguration/>',
+    b"\x03<CORSConfiguration><CORSRule><ID>r</ID><AllowedOrigin>https://*.example.org</AllowedOrigin>"
+    b"<AllowedMethod>GET</AllowedMethod><AllowedHeader>x-amz-*</AllowedHeader><ExposeHeader>ETag</ExposeHeader>"
+    b"<MaxAgeSeconds>3000</MaxAgeSeconds></CORSRule></CORSConfiguration>",
+    b"\x03<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin><AllowedMethod>PATCH</AllowedMethod>"
+    b"</CORSRule></CORSConfiguration>",
+    b"\x04<PublicAccessBlockConfiguration><BlockPublicAcls>true</BlockPublicAcls>"
+    b"<RestrictPublicBuckets>false</RestrictPublicBuckets></PublicAccessBlockConfiguration>",
 ]
 
 

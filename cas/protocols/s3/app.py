@@ -3,7 +3,9 @@
 ``make_app(store, settings)`` is what ``cas serve`` mounts on its ``--s3`` listener. Each
 request is parsed into an :class:`~cas.protocols.s3.request.S3Request`, authenticated with
 SigV4 (header or presigned query; anonymous requests are refused unless
-``auth.allow_anonymous``, and then may only read), routed to one handler, and answered.
+``auth.allow_anonymous``, and then may only read), routed to one handler, and answered. A request
+with ``Origin`` is answered by its bucket's CORS rules when the bucket has some, else by the
+server-wide policy (:mod:`cas.protocols.s3.cors`); preflights are never authenticated.
 Every failure becomes the S3 XML error body (``Code``, ``Message``, ``Resource``,
 ``RequestId``) through the one table in :mod:`cas.protocols.s3.error`; only an unexpected
 exception is a 500, logged once with its traceback.
@@ -24,7 +26,7 @@ from cas.access import Principal
 from cas.auth.sigv4 import SigV4Verifier
 from cas.errors import AccessDenied
 from cas.protocols.s3.chunked import BodyReader
-from cas.protocols.s3.cors import CorsPolicy
+from cas.protocols.s3.cors import CorsPolicy, bucket_rules
 from cas.protocols.s3.error import S3Error, to_s3_error
 from cas.protocols.s3.request import Response, S3Request, error_response
 from cas.protocols.s3.routing import route
@@ -45,17 +47,20 @@ class S3App:
 
     def __call__(self, environ, start_response):
         req = None
+        cors = self.cors
         try:
             req = S3Request(environ, self.store, self.settings)
+            if "origin" in req.headers:  # only browsers' requests pay for the bucket's rules
+                cors = bucket_rules(self.store, req.bucket) or self.cors
             if req.method == "OPTIONS":
-                response = self.cors.preflight(req)
+                response = cors.preflight(req)
             else:
                 self._authenticate(req)
                 response = route(req)(req)
         except Exception as exc:  # noqa: BLE001 - the outermost handler: every failure gets S3's form
             response = self._error(req, environ, exc)
         headers = list(response.headers)
-        headers += self.cors.headers_for(environ.get("HTTP_ORIGIN"))
+        headers += cors.headers_for(environ.get("HTTP_ORIGIN"), environ.get("REQUEST_METHOD", "GET").upper())
         body = response.body
         if isinstance(body, (bytes, bytearray)):
             if not any(name.lower() == "content-length" for name, _ in headers):

@@ -3,6 +3,9 @@
 ListObjects V1 and V2 page through ``Store.list`` (keys in UTF-8 binary order); a V2
 continuation token is the opaque, base64url form of the key (or common prefix) the page
 ended at. With ``encoding-type=url``, keys and prefixes go out percent-encoded.
+
+Buckets are unversioned (as an S3 bucket that never had versioning): ListObjectVersions pages
+through the same listing and answers each object as its one version, ``null``, the latest.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from cas.protocols.s3.xml import iso_time
 
 REGION = "us-east-1"
 MAX_KEYS = 1000
+#: the version id of every object in a bucket that never had versioning
+NULL_VERSION = "null"
 
 
 def _owner(name: str) -> list:
@@ -255,6 +260,53 @@ def _listing_result(children: list, listing, encode, with_owner: bool) -> Respon
     children += _contents(listing.entries, encode, with_owner)
     children += [("CommonPrefixes", [("Prefix", encode(p))]) for p in listing.common_prefixes]
     return Response.xml("ListBucketResult", children)
+
+
+def list_object_versions(req: S3Request) -> Response:
+    """ListObjectVersions of an unversioned bucket: every object is its ``null`` version.
+
+    A page starts after ``key-marker`` whether or not ``version-id-marker`` is given, as the
+    ``null`` version is a key's only (hence last) version; any other version id names nothing.
+    """
+    req.bucket_for()
+    encode = _encoder(req)
+    prefix = req.params.get("prefix", "")
+    delimiter = req.params.get("delimiter", "")
+    key_marker = req.params.get("key-marker", "")
+    version_marker = req.params.get("version-id-marker", "")
+    if version_marker and not key_marker:
+        raise invalid_argument("A version-id marker cannot be specified without a key marker.",
+                               "version-id-marker", version_marker)
+    if version_marker and version_marker != NULL_VERSION:
+        raise invalid_argument("Invalid version id specified", "version-id-marker", version_marker)
+    max_keys = _max_keys(req)
+    listing = req.store.list(req.bucket, prefix=prefix, delimiter=delimiter, start_after=key_marker, limit=max_keys)
+    children = [
+        ("Name", req.bucket),
+        ("Prefix", encode(prefix)),
+        ("KeyMarker", encode(key_marker)),
+        ("VersionIdMarker", version_marker),
+    ]
+    if listing.truncated:
+        children.append(("NextKeyMarker", encode(listing.next_start_after)))
+        if listing.next_start_after not in listing.common_prefixes:
+            children.append(("NextVersionIdMarker", NULL_VERSION))
+    children.append(("MaxKeys", max_keys))
+    children += _listing_flags(req, delimiter, encode, listing)
+    for info in listing.entries:
+        item = [
+            ("Key", encode(info.key)),
+            ("VersionId", NULL_VERSION),
+            ("IsLatest", True),
+            ("LastModified", iso_time(info.mtime)),
+            ("ETag", quote_etag(info.etag)),
+            ("Size", info.size),
+        ]
+        item += [("ChecksumAlgorithm", algorithm.upper()) for algorithm in info.checksums]
+        item += [("StorageClass", "STANDARD"), ("Owner", _owner(info.owner))]
+        children.append(("Version", item))
+    children += [("CommonPrefixes", [("Prefix", encode(p))]) for p in listing.common_prefixes]
+    return Response.xml("ListVersionsResult", children)
 
 
 def _encode_token(after: str) -> str:

@@ -15,6 +15,7 @@ from cas.headers import check_content_type, check_value
 from cas.protocols import headers as safe
 from cas.protocols.http import etag_matches, parse_range
 from cas.protocols.s3 import checksum, xml
+from cas.protocols.s3.bucket import NULL_VERSION
 from cas.protocols.s3.error import S3Error, invalid_argument, not_implemented, to_s3_error
 from cas.protocols.s3.payload import Payload, read_small_body
 from cas.protocols.s3.request import META_PREFIX, STORED_HEADERS, Response, S3Request, quote_etag
@@ -34,8 +35,12 @@ MAX_DELETE_KEYS = 1000
 # -- shared
 
 
-def refuse_unsupported(req: S3Request) -> None:
-    """Features whose silent omission would mislead a client: say so instead."""
+def refuse_unsupported(req: S3Request, *, takes_version: bool = False) -> None:
+    """Features whose silent omission would mislead a client: say so instead.
+
+    A ``versionId`` other than ``null`` is refused unless the operation ``takes_version`` (GET,
+    HEAD, DELETE: see :func:`requested_version`).
+    """
     headers = req.headers
     if "x-amz-server-side-encryption-customer-algorithm" in headers or "x-amz-server-side-encryption" in headers:
         raise not_implemented("Server-side encryption")
@@ -44,8 +49,24 @@ def refuse_unsupported(req: S3Request) -> None:
     if "x-amz-website-redirect-location" in headers:
         raise not_implemented("Website redirects")
     version = req.params.get("versionId")
-    if version is not None and version != "null":
+    if not takes_version and version is not None and version != NULL_VERSION:
         raise invalid_argument("Invalid version id specified", "versionId", version)
+
+
+def requested_version(req: S3Request) -> str | None:
+    """The ``versionId`` a request names: None (none), ``null`` (the object itself), or another id.
+
+    Buckets are unversioned, so ``null`` is the one version there is; what another id does is the
+    handler's to say (GET/HEAD: NoSuchVersion; DELETE: nothing to delete). An empty one is refused.
+    """
+    version = req.params.get("versionId")
+    if version == "":
+        raise invalid_argument("Version id cannot be the empty string", "versionId", version)
+    return version
+
+
+def no_such_version(key: str, version: str) -> S3Error:
+    return S3Error("NoSuchVersion", "The specified version does not exist.", 404, Key=key, VersionId=version)
 
 
 def object_headers(info, *, with_checksums: bool) -> list[tuple[str, str]]:
@@ -168,8 +189,11 @@ def head_object(req: S3Request) -> Response:
 
 
 def _read_object(req: S3Request, *, head: bool) -> Response:
-    refuse_unsupported(req)
+    refuse_unsupported(req, takes_version=True)
     req.bucket_for()
+    version = requested_version(req)
+    if version is not None and version != NULL_VERSION:
+        raise no_such_version(req.key, version)
     part = req.params.get("partNumber")
     range_header = req.headers.get("range")
     if part is not None:
@@ -204,6 +228,8 @@ def _read_object(req: S3Request, *, head: bool) -> Response:
                 value = _response_override(param, req.params[param])
                 headers = [(n, v) for n, v in headers if n.lower() != wire.lower()] + [(wire, safe.value(value))]
         headers.append(("Content-Length", str(reader.length)))
+        if version is not None:
+            headers.append(("x-amz-version-id", version))
         status = 200
         if byte_range is not None:
             status = 206
@@ -219,13 +245,16 @@ def _read_object(req: S3Request, *, head: bool) -> Response:
 
 
 def delete_object(req: S3Request) -> Response:
-    refuse_unsupported(req)
+    refuse_unsupported(req, takes_version=True)
     req.bucket_for(write=True)
-    try:
-        req.store.delete(req.bucket, req.key, user=req.user)
-    except ObjectNotFound:
-        pass  # S3 answers 204 whether or not the key existed
-    return Response(204)
+    version = requested_version(req)
+    # another version id names a version that does not exist: S3 deletes nothing and says 204
+    if version in (None, NULL_VERSION):
+        try:
+            req.store.delete(req.bucket, req.key, user=req.user)
+        except ObjectNotFound:
+            pass  # S3 answers 204 whether or not the key existed
+    return Response(204, [] if version is None else [("x-amz-version-id", version)])
 
 
 def delete_objects(req: S3Request) -> Response:
@@ -235,19 +264,22 @@ def delete_objects(req: S3Request) -> Response:
     results = []
     for key, version in objects:
         try:
-            if version not in (None, "null"):
-                raise S3Error("NoSuchVersion", "The specified version does not exist.", 404)
-            try:
-                req.store.delete(req.bucket, key, user=req.user)
-            except ObjectNotFound:
-                pass
+            if version == "":
+                raise invalid_argument("Version id cannot be the empty string")
+            # as DeleteObject: another version id names nothing to delete, and is reported deleted
+            if version in (None, NULL_VERSION):
+                try:
+                    req.store.delete(req.bucket, key, user=req.user)
+                except ObjectNotFound:
+                    pass
             if not quiet:
-                results.append(("Deleted", [("Key", key)]))
+                results.append(("Deleted", [("Key", key), ("VersionId", version)]))
         except Exception as exc:
             error = to_s3_error(exc)
             if error.status >= 500:
                 raise
-            results.append(("Error", [("Key", key), ("Code", error.code), ("Message", error.message)]))
+            results.append(("Error", [("Key", key), ("VersionId", version), ("Code", error.code),
+                                      ("Message", error.message)]))
     return Response.xml("DeleteResult", results)
 
 

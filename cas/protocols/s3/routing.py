@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cas.protocols.s3 import bucket, multipart
+from cas.protocols.s3 import bucket, bucketconfig, multipart
 from cas.protocols.s3 import object as obj
 from cas.protocols.s3.error import S3Error, not_implemented
 from cas.protocols.s3.request import Response, S3Request
@@ -33,7 +33,7 @@ _BUCKET_GET: dict[str, Handler] = {
     "requestPayment": lambda req: (req.bucket_for(), Response.xml("RequestPaymentConfiguration", [("Payer", "BucketOwner")]))[1],
     "tagging": bucket.get_missing_config("NoSuchTagSet", "The TagSet does not exist"),
     "policy": bucket.get_missing_config("NoSuchBucketPolicy", "The bucket policy does not exist"),
-    "cors": bucket.get_missing_config("NoSuchCORSConfiguration", "The CORS configuration does not exist"),
+    "cors": bucketconfig.get_cors,
     "lifecycle": bucket.get_missing_config("NoSuchLifecycleConfiguration", "The lifecycle configuration does not exist"),
     "website": bucket.get_missing_config("NoSuchWebsiteConfiguration", "The specified bucket does not have a website configuration"),
     "encryption": bucket.get_missing_config(
@@ -48,9 +48,23 @@ _BUCKET_GET: dict[str, Handler] = {
     "ownershipControls": bucket.get_missing_config(
         "OwnershipControlsNotFoundError", "The bucket ownership controls were not found"
     ),
-    "publicAccessBlock": bucket.get_missing_config(
-        "NoSuchPublicAccessBlockConfiguration", "The public access block configuration was not found"
-    ),
+    "publicAccessBlock": bucketconfig.get_public_access_block,
+    "versions": bucket.list_object_versions,
+}
+
+_BUCKET_PUT: dict[str, Handler] = {
+    "cors": bucketconfig.put_cors,
+    "publicAccessBlock": bucketconfig.put_public_access_block,
+}
+
+_BUCKET_DELETE: dict[str, Handler] = {
+    "cors": bucketconfig.delete_cors,
+    "publicAccessBlock": bucketconfig.delete_public_access_block,
+}
+
+#: operations that clients send and cas does not have yet, by the name S3 gives them
+_OPERATION_NAMES = {
+    ("PUT", "versioning"): "PutBucketVersioning (buckets are unversioned)",
 }
 
 
@@ -77,6 +91,10 @@ def _bucket_route(method: str, subs: list[str], req: S3Request) -> Handler:
         return bucket.list_objects_v1
     if method == "GET" and sub in _BUCKET_GET:
         return _BUCKET_GET[sub]
+    if method == "PUT" and sub in _BUCKET_PUT:
+        return _BUCKET_PUT[sub]
+    if method == "DELETE" and sub in _BUCKET_DELETE:
+        return _BUCKET_DELETE[sub]
     if method == "PUT" and sub is None:
         return bucket.create_bucket
     if method == "DELETE" and sub is None:
@@ -84,7 +102,7 @@ def _bucket_route(method: str, subs: list[str], req: S3Request) -> Handler:
     if method == "POST" and sub == "delete":
         return obj.delete_objects
     if sub is not None:
-        raise not_implemented(f"{method} ?{sub} on a bucket")
+        raise not_implemented(_OPERATION_NAMES.get((method, sub), f"{method} ?{sub} on a bucket"))
     raise _method_not_allowed(method, "a bucket")
 
 
