@@ -83,5 +83,5 @@ class TagsMixin:
                 t.kv_delete(NS_BUCKET_TAGS, bucket)
             else:
                 t.kv_put(NS_BUCKET_TAGS, bucket, json.dumps(list(checked.items())).encode())
-            self._event(t, t.next_seq(), user, "bucket_tagging", bucket, "")
+            self._event(t, t.next_seq(), user, "bucket_tags", bucket, "")
         self._notify()

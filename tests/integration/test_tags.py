@@ -114,6 +114,8 @@ def _tagged_history(store) -> dict:
     """Objects and buckets with tags set every way; returns what must come back."""
     store.create_bucket("alpha")
     store.create_bucket("gone")
+    store.create_bucket("snapped")
+    store.set_bucket_tags("snapped", {"in": "snapshot"})
     store.put("alpha", "put", data(200_000, 1), tags={"via": "put"})
     store.put("alpha", "later", data(MiB, 2))
     store.meta_log.ship()
@@ -140,8 +142,9 @@ def _assert_tags_back(settings, want: dict) -> None:
     with Store.open_store(settings) as s:
         assert {(b, k): s.stat(b, k).tags for b, k in want} == want
         assert list(s.bucket_tags("alpha").items()) == [("team", "storage"), ("cost", "7")]
+        assert s.bucket_tags("snapped") == {"in": "snapshot"}
         assert s.kv_get(NS_BUCKET_TAGS, "gone") is None
-        assert [b.name for b in s.buckets()] == ["alpha"]
+        assert [b.name for b in s.buckets()] == ["alpha", "snapped"]
 
 
 def test_tags_survive_recover(settings):

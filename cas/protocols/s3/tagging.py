@@ -19,7 +19,7 @@ from cas.protocols.s3.object import refuse_unsupported
 from cas.protocols.s3.payload import read_small_body
 from cas.protocols.s3.request import Response, S3Request
 
-MAX_BODY = 64 * 1024  # 50 tags of 128 + 256 characters, 4 bytes each, with their markup
+MAX_BODY = 256 * 1024  # 50 tags of 128 + 256 characters (4 UTF-8 bytes, or more as references) and markup
 
 
 # -- the document
