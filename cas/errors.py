@@ -12,7 +12,7 @@
     │               MalformedXML, InvalidPart, InvalidPartOrder, EntityTooSmall, IncompleteBody,
     │               InvalidDigest, MalformedChunk, MalformedTrailer, MalformedAuthorization,
     │               MalformedPresign, UnsupportedAuthorization, InvalidPayloadHash,
-    │               InvalidHeaderValue, MoveIntoItself
+    │               InvalidHeaderValue, MoveIntoItself, InvalidTag
     ├─ IntegrityError ─ ObjectDamaged   (a block does not hash to its id, cannot be decoded,
     │                                     or an object's block is missing)
     ├─ StoreError ─ TransientStoreError, PermanentStoreError ─ IndexDamaged
@@ -225,6 +225,10 @@ class InvalidHeaderValue(BadRequest):
 
 class MoveIntoItself(BadRequest):
     """A folder cannot be moved or copied into itself."""
+
+
+class InvalidTag(BadRequest):
+    """A tag set breaks S3's rules (too many tags, a key or value too long, a key given twice)."""
 
 
 class IntegrityError(CasError):

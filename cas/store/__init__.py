@@ -12,8 +12,8 @@ block of a read is fetched when the reader is opened, so a front end learns of
 the damage before it starts its response. Thread-safe; open one Store per process, before starting threads.
 
 The package: ``records.py`` (the dataclasses and record layouts), ``reader.py`` (ObjectReader and the
-WSGI body), ``uploads.py`` (multipart), ``journal.py`` (events and the follow loop); this module is
-the typed ``Store`` facade. Open a store with ``Store.open_store(settings)``.
+WSGI body), ``uploads.py`` (multipart), ``tags.py`` (object and bucket tags), ``journal.py`` (events
+and the follow loop); this module is the typed ``Store`` facade. Open a store with ``Store.open_store(settings)``.
 """
 
 from __future__ import annotations
@@ -76,13 +76,14 @@ from .records import (
     etag_matches,
     object_record,
 )
+from .tags import Tags, TagsMixin, check_tags
 from .uploads import MIN_PART_SIZE, UploadsMixin
 
 READ_AHEAD = 4
 MANIFEST_CACHE = 64
 
 
-class Store(UploadsMixin, JournalMixin):
+class Store(UploadsMixin, TagsMixin, JournalMixin):
     """Buckets, objects, multipart uploads, users and the journal over one index and BlockStore."""
 
     def __init__(self, settings: Settings, index: Index, blocks: BlockStore,
@@ -394,8 +395,8 @@ class Store(UploadsMixin, JournalMixin):
     # -- objects --------------------------------------------------------------------------------
     def put(self, bucket: str, key: str, body, *, user: str = "", content_type: str | None = None,
             metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
-            props: Mapping[str, str] | None = None, mtime: float | None = None,
-            expected_md5: bytes | None = None, expected_size: int | None = None,
+            props: Mapping[str, str] | None = None, tags: Tags | None = None,
+            mtime: float | None = None, expected_md5: bytes | None = None, expected_size: int | None = None,
             hashers: Mapping[str, object] | None = None,
             before_commit: Callable[[WriteResult], Mapping[str, str] | None] | None = None,
             if_match: str | None = None, if_none_match: str | None = None) -> ObjectInfo:
@@ -404,6 +405,7 @@ class Store(UploadsMixin, JournalMixin):
         # before the body is read: a value we could not send back safely is refused (cas.headers)
         content_type = check_content_type(content_type)
         metadata, headers = check_metadata(metadata), check_headers(headers)
+        tags = check_tags(tags or {})
         with self.index.read() as t:  # fail fast, before reading a body we would refuse
             owner = self._require_bucket(t, bucket)["owner"]
             self._check_conditions(t, bucket, key, if_match, if_none_match)
@@ -413,7 +415,8 @@ class Store(UploadsMixin, JournalMixin):
             self._check_conditions(t, bucket, key, if_match, if_none_match)
             info = ObjectInfo(bucket, key, result.size, result.etag, content_type or DEFAULT_CONTENT_TYPE,
                               mtime if mtime is not None else now, dict(metadata or {}), dict(headers or {}),
-                              dict(checksums or {}), dict(props or {}), user or owner, 0, result.manifest.id)
+                              dict(checksums or {}), dict(props or {}), user or owner, 0, result.manifest.id,
+                              tags=tags)
             return self._bind(t, info, "put", user)
 
         return self._write(body, hashers, expected_size, expected_md5, before_commit, commit)
@@ -527,9 +530,12 @@ class Store(UploadsMixin, JournalMixin):
 
     def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, *, user: str = "",
              metadata: Mapping[str, str] | None = None, content_type: str | None = None,
-             headers: Mapping[str, str] | None = None, if_match: str | None = None,
-             if_none_match: str | None = None) -> ObjectInfo:
-        """Bind the source's manifest to a second name: no block is read or written."""
+             headers: Mapping[str, str] | None = None, tags: Tags | None = None,
+             if_match: str | None = None, if_none_match: str | None = None) -> ObjectInfo:
+        """Bind the source's manifest to a second name: no block is read or written.
+
+        ``metadata``, ``content_type``, ``headers`` and ``tags`` replace the source's when given
+        (None: the copy keeps the source's)."""
         check_key(dst_bucket, dst_key)
         if content_type is not None:
             content_type = check_content_type(content_type) or ""
@@ -537,6 +543,8 @@ class Store(UploadsMixin, JournalMixin):
             metadata = check_metadata(metadata)
         if headers is not None:
             headers = check_headers(headers)
+        if tags is not None:
+            tags = check_tags(tags)
         with self.index.write() as t:
             src = self._require_object(t, src_bucket, src_key)
             owner = self._require_bucket(t, dst_bucket)["owner"]
@@ -549,6 +557,8 @@ class Store(UploadsMixin, JournalMixin):
                 changes["headers"] = dict(headers)
             if content_type is not None:
                 changes["content_type"] = content_type
+            if tags is not None:
+                changes["tags"] = tags
             out = self._bind(t, replace(info, **changes), "copy", user)
             testonly_crash_point("copy.in_txn")
         self._notify()

@@ -38,9 +38,9 @@ def bucket_id(rec: dict) -> str:
 
 
 #: kv namespaces keyed by a bucket's name whose entries die with the bucket (WebDAV's properties
-#: of a bucket, its S3 CORS rules and PublicAccessBlock); deleted in the bucket's delete txn,
+#: of a bucket, its S3 CORS rules, PublicAccessBlock and tags); deleted in the bucket's delete txn,
 #: whichever protocol or command deletes it, and logged to the metadata log (``cas recover``)
-BUCKET_KEYED_KV = ("davprops", "s3cors", "s3pab")
+BUCKET_KEYED_KV = ("davprops", "s3cors", "s3pab", "buckettags")
 
 
 @dataclass(slots=True)  # not frozen: listings build thousands of these, and frozen init is 3x slower
@@ -59,13 +59,15 @@ class ObjectInfo:
     seq: int = 0
     manifest_id: bytes = b""
     parts: int = 0
+    #: S3 object tags (key -> value); they travel with the object (copy, move, the metadata log)
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, bucket: str, key: str, r: dict) -> ObjectInfo:
         return cls(
             bucket, key, r["size"], r["etag"], r.get("ct") or DEFAULT_CONTENT_TYPE, r["mtime"],
             r.get("meta", {}), r.get("hdr", {}), r.get("ck", {}), r.get("props", {}),
-            r.get("owner", ""), r.get("seq", 0), bytes.fromhex(r["m"]), r.get("parts", 0),
+            r.get("owner", ""), r.get("seq", 0), bytes.fromhex(r["m"]), r.get("parts", 0), r.get("tags", {}),
         )
 
 
@@ -73,7 +75,7 @@ def object_record(info: ObjectInfo) -> dict:
     r = {"size": info.size, "etag": info.etag, "ct": info.content_type, "mtime": info.mtime,
          "owner": info.owner, "seq": info.seq, "m": info.manifest_id.hex()}
     for name, value in (("meta", info.metadata), ("hdr", info.headers), ("ck", info.checksums),
-                        ("props", info.props), ("parts", info.parts)):
+                        ("props", info.props), ("parts", info.parts), ("tags", info.tags)):
         if value:
             r[name] = dict(value) if isinstance(value, Mapping) else value
     return r
@@ -100,6 +102,8 @@ class UploadInfo:
     #: the checksum the client declared for the whole object (e.g. "crc32", "COMPOSITE"), if any
     checksum_algorithm: str | None = None
     checksum_type: str | None = None
+    #: the tags the object gets when the upload completes
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from ..writer import WriteResult
 
 log = logging.getLogger(__name__)
 from .records import DEFAULT_CONTENT_TYPE, ObjectInfo, PartInfo, UploadInfo, _norm_etag
+from .tags import Tags, check_tags
 
 MIN_PART_SIZE = 5 << 20
 
@@ -33,17 +34,22 @@ class UploadsMixin:
     # -- multipart uploads ----------------------------------------------------------------------
     def create_upload(self, bucket: str, key: str, *, user: str = "", content_type: str | None = None,
                       metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
-                      checksum_algorithm: str | None = None, checksum_type: str | None = None) -> str:
+                      checksum_algorithm: str | None = None, checksum_type: str | None = None,
+                      tags: Tags | None = None) -> str:
+        """A new upload of bucket/key; what the object will carry (type, metadata, headers, tags)
+        is kept on the upload and applied when it completes."""
         check_key(bucket, key)
         content_type = check_content_type(content_type)
         metadata, headers = check_metadata(metadata), check_headers(headers)
+        tags = check_tags(tags or {})
         upload_id = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
         with self.index.write() as t:
             owner = self._require_bucket(t, bucket)["owner"]
             t.put_upload(upload_id, {"bucket": bucket, "key": key, "owner": user or owner,
                                      "initiated": self.clock(), "ct": content_type or DEFAULT_CONTENT_TYPE,
                                      "meta": dict(metadata or {}), "hdr": dict(headers or {}),
-                                     "ck_alg": checksum_algorithm, "ck_type": checksum_type})
+                                     "ck_alg": checksum_algorithm, "ck_type": checksum_type,
+                                     **({"tags": tags} if tags else {})})
         return upload_id
 
     def upload(self, upload_id: str) -> UploadInfo:
@@ -56,7 +62,7 @@ class UploadsMixin:
     @staticmethod
     def _upload_info(upload_id: str, r: dict) -> UploadInfo:
         return UploadInfo(upload_id, r["bucket"], r["key"], r["owner"], r["initiated"], r["ct"], r["meta"], r["hdr"],
-                          r.get("ck_alg"), r.get("ck_type"))
+                          r.get("ck_alg"), r.get("ck_type"), r.get("tags", {}))
 
     def _commit_part(self, t, upload_id: str, number: int, manifest: Manifest, size: int, etag: str,
                      checksums, now: float) -> PartInfo:
@@ -166,7 +172,8 @@ class UploadsMixin:
             self.blocks.bind_manifest(t, manifest.id)
             etag = f"{hashlib.md5(md5s).hexdigest()}-{len(wanted)}"
             info = ObjectInfo(bucket, key, size, etag, up["ct"], self.clock(), up["meta"], up["hdr"],
-                              dict(checksums or {}), {}, user or up["owner"], 0, manifest.id, len(wanted))
+                              dict(checksums or {}), {}, user or up["owner"], 0, manifest.id, len(wanted),
+                              up.get("tags", {}))
             t.delete_upload(upload_id)
             out = self._bind(t, info, "put", user)
             testonly_crash_point("multipart.in_txn")

@@ -54,6 +54,9 @@ WRITES = [
     ("PutBucketPolicy", "PUT", "/{b}?policy", {}, b"{}"),
     ("PutBucketVersioning", "PUT", "/{b}?versioning", {}, b""),
     ("PutObjectTagging", "PUT", "/{b}/k?tagging", {}, b""),
+    ("DeleteObjectTagging", "DELETE", "/{b}/k?tagging", {}, b""),
+    ("PutBucketTagging", "PUT", "/{b}?tagging", {}, b""),
+    ("DeleteBucketTagging", "DELETE", "/{b}?tagging", {}, b""),
     ("PutObjectAcl", "PUT", "/{b}/k?acl", {"x-amz-acl": "public-read"}, b""),
     ("PostObject", "POST", "/{b}", {"Content-Type": "multipart/form-data; boundary=x"}, b"--x--\r\n"),
 ]

@@ -144,12 +144,6 @@ def get_missing_config(code: str, message: str):
     return handler
 
 
-def get_object_tagging(req: S3Request) -> Response:
-    req.bucket_for()
-    req.store.stat(req.bucket, req.key)
-    return Response.xml("Tagging", [("TagSet", [])])
-
-
 # -- listings
 
 

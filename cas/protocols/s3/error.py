@@ -39,6 +39,7 @@ TABLE: dict[type[BaseException], tuple[str, int]] = {
     e.EntityTooSmall: ("EntityTooSmall", 400),
     e.IncompleteBody: ("IncompleteBody", 400),
     e.InvalidHeaderValue: ("InvalidArgument", 400),
+    e.InvalidTag: ("InvalidTag", 400),
     e.IntegrityError: ("InternalError", 500),  # ObjectDamaged too: a server-side integrity fault
     e.StoreError: ("InternalError", 500),
     e.TransientStoreError: ("ServiceUnavailable", 503),

@@ -100,6 +100,7 @@ def create_upload(req: S3Request) -> Response:
         headers=req.stored_headers(),
         checksum_algorithm=algorithm,
         checksum_type=kind,
+        tags=req.tags(),
     )
     headers = []
     if algorithm is not None:

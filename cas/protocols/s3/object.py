@@ -3,7 +3,9 @@
 PUT streams the body through :class:`~cas.protocols.s3.payload.Payload` into
 ``Store.put``; nothing is bound to the key unless every promise about the body held. GET
 streams the object's blocks (a single Range reads only the blocks it touches). CopyObject
-binds the source's manifest to the new name: no block is read or written.
+binds the source's manifest to the new name: no block is read or written; the copy keeps the
+source's metadata and tags unless ``x-amz-metadata-directive`` / ``x-amz-tagging-directive``
+say ``REPLACE`` (then the request's headers give them).
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def object_headers(info, *, with_checksums: bool) -> list[tuple[str, str]]:
         headers.append((META_PREFIX + name, value))
     if info.parts:
         headers.append(("x-amz-mp-parts-count", str(info.parts)))
+    if info.tags:  # S3 sends the count only when there are tags
+        headers.append(("x-amz-tagging-count", str(len(info.tags))))
     if with_checksums:
         for algorithm, value in info.checksums.items():
             headers.append((checksum.HEADER_PREFIX + algorithm, value))
@@ -155,6 +159,7 @@ def put_object(req: S3Request) -> Response:
         content_type=req.headers.get("content-type"),
         metadata=req.metadata(),
         headers=req.stored_headers(),
+        tags=req.tags(),
         expected_md5=payload.expected_md5,
         expected_size=payload.size,
         hashers=payload.hashers,
@@ -317,13 +322,13 @@ def copy_object(req: S3Request) -> Response:
             "object's metadata, storage class, website redirect location or encryption attributes.",
             400,
         )
-    kwargs = {}
+    kwargs = {"tags": _copy_tags(req)}
     if directive == "REPLACE":
-        kwargs = {
-            "metadata": req.metadata(),
-            "content_type": req.headers.get("content-type") or "binary/octet-stream",
-            "headers": req.stored_headers(),
-        }
+        kwargs.update(
+            metadata=req.metadata(),
+            content_type=req.headers.get("content-type") or "binary/octet-stream",
+            headers=req.stored_headers(),
+        )
     if_match, if_none_match = _write_conditions(req)
     try:
         info = req.store.copy(
@@ -335,6 +340,17 @@ def copy_object(req: S3Request) -> Response:
     for algorithm, value in info.checksums.items():
         children.append(("Checksum" + algorithm.upper(), value))
     return Response.xml("CopyObjectResult", children, headers=[("x-amz-copy-source-version-id", "null")])
+
+
+def _copy_tags(req: S3Request) -> list[tuple[str, str]] | None:
+    """The tags a CopyObject gives its copy: None keeps the source's (``COPY``, the default);
+    ``REPLACE`` takes ``x-amz-tagging`` (no header: no tags)."""
+    directive = req.headers.get("x-amz-tagging-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise invalid_argument("Unknown tagging directive.", "x-amz-tagging-directive", directive)
+    if directive == "COPY":
+        return None
+    return req.tags() or []
 
 
 def parse_copy_source(req: S3Request) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from cas import access
 from cas.access import Principal
 from cas.auth.sigv4 import Authorization, HttpRequestView
 from cas.protocols.s3 import xml
-from cas.protocols.s3.error import S3Error
+from cas.protocols.s3.error import S3Error, invalid_argument
 
 #: stored "system" headers that round-trip as they are (lower-case -> wire spelling)
 STORED_HEADERS = {
@@ -33,6 +33,7 @@ STORED_HEADERS = {
     "expires": "Expires",
 }
 META_PREFIX = "x-amz-meta-"
+TAGGING_HEADER = "x-amz-tagging"
 MAX_METADATA_BYTES = 2048  # S3's limit on user metadata (names + values)
 
 
@@ -97,6 +98,29 @@ class S3Request:
                 400,
             )
         return meta
+
+    def tags(self) -> list[tuple[str, str]] | None:
+        """The tags ``x-amz-tagging`` (URL query form: ``k1=v1&k2=v2``) gives the object being
+        written, as (key, value) pairs; None when the header is absent. A key given twice, or
+        text that is not URL-encoded UTF-8, is refused as S3 does; the Store checks the rest."""
+        text = self.headers.get(TAGGING_HEADER)
+        if text is None:
+            return None
+        message = (f"The header '{TAGGING_HEADER}' shall be encoded as UTF-8 then URLEncoded URL query "
+                   "parameters without tag name duplicates.")
+        pairs: list[tuple[str, str]] = []
+        for part in text.split("&"):
+            if not part:
+                continue
+            name, _, value = part.partition("=")
+            try:
+                pair = (unquote_plus(name, errors="strict"), unquote_plus(value, errors="strict"))
+            except UnicodeDecodeError:
+                raise invalid_argument(message, TAGGING_HEADER, text) from None
+            if any(pair[0] == seen for seen, _ in pairs):
+                raise invalid_argument(message, TAGGING_HEADER, text)
+            pairs.append(pair)
+        return pairs
 
     def stored_headers(self) -> dict[str, str]:
         """Content-Disposition, Content-Encoding (less aws-chunked), Cache-Control, ... to keep."""

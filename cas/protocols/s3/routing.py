@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cas.protocols.s3 import bucket, bucketconfig, multipart
+from cas.protocols.s3 import attributes, bucket, bucketconfig, multipart, tagging
 from cas.protocols.s3 import object as obj
 from cas.protocols.s3.error import S3Error, not_implemented
 from cas.protocols.s3.request import Response, S3Request
@@ -31,7 +31,7 @@ _BUCKET_GET: dict[str, Handler] = {
     "notification": bucket.get_empty_config("NotificationConfiguration"),
     "accelerate": bucket.get_empty_config("AccelerateConfiguration"),
     "requestPayment": lambda req: (req.bucket_for(), Response.xml("RequestPaymentConfiguration", [("Payer", "BucketOwner")]))[1],
-    "tagging": bucket.get_missing_config("NoSuchTagSet", "The TagSet does not exist"),
+    "tagging": tagging.get_bucket_tagging,
     "policy": bucket.get_missing_config("NoSuchBucketPolicy", "The bucket policy does not exist"),
     "cors": bucketconfig.get_cors,
     "lifecycle": bucket.get_missing_config("NoSuchLifecycleConfiguration", "The lifecycle configuration does not exist"),
@@ -55,11 +55,13 @@ _BUCKET_GET: dict[str, Handler] = {
 _BUCKET_PUT: dict[str, Handler] = {
     "cors": bucketconfig.put_cors,
     "publicAccessBlock": bucketconfig.put_public_access_block,
+    "tagging": tagging.put_bucket_tagging,
 }
 
 _BUCKET_DELETE: dict[str, Handler] = {
     "cors": bucketconfig.delete_cors,
     "publicAccessBlock": bucketconfig.delete_public_access_block,
+    "tagging": tagging.delete_bucket_tagging,
 }
 
 #: operations that clients send and cas does not have yet, by the name S3 gives them
@@ -112,6 +114,8 @@ def _object_route(method: str, subs: list[str], req: S3Request) -> Handler:
     if method == "PUT":
         if names == {"partNumber", "uploadId"}:
             return multipart.upload_part
+        if names == {"tagging"}:
+            return tagging.put_object_tagging
         if not names:
             return obj.put_object
     elif method == "GET":
@@ -120,7 +124,9 @@ def _object_route(method: str, subs: list[str], req: S3Request) -> Handler:
         if names == {"acl"}:
             return bucket.get_acl
         if names == {"tagging"}:
-            return bucket.get_object_tagging
+            return tagging.get_object_tagging
+        if names == {"attributes"}:
+            return attributes.get_object_attributes
         if not names or names == {"partNumber"}:
             return obj.get_object
     elif method == "HEAD":
@@ -129,6 +135,8 @@ def _object_route(method: str, subs: list[str], req: S3Request) -> Handler:
     elif method == "DELETE":
         if names == {"uploadId"}:
             return multipart.abort_upload
+        if names == {"tagging"}:
+            return tagging.delete_object_tagging
         if not names:
             return obj.delete_object
     elif method == "POST":

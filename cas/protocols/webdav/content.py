@@ -127,6 +127,8 @@ class PutWriter:
         kwargs = {}
         if res.info is not None and res.info.props:
             kwargs["props"] = dict(res.info.props)  # PUT replaces the content, not the properties
+        if res.info is not None and res.info.tags:
+            kwargs["tags"] = dict(res.info.tags)  # nor the S3 tags a drive cannot see or set
         if_match = _single_etag(environ.get("HTTP_IF_MATCH"))
         if if_match:
             kwargs["if_match"] = if_match

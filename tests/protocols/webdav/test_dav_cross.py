@@ -84,6 +84,19 @@ def test_dav_move_shows_in_s3_listing_at_once(s3_and_dav):
     assert keys == ["b/"] + [f"b/f{i}" for i in range(5)]
 
 
+def test_s3_tags_survive_a_dav_overwrite_and_move(s3_and_dav):
+    s3, dav = s3_and_dav
+    bucket = unique_bucket("tg")
+    assert dav.mkcol(f"/{bucket}").status == 201
+    s3.put_object(Bucket=bucket, Key="doc.txt", Body=b"v1", Tagging="project=cas&stage=draft")
+    assert dav.put(f"/{bucket}/doc.txt", b"v2 from a drive").status == 204  # a drive cannot see the tags
+    assert dav.move(f"/{bucket}/doc.txt", f"/{bucket}/renamed.txt").status == 201
+    got = s3.get_object(Bucket=bucket, Key="renamed.txt")
+    assert got["Body"].read() == b"v2 from a drive" and got["TagCount"] == 2
+    assert s3.get_object_tagging(Bucket=bucket, Key="renamed.txt")["TagSet"] == [
+        {"Key": "project", "Value": "cas"}, {"Key": "stage", "Value": "draft"}]
+
+
 def test_dav_lock_does_not_block_s3(s3_and_dav):
     s3, dav = s3_and_dav
     bucket = unique_bucket("lk")
