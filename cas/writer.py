@@ -246,6 +246,7 @@ class BlockWriter:
         to_write: list[tuple[bytes, bytes]] = []
         to_wait: list[tuple[bytes, bytes]] = []
         with self._index.write(durable=False) as t:  # pins need not survive a crash: their writer won't
+            t.prefetch(counters=not self._registered, blocks=[bid for bid, _ in batch])
             if not self._registered:
                 blocklife.register_writer(t, self.writer_id, now + self._store.settings.gc.pin_lease,
                                           self._store.heartbeat.owner)
@@ -315,6 +316,14 @@ class BlockWriter:
         else:
             self._blocks.sync(ids)
         testonly_crash_point("writer.before_commit")
+
+    def commit_rows(self, manifest: Manifest) -> dict:
+        """The index rows ``commit_into`` reads, as ``IndexTxn.prefetch`` keywords."""
+        rows = self._blocks.bind_rows(self._tokens)
+        rows.update(counters=True, blocks=list(self._new), manifests=[manifest.id],
+                    writers=[self.writer_id] if self._registered else [],
+                    pins=[(bid, self.writer_id) for bid in self._pinned])
+        return rows
 
     def commit_into(self, t, manifest: Manifest, now: float) -> None:
         """Inside the commit txn: record new blocks, store the manifest, drop the pins."""

@@ -138,6 +138,10 @@ class BlockStore(ABC):
         """Inside the commit txn of a writer that ``flush``-ed: make its blocks (and manifest)
         findable by every process, atomically with the commit (packs)."""
 
+    def bind_rows(self, tokens: Iterable) -> dict:
+        """The index rows ``bind(t, tokens)`` will read, as ``IndexTxn.prefetch`` keywords."""
+        return {}
+
     def check(self) -> None:  # noqa: B027
         """Raise ``StoreError`` when the backend is not reachable (used by readiness checks)."""
 

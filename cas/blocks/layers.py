@@ -73,6 +73,9 @@ class BlockStoreLayer(BlockStore):
     def bind(self, t, tokens) -> None:
         self.inner.bind(t, tokens)
 
+    def bind_rows(self, tokens) -> dict:
+        return self.inner.bind_rows(tokens)
+
     def check(self) -> None:
         self.inner.check()
 

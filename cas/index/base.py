@@ -41,7 +41,7 @@ to the thread that opened it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,6 +53,11 @@ class IndexTxn(Protocol):
     """Domain operations inside one transaction (read-only for ``Index.read``)."""
 
     # -- meta and counters
+    def prefetch(self, *, counters: bool = False, buckets: Iterable[str] = (),
+                 objects: Iterable[tuple[str, str]] = (), blocks: Iterable[bytes] = (),
+                 manifests: Iterable[bytes] = (), writers: Iterable[bytes] = (),
+                 locs: Iterable[tuple[int, bytes]] = (), packs: Iterable[bytes] = (),
+                 pins: Iterable[tuple[bytes, bytes]] = ()) -> None: ...
     def get_meta(self, name: str) -> Any: ...
     def put_meta(self, name: str, value: Any) -> None: ...
     def counter(self, name: str) -> int: ...

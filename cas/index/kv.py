@@ -20,7 +20,7 @@ walks listings with one cursor). A transaction object belongs to one thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from . import schema as s
 from .schema import BlockRow, Loc, PackRow
@@ -46,6 +46,31 @@ class KvTxn:
 
     def _trim(self, db: str, upto: int) -> int:
         raise NotImplementedError
+
+    def _prefetch(self, rows: list[tuple[str, bytes]], counters: bool) -> None:
+        """Read ``rows`` ((table, key)) and, with ``counters``, every counter, ahead (``prefetch``);
+        an index that reads from memory has nothing to gain and does nothing."""
+
+    # -- read-ahead ------------------------------------------------------------------------
+    def prefetch(self, *, counters: bool = False, buckets: Iterable[str] = (),
+                 objects: Iterable[tuple[str, str]] = (), blocks: Iterable[bytes] = (),
+                 manifests: Iterable[bytes] = (), writers: Iterable[bytes] = (),
+                 locs: Iterable[tuple[int, bytes]] = (), packs: Iterable[bytes] = (),
+                 pins: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        """Say which rows this transaction is about to read, so that an index whose reads are round
+        trips (PostgreSQL) fetches them together; a hint only (what is not named is read as usual,
+        and naming a row not read costs nothing but its bytes). Inside a write transaction the rows
+        are read under its write lock, as any read."""
+        rows = [("buckets", b.encode()) for b in buckets]
+        rows += [("objects", s.object_key(b, k)) for b, k in objects]
+        rows += [("blocks", bid) for bid in blocks]
+        rows += [("manifests", mid) for mid in manifests]
+        rows += [("writers", w) for w in writers]
+        rows += [("locs", bytes((kind,)) + eid) for kind, eid in locs]
+        rows += [("packs", pid) for pid in packs]
+        rows += [("pins", s.pin_key(bid, w)) for bid, w in pins]
+        if rows or counters:
+            self._prefetch(rows, counters)
 
     # -- meta and counters -----------------------------------------------------------------
     def get_meta(self, name: str):

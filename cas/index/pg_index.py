@@ -712,6 +712,34 @@ class PgTxn(KvTxn):
         self._sequenced = True
         return super().next_seq()
 
+    def _prefetch(self, rows: list[tuple[str, bytes]], counters: bool) -> None:
+        """One statement reads every row named that this transaction has not seen yet (its own writes
+        it has seen) and, with ``counters``, every counter: a UNION ALL of one lookup per table."""
+        wanted: dict[str, list[bytes]] = {}
+        for db, key in rows:
+            if (db, key) not in self._known:
+                wanted.setdefault(db, []).append(key)
+        counters = counters and not self._counters
+        if not wanted and not counters:
+            return
+        dbs = sorted(wanted)
+        parts = [f"SELECT {i}, k, v FROM cas_{db} WHERE k = ANY(%b::bytea[])" for i, db in enumerate(dbs)]
+        params: list = [wanted[db] for db in dbs]
+        if counters:
+            parts.append(f"SELECT {len(dbs)}, k, v FROM cas_meta WHERE k >= %b AND k < %b")
+            params += [b"n:", b"n;"]
+        found = self._fetch(" UNION ALL ".join(parts), tuple(params), "read", ", ".join(dbs) or "meta")
+        for db in dbs:
+            for key in wanted[db]:
+                self._known[db, key] = None  # none unless found below
+        for i, k, v in found:
+            if i < len(dbs):
+                self._known[dbs[i], k] = v
+            else:  # a counter this transaction wrote keeps the value it wrote
+                self._known.setdefault(("meta", k), v)
+        if counters:
+            self._counters = True
+
     def counter(self, name: str) -> int:
         """A commit touches several counters: the first read fetches them all (a few dozen
         small rows) in one round trip."""

@@ -337,14 +337,16 @@ class Store(UploadsMixin, TagsMixin, JournalMixin):
             raise PreconditionFailed(f"If-None-Match {if_none_match} does not hold for {bucket}/{key}")
 
     def _write(self, body, hashers, expected_size, expected_md5, before_commit,
-               commit: Callable[[object, WriteResult, dict | None, float], object]):
-        """Stream ``body`` to blocks, run ``before_commit``, then ``commit`` in one write txn."""
+               commit: Callable[[object, WriteResult, dict | None, float], object], rows: dict | None = None):
+        """Stream ``body`` to blocks, run ``before_commit``, then ``commit`` in one write txn
+        (``rows``: what ``commit`` reads, as ``IndexTxn.prefetch`` keywords)."""
         w = BlockWriter(self, hashers)
         try:
             result = w.write(body, expected_size=expected_size, expected_md5=expected_md5)
             w.finish(result.manifest)
             checksums = before_commit(result) if before_commit else None
             with self.index.write() as t:
+                t.prefetch(**w.commit_rows(result.manifest), **(rows or {}))
                 now = self.clock()
                 w.commit_into(t, result.manifest, now)
                 out = commit(t, result, checksums, now)
@@ -406,7 +408,9 @@ class Store(UploadsMixin, TagsMixin, JournalMixin):
         content_type = check_content_type(content_type)
         metadata, headers = check_metadata(metadata), check_headers(headers)
         tags = check_tags(tags or {})
+        conditional = if_match is not None or if_none_match is not None
         with self.index.read() as t:  # fail fast, before reading a body we would refuse
+            t.prefetch(buckets=[bucket], objects=[(bucket, key)] if conditional else [])
             owner = self._require_bucket(t, bucket)["owner"]
             self._check_conditions(t, bucket, key, if_match, if_none_match)
 
@@ -419,7 +423,8 @@ class Store(UploadsMixin, TagsMixin, JournalMixin):
                               tags=tags)
             return self._bind(t, info, "put", user)
 
-        return self._write(body, hashers, expected_size, expected_md5, before_commit, commit)
+        return self._write(body, hashers, expected_size, expected_md5, before_commit, commit,
+                           {"buckets": [bucket], "objects": [(bucket, key)]})
 
     def stat(self, bucket: str, key: str) -> ObjectInfo:
         with self.index.read() as t:

@@ -402,6 +402,40 @@ def test_a_write_sees_its_own_changes(index):
         assert names(t.list_objects("b", "", "", "", 10)) == (["k2"], [], False)
 
 
+def test_prefetched_rows_read_as_they_would_without(index):
+    """``prefetch`` is a hint: the rows read after it are the ones read without it, the
+    transaction's own writes (and deletes, and counters) included, and rows that are not there
+    read as missing."""
+    a, b, gone = bytes(32), b"\x01" * 32, b"\x02" * 32
+    row = BlockRow(LIVE, 10, 20, 1.0, 1.0)
+    with index.write() as t:
+        t.put_bucket("b", {"n": 1})
+        t.put_object("b", "k", {"v": 1})
+        t.put_block(a, row)
+        t.put_block(gone, row)
+        t.add_counter("c", 5)
+    with index.write() as t:
+        t.put_block(b, row)  # written before the prefetch, and one deleted
+        t.delete_block(gone)
+        t.add_counter("c", 2)
+        t.prefetch(counters=True, buckets=["b", "nob"], objects=[("b", "k"), ("b", "nok")],
+                   blocks=[a, b, gone, b"\x03" * 32], manifests=[a], writers=[a], locs=[(KIND_DATA, a)],
+                   packs=[a], pins=[(a, b)])
+        assert t.get_bucket("b") == {"n": 1} and t.get_bucket("nob") is None
+        assert t.get_object("b", "k") == {"v": 1} and t.get_object("b", "nok") is None
+        assert t.get_block(a) == row == t.get_block(b)
+        assert t.get_block(gone) is None and t.get_block(b"\x03" * 32) is None
+        assert t.get_manifest(a) is None and t.writer_expiry(a) is None and t.get_loc(KIND_DATA, a) is None
+        assert t.get_pack(a) is None and t.pin_writers(a) == []
+        assert t.counter("c") == 7 and t.counter("other") == 0
+        assert t.put_manifest(a, b"m") is True  # was missing: stored
+        t.add_counter("c", 1)
+    with index.read() as t:
+        t.prefetch(counters=True, blocks=[a, b, gone])
+        assert t.get_block(a) == row == t.get_block(b) and t.get_block(gone) is None
+        assert t.counter("c") == 8 and t.get_manifest(a) == b"m"
+
+
 def test_a_read_transaction_refuses_writes(index):
     with pytest.raises(PermanentStoreError), index.read() as t:
         t.put_bucket("b", {})

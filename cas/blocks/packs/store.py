@@ -249,6 +249,7 @@ class PackedBlockStore(BlockStore):
         now = self.clock()
         new = p.entries[p.located:upto]
         with self.index.write(durable=False) as t:
+            t.prefetch(packs=[p.id], locs=[(e.kind, e.id) for e in new], writers=[p.id] if seal else [])
             row = t.get_pack(p.id)
             if row is None or row.state not in (PACK_OPEN, PACK_SEALED):
                 p.closed = True
@@ -349,6 +350,11 @@ class PackedBlockStore(BlockStore):
             raise TransientStoreError(f"pack {pack_name(p.id)} could not be written: {p.failed}") from p.failed
         if not self._done(p, upto, locate):
             raise TransientStoreError(f"pack {pack_name(p.id)} was closed before its blocks were located; try again")
+
+    def bind_rows(self, tokens: Iterable[tuple[_OpenPack, int]]) -> dict:
+        tokens = list(tokens)
+        return {"packs": {p.id for p, _ in tokens},
+                "locs": [(p.entries[i].kind, p.entries[i].id) for p, i in tokens]}
 
     def bind(self, t, tokens: Iterable[tuple[_OpenPack, int]]) -> None:
         """Inside a writer's commit txn: point each flushed entry's id at that entry (any durable
