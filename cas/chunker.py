@@ -93,6 +93,14 @@ class Chunker:
         for chunk in self._cdc.cut_buf(buf):
             yield chunk.data
 
+    def first_cut(self, buf: bytes) -> int:
+        """The length of ``buf``'s first chunk: where a stream cuts next when ``buf`` follows one
+        of its cuts and holds at least ``max`` bytes or the rest of the stream (the chunker looks
+        no further than ``max`` bytes past a cut; ``cas.recut`` relies on this)."""
+        for chunk in self._cdc.cut_buf(buf):
+            return chunk.length
+        return 0
+
 
 class _CountingReader:
     """Wraps a reader so that pyfastcdc can use readinto() even on read()-only objects."""

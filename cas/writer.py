@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -200,20 +200,27 @@ class BlockWriter:
 
     # -- 1-2: body to pinned blocks -------------------------------------------------------
     def write(self, body, *, expected_size: int | None = None, expected_md5: bytes | None = None) -> WriteResult:
+        return self.write_chunks(self._chunker.chunks(body), expected_size=expected_size, expected_md5=expected_md5)
+
+    def write_chunks(self, chunks: Iterable[bytes | memoryview], *, expected_size: int | None = None,
+                     expected_md5: bytes | None = None) -> WriteResult:
+        """Like ``write``, for chunks the caller cut with the store's chunker (``cas.recut``
+        re-cuts a multipart upload's part boundaries; its chunks are stored like a body's)."""
         md5 = hashlib.md5()
         body_hasher = _BodyHasher([md5, *self._hashers.values()])
         try:
-            return self._write(body, body_hasher, md5, expected_size, expected_md5)
+            return self._write(chunks, body_hasher, md5, expected_size, expected_md5)
         finally:
             body_hasher.finish()
 
-    def _write(self, body, body_hasher: _BodyHasher, md5, expected_size, expected_md5) -> WriteResult:
+    def _write(self, chunks: Iterable[bytes | memoryview], body_hasher: _BodyHasher, md5, expected_size,
+               expected_md5) -> WriteResult:
         ids: list[bytes] = []
         lengths: list[int] = []
         batch: list[tuple[bytes, bytes]] = []
         batch_bytes = 0
         size = 0
-        for view in self._chunker.chunks(body):
+        for view in chunks:
             data = bytes(view)
             body_hasher.update(data)
             bid = block_id(data)

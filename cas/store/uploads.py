@@ -1,5 +1,6 @@
 """Multipart uploads: create, parts (streamed or copied from an object), list, abort, complete
-(a metadata operation binding the parts' manifests as one), expiry. A mixin of ``Store``."""
+(the parts' blocks bound as one object, re-cut at the part boundaries so that the manifest is a
+single PUT's: ``cas.recut``), expiry. A mixin of ``Store``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from ..errors import (
 from ..headers import check_content_type, check_headers, check_metadata
 from ..manifest import Manifest
 from ..names import check_key
-from ..writer import WriteResult
+from ..recut import Recut
+from ..writer import BlockWriter, WriteResult
 
 log = logging.getLogger(__name__)
 from .records import DEFAULT_CONTENT_TYPE, ObjectInfo, PartInfo, UploadInfo, _norm_etag
@@ -141,61 +143,80 @@ class UploadsMixin:
     def complete_upload(self, upload_id: str, parts: Iterable[tuple[int, str]], *, user: str = "",
                         min_part_size: int = MIN_PART_SIZE, checksums: Mapping[str, str] | None = None,
                         if_match: str | None = None, if_none_match: str | None = None) -> ObjectInfo:
-        """Bind the listed parts, in order, as one object: a metadata operation."""
+        """Bind the listed parts, in order, as one object, whose manifest is a single PUT's.
+
+        The parts were chunked one by one; the chunks around each part boundary are cut again
+        (``cas.recut``: a few blocks read per boundary, the new chunks pinned and stored by a
+        ``BlockWriter`` like any body's), so that the manifest does not depend on how the file
+        was split. The parts' blocks no longer used become garbage once the upload is gone. The
+        ETag and checksums stay S3's (MD5 of the parts' MD5s, ``-N``). The commit txn checks the
+        upload and its parts again: a part replaced meanwhile fails the completion (``InvalidPart``).
+        """
         wanted = list(parts)
         if not wanted:
             raise InvalidPart("you must specify at least one part")
         numbers = [n for n, _ in wanted]
         if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
             raise InvalidPartOrder("the list of parts was not in ascending order")
-        self._store_parts_manifest(upload_id, numbers)
-        with self.index.write() as t:
-            up = t.get_upload(upload_id)
-            if up is None:
-                raise UploadNotFound(f"upload {upload_id!r} does not exist")
-            bucket, key = up["bucket"], up["key"]
-            self._require_bucket(t, bucket)
-            self._check_conditions(t, bucket, key, if_match, if_none_match)
-            manifests, md5s, size = [], b"", 0
-            for i, (number, etag) in enumerate(wanted):
-                rec = t.get_part(upload_id, number)
-                if rec is None or _norm_etag(etag) != rec["etag"]:
-                    raise InvalidPart(f"part {number} was not uploaded or its ETag does not match")
-                if rec["size"] < min_part_size and i < len(wanted) - 1:
-                    raise EntityTooSmall(f"part {number} is {rec['size']} bytes; all but the last "
-                                         f"must be at least {min_part_size}")
-                manifests.append(Manifest.decode(t.get_manifest(bytes.fromhex(rec["m"]))))
-                md5s += bytes.fromhex(rec["etag"])
-                size += rec["size"]
-            manifest = Manifest().concat(manifests)
-            t.put_manifest(manifest.id, manifest.encode())
-            self.blocks.bind_manifest(t, manifest.id)
-            etag = f"{hashlib.md5(md5s).hexdigest()}-{len(wanted)}"
-            info = ObjectInfo(bucket, key, size, etag, up["ct"], self.clock(), up["meta"], up["hdr"],
-                              dict(checksums or {}), {}, user or up["owner"], 0, manifest.id, len(wanted),
-                              up.get("tags", {}))
-            t.delete_upload(upload_id)
-            out = self._bind(t, info, "put", user)
-            testonly_crash_point("multipart.in_txn")
+        with self.index.read() as t:  # refuse early, before reading any block
+            _, recs = self._completed_parts(t, upload_id, wanted, min_part_size)
+            part_manifests = [Manifest.decode(t.get_manifest(bytes.fromhex(rec["m"]))) for rec in recs]
+        recut = Recut(part_manifests, self._read_blocks, self.chunker)
+        w = BlockWriter(self)
+        try:
+            manifest = recut.manifest(w.write_chunks(recut.chunks()).manifest)
+            w.finish(manifest)  # the new chunks and the manifest durable in the backend
+            with self.index.write() as t:
+                t.prefetch(**w.commit_rows(manifest))
+                up, now_recs = self._completed_parts(t, upload_id, wanted, min_part_size)
+                for (number, _), rec, was in zip(wanted, now_recs, recs):
+                    if rec["m"] != was["m"]:
+                        raise InvalidPart(f"part {number} was uploaded again while the upload was being completed")
+                bucket, key = up["bucket"], up["key"]
+                self._require_bucket(t, bucket)
+                self._check_conditions(t, bucket, key, if_match, if_none_match)
+                now = self.clock()
+                w.commit_into(t, manifest, now)
+                md5s = b"".join(bytes.fromhex(rec["etag"]) for rec in now_recs)
+                etag = f"{hashlib.md5(md5s).hexdigest()}-{len(wanted)}"
+                info = ObjectInfo(bucket, key, recut.size, etag, up["ct"], now, up["meta"], up["hdr"],
+                                  dict(checksums or {}), {}, user or up["owner"], 0, manifest.id, len(wanted),
+                                  up.get("tags", {}))
+                t.delete_upload(upload_id)
+                out = self._bind(t, info, "put", user)
+                testonly_crash_point("multipart.in_txn")
+        except BaseException:
+            w.abort()
+            raise
+        finally:
+            w.close()
+        log.debug("upload %s completed: %d parts, %d chunks re-cut in %d regions from %d blocks read",
+                  upload_id, len(wanted), recut.cut, recut.regions, recut.blocks_read)
         testonly_crash_point("multipart.after_commit")
         self._notify()
         return out
 
-    def _store_parts_manifest(self, upload_id: str, numbers: list[int]) -> None:
-        """Before completing: the object's manifest goes to the backend too (a pack), like every
-        writer's. Parts that change before the commit txn (or are missing: the txn refuses then)
-        only leave a dead entry; the txn stores the manifest it builds in the index regardless."""
-        with self.index.read() as t:
-            manifests = []
-            for number in numbers:
-                rec = t.get_part(upload_id, number)
-                raw = t.get_manifest(bytes.fromhex(rec["m"])) if rec is not None else None
-                if raw is None:
-                    return
-                manifests.append(Manifest.decode(raw))
-        manifest = Manifest().concat(manifests)
-        self.blocks.put_manifest(manifest.id, manifest.encode())
-        self.blocks.sync([manifest.id])
+    @staticmethod
+    def _completed_parts(t, upload_id: str, wanted: list[tuple[int, str]], min_part_size: int
+                         ) -> tuple[dict, list[dict]]:
+        """The upload's record and the records of the ``wanted`` parts, checked as S3 checks them."""
+        up = t.get_upload(upload_id)
+        if up is None:
+            raise UploadNotFound(f"upload {upload_id!r} does not exist")
+        recs = []
+        for i, (number, etag) in enumerate(wanted):
+            rec = t.get_part(upload_id, number)
+            if rec is None or _norm_etag(etag) != rec["etag"]:
+                raise InvalidPart(f"part {number} was not uploaded or its ETag does not match")
+            if rec["size"] < min_part_size and i < len(wanted) - 1:
+                raise EntityTooSmall(f"part {number} is {rec['size']} bytes; all but the last "
+                                     f"must be at least {min_part_size}")
+            recs.append(rec)
+        return up, recs
+
+    def _read_blocks(self, block_ids: list[bytes]) -> list[bytes]:
+        """Verified bytes of the given blocks, in order (one coalesced read where they are neighbours)."""
+        return [self.codec.decode(bid, raw) for bid, raw in zip(block_ids, self.blocks.get_many(block_ids))]
 
     def expire_uploads(self, max_age: float) -> int:
         """Abort uploads initiated more than ``max_age`` seconds ago; their blocks become garbage."""

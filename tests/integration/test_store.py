@@ -252,14 +252,17 @@ def test_multipart_upload(store, bucket):
         store.list_parts(uid)
 
 
-def test_complete_upload_reads_and_hashes_no_block(store, bucket):
-    # each part was hashed once as it arrived; completing binds manifests and combines digests
+def test_complete_upload_reads_only_the_blocks_at_the_boundary(store, bucket):
+    # each part was hashed once as it arrived; completing re-cuts the chunks around the part
+    # boundary (cas.recut: a few blocks read and written) and combines the parts' digests
     parts = [bytes_of(5 << 20, 5), bytes_of(300_000, 6)]
     uid = store.create_upload(bucket, "once")
     infos = [store.upload_part(uid, i + 1, p) for i, p in enumerate(parts)]
     store.blocks.counters.reset()
     info = store.complete_upload(uid, [(i.number, i.etag) for i in infos])
-    assert (store.blocks.counters.gets, store.blocks.counters.puts) == (0, 0)
+    counters = store.blocks.counters
+    assert 1 <= counters.gets <= 8 and counters.bytes_got <= 8 * store.chunker.params.max
+    assert counters.puts <= 4
     assert info.etag == hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-2"
     assert store.get_bytes(bucket, "once") == b"".join(parts)
 

@@ -266,6 +266,27 @@ def test_delete_drops_the_location_and_the_live_bytes(packs):
     assert packs.get(b[0]) == b[1]
 
 
+def test_an_entry_a_writer_bound_and_gc_deleted_is_not_located_again(packs):
+    """A writer binds its entry in its commit txn (``flush`` + ``bind``, no locate); GC deletes the
+    block while its pack is still open; a later locate of that pack (another writer's ``sync``,
+    the seal) must not bring the location back: it would be an orphan without a row, and many of
+    them make GC refuse to run (guard: "a damaged or wrong index")."""
+    (a, enc_a), (b, enc_b) = _block(3000), _block(3000)
+    token = packs.put(a, enc_a)
+    packs.flush([token])
+    with packs.index.write() as t:
+        packs.bind(t, [token])
+    assert packs.location(a) is not None
+    packs.delete(a)  # what GC's sweep does to an unreferenced block
+    packs.put(b, enc_b)
+    packs.sync([b])  # locates everything appended to the (local) open pack so far
+    assert packs.location(b) is not None and packs.location(a) is None
+    packs.flush_all()  # the seal, too
+    assert packs.location(a) is None
+    with pytest.raises(BlockNotFound):
+        packs.get(a)
+
+
 def test_a_writer_whose_open_pack_was_retired_fails_instead_of_pointing_at_it(packs):
     """GC retires the open pack of a writer whose lease it reaped; the stalled writer must not
     commit locations into a pack about to be deleted."""

@@ -80,6 +80,7 @@ class _OpenPack:
         self.size = 0
         self.entries: list[fmt.Entry] = []
         self.located = 0  # entries[:located] have locations in the index (more may be bound)
+        self.bound: set[int] = set()  # entries a writer's commit txn located (``bind``): never located again
         self.flushed = 0  # bytes made durable by a flush
         self.closed = False  # no more appends (being sealed)
         self.sealed: Future | None = None
@@ -256,7 +257,9 @@ class PackedBlockStore(BlockStore):
                 raise TransientStoreError(f"pack {pack_name(p.id)} was retired while it was written "
                                           "(its writer stalled past its lease); try again")
             rows = {p.id: row}
-            for e in new:
+            for i, e in enumerate(new, start=p.located):
+                if i in p.bound:  # its writer located it; GC may have dropped it since: not back
+                    continue
                 _point(t, rows, e.kind, e.id, Loc(p.id, e.offset, e.length, e.raw_len, now))
             mine = rows.pop(p.id)
             for pid, orow in rows.items():
@@ -377,6 +380,7 @@ class PackedBlockStore(BlockStore):
                                           "(its writer stalled past its lease); try again")
             rows.setdefault(p.id, row)
             _point(t, rows, e.kind, e.id, Loc(p.id, e.offset, e.length, e.raw_len, now))
+            p.bound.add(i)
             cur = rows[p.id]
             rows[p.id] = PackRow(cur.state, max(cur.size, e.offset + e.length), max(cur.entries, i + 1),
                                  cur.live_bytes, cur.live_entries, cur.created, cur.state_time)

@@ -1,7 +1,8 @@
 """Multipart uploads: Create, UploadPart, UploadPartCopy, Complete, Abort, ListParts, ListMultipartUploads.
 
-Parts become blocks as they arrive (``Store.upload_part``); completing is a metadata
-operation (``Store.complete_upload``). The checksum the client declares when it creates the
+Parts become blocks as they arrive (``Store.upload_part``); completing binds them as one
+object (``Store.complete_upload``, which re-cuts the few blocks around each part boundary so
+the manifest is a single PUT's; no part is read whole). The checksum the client declares when it creates the
 upload (``x-amz-checksum-algorithm`` / ``-type``) is kept on the upload. The object's
 checksum is computed from the parts' checksums: COMPOSITE (checksum of checksums, ``-N``)
 or FULL_OBJECT (CRCs combined with the parts' lengths, no data read again).
