@@ -250,7 +250,8 @@ class PackedBlockStore(BlockStore):
         now = self.clock()
         new = p.entries[p.located:upto]
         with self.index.write(durable=False) as t:
-            t.prefetch(packs=[p.id], locs=[(e.kind, e.id) for e in new], writers=[p.id] if seal else [])
+            t.prefetch(packs=[p.id], writers=[p.id] if seal else [],
+                       locs=[(e.kind, e.id) for i, e in enumerate(new, start=p.located) if i not in p.bound])
             row = t.get_pack(p.id)
             if row is None or row.state not in (PACK_OPEN, PACK_SEALED):
                 p.closed = True
