@@ -152,8 +152,10 @@ class IndexTxn(Protocol):
 class Index(Protocol):
     """One store's metadata index (see the module docstring for the guarantees)."""
 
-    def read(self) -> AbstractContextManager[IndexTxn]:
-        """A snapshot read transaction."""
+    def read(self, *, snapshot: bool = True) -> AbstractContextManager[IndexTxn]:
+        """A snapshot read transaction, taken as it opens. Without ``snapshot``, each read may see
+        the commits made since the one before (a remote index then saves the round trips of
+        BEGIN and COMMIT): for a transaction of one read, or of reads that need not agree."""
         ...
 
     def write(self, *, durable: bool = True) -> AbstractContextManager[IndexTxn]:

@@ -222,7 +222,8 @@ class LmdbIndex:
         self._env.close()
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[LmdbTxn]:
+    def read(self, *, snapshot: bool = True) -> Iterator[LmdbTxn]:
+        """A snapshot always (it costs LMDB nothing)."""
         try:
             txn = self._env.begin(write=False)
         except lmdb.Error as exc:

@@ -450,15 +450,18 @@ class PgIndex:
         self._pool.putconn(conn)
 
     @contextlib.contextmanager
-    def _txn(self, begin: str | tuple[str, ...], what: str, *, flush: bool = False) -> Iterator[PgTxn]:
+    def _txn(self, begin: str | tuple[str, ...] | None, what: str, *, flush: bool = False) -> Iterator[PgTxn]:
         """A transaction on a pooled connection: ``begin`` is one simple query (sent at once) or
         statements queued in a pipeline that lasts until the commit; with ``flush``, the commit is
-        on disk before this returns (``_FLUSH``, after the write lock is released)."""
+        on disk before this returns (``_FLUSH``, after the write lock is released). ``None``: reads
+        in autocommit, each statement its own snapshot (``read(snapshot=False)``)."""
         conn = self._getconn(what)
-        txn = PgTxn(conn.cursor(binary=True), readonly=isinstance(begin, str))
+        txn = PgTxn(conn.cursor(binary=True), readonly=not isinstance(begin, tuple))
         try:
             try:
-                if isinstance(begin, str):
+                if begin is None:
+                    yield txn
+                elif isinstance(begin, str):
                     conn.execute(begin, prepare=False)
                     yield txn
                     _carried_on(conn, what)
@@ -487,8 +490,8 @@ class PgIndex:
             self._putconn(conn)
 
     # -- the Index protocol ----------------------------------------------------------------
-    def read(self) -> contextlib.AbstractContextManager[PgTxn]:
-        return self._txn(_BEGIN_READ, "cannot read the index")
+    def read(self, *, snapshot: bool = True) -> contextlib.AbstractContextManager[PgTxn]:
+        return self._txn(_BEGIN_READ if snapshot else None, "cannot read the index")
 
     def write(self, *, durable: bool = True) -> contextlib.AbstractContextManager[PgTxn]:
         if durable and not self._flushes:

@@ -114,8 +114,8 @@ class LoggedIndex:
         #: off for a store whose blocks are not in packs (nowhere to ship records to) or with meta.log off
         self.enabled = True
 
-    def read(self):
-        return self.inner.read()
+    def read(self, *, snapshot: bool = True):
+        return self.inner.read(snapshot=snapshot)
 
     @contextlib.contextmanager
     def write(self, *, durable: bool = True) -> Iterator:

@@ -385,7 +385,7 @@ class Store(UploadsMixin, TagsMixin, JournalMixin):
         self._notify()
 
     def bucket(self, name: str) -> BucketInfo:
-        with self.index.read() as t:
+        with self.index.read(snapshot=False) as t:
             rec = self._require_bucket(t, name)
         return BucketInfo.from_record(name, rec)
 
@@ -409,7 +409,7 @@ class Store(UploadsMixin, TagsMixin, JournalMixin):
         metadata, headers = check_metadata(metadata), check_headers(headers)
         tags = check_tags(tags or {})
         conditional = if_match is not None or if_none_match is not None
-        with self.index.read() as t:  # fail fast, before reading a body we would refuse
+        with self.index.read(snapshot=False) as t:  # fail fast, before reading a body we would refuse
             t.prefetch(buckets=[bucket], objects=[(bucket, key)] if conditional else [])
             owner = self._require_bucket(t, bucket)["owner"]
             self._check_conditions(t, bucket, key, if_match, if_none_match)
@@ -427,7 +427,7 @@ class Store(UploadsMixin, TagsMixin, JournalMixin):
                            {"buckets": [bucket], "objects": [(bucket, key)]})
 
     def stat(self, bucket: str, key: str) -> ObjectInfo:
-        with self.index.read() as t:
+        with self.index.read(snapshot=False) as t:  # one read (two when there is no such object)
             rec = self._require_object(t, bucket, key)
         return ObjectInfo.from_record(bucket, key, rec)
 

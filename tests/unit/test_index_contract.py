@@ -492,6 +492,25 @@ def test_a_read_is_a_snapshot_from_when_it_opens(index):
         assert [b for b, _ in t.iter_blocks()] == bids[1::2]
 
 
+def test_a_read_without_snapshot_reads_the_rows_and_refuses_writes(index, index_target):
+    """``read(snapshot=False)``: the rows as committed (LMDB still gives a snapshot; PostgreSQL
+    reads each statement's latest commits), and no writes."""
+    with index.write() as t:
+        t.put_bucket("b", {"v": 1})
+        t.put_object("b", "k", {"o": 1})
+    with index.read(snapshot=False) as r:
+        r.prefetch(buckets=["b"], objects=[("b", "k")])
+        assert r.get_bucket("b") == {"v": 1} and r.get_object("b", "k") == {"o": 1}
+        with index.write() as t:
+            t.put_bucket("later", {})
+        later = r.get_bucket("later")
+        assert later == ({} if index_target[0] == "pg" else None)
+        with pytest.raises(PermanentStoreError):
+            r.put_bucket("x", {})
+    with index.read() as t:
+        assert t.get_bucket("x") is None
+
+
 def test_writers_are_serialised_and_lose_no_update(index):
     """Read-modify-write from threads: every increment lands, and sequence numbers commit in
     order with no gap (the journal, read in key order, is 1..N)."""
