@@ -757,12 +757,20 @@ class PgTxn(KvTxn):
     def list_objects(
         self, bucket: str, prefix: str, delimiter: str, start_after: str, limit: int
     ) -> tuple[list[tuple[str, dict]], list[str], bool]:
-        """As ``KvTxn.list_objects``, a delimiter listing in one statement (``_GROUPED_PAGE``)."""
-        if not delimiter or limit <= 0:
+        """As ``KvTxn.list_objects``, in one statement: a page and one row more (without a
+        delimiter), or ``_GROUPED_PAGE``."""
+        if limit <= 0:
             return super().list_objects(bucket, prefix, delimiter, start_after, limit)
         base, full_prefix, start = listing_start(bucket, prefix, delimiter, start_after)
-        delim = delimiter.encode()
         self._flush()
+        if not delimiter:
+            end = _prefix_end(full_prefix)
+            query, args = (_SQL["objects"].scan_to, (start, end, limit + 1)) if end is not None else \
+                (_SQL["objects"].scan, (start, limit + 1))
+            rows = self._fetch(query, args, "list", "objects")
+            page = [(k[len(base):].decode(), s.loads(v)) for k, v in rows[:limit]]
+            return page, [], len(rows) > limit
+        delim = delimiter.encode()
         params = {"start": start, "end": _prefix_end(full_prefix), "plen": len(full_prefix), "d": delim,
                   "dlen": len(delim), "n": limit + 1, "ff": b"\xff", "zero": b"\x00"}
         rows = self._fetch(_GROUPED_PAGE, params, "list", "objects")

@@ -439,7 +439,9 @@ class Store(UploadsMixin, TagsMixin, JournalMixin):
         ``ObjectDamaged`` here; without it (HEAD, conditional GETs) call ``reader.prefetch()``
         before starting a response. Called on the class, ``Store.open_store(settings)`` opens a store
         (``open_store``)."""
-        with self.index.read() as t:
+        # no snapshot: a manifest never changes, and one the record names outlives a reader's
+        # two statements (GC drops it only a grace after no name uses it)
+        with self.index.read(snapshot=False) as t:
             rec = self._require_object(t, bucket, key)
             raw = t.get_manifest(bytes.fromhex(rec["m"]))
         info = ObjectInfo.from_record(bucket, key, rec)
@@ -514,7 +516,7 @@ class Store(UploadsMixin, TagsMixin, JournalMixin):
              limit: int = 1000) -> Listing:
         """One page of keys (and common prefixes) in UTF-8 binary order."""
         limit = max(0, min(int(limit), 100_000))
-        with self.index.read() as t:
+        with self.index.read(snapshot=False) as t:  # a page is one statement
             self._require_bucket(t, bucket)
             if limit == 0:
                 return Listing([], [], False, start_after)
