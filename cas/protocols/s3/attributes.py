@@ -15,7 +15,7 @@ from __future__ import annotations
 from cas.protocols.s3 import checksum, xml
 from cas.protocols.s3.error import S3Error, invalid_argument
 from cas.protocols.s3.object import refuse_unsupported
-from cas.protocols.s3.request import Response, S3Request
+from cas.protocols.s3.request import Response, S3Request, non_negative_int
 
 HEADER = "x-amz-object-attributes"
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
@@ -33,25 +33,12 @@ def _wanted(req: S3Request) -> set[str]:
     return names
 
 
-def _int_header(req: S3Request, name: str, default: int) -> int:
-    text = req.headers.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise invalid_argument(f"Provided {name} not an integer or within integer range", name, text) from None
-    if value < 0:
-        raise invalid_argument(f"Provided {name} must be a non-negative integer", name, text)
-    return value
-
-
 def get_object_attributes(req: S3Request) -> Response:
     refuse_unsupported(req)
     req.bucket_for()
     wanted = _wanted(req)
-    max_parts = min(_int_header(req, "x-amz-max-parts", MAX_PARTS), MAX_PARTS)
-    marker = _int_header(req, "x-amz-part-number-marker", 0)
+    max_parts = min(non_negative_int(req.headers.get("x-amz-max-parts"), "x-amz-max-parts", MAX_PARTS), MAX_PARTS)
+    marker = non_negative_int(req.headers.get("x-amz-part-number-marker"), "x-amz-part-number-marker", 0)
     info = req.store.stat(req.bucket, req.key)
     children: list = []
     if "ETag" in wanted:

@@ -21,7 +21,7 @@ from cas.names import check_bucket
 from cas.protocols.s3 import xml
 from cas.protocols.s3.error import S3Error, invalid_argument
 from cas.protocols.s3.payload import read_small_body
-from cas.protocols.s3.request import Response, S3Request, quote_etag
+from cas.protocols.s3.request import Response, S3Request, non_negative_int, quote_etag
 from cas.protocols.s3.xml import iso_time
 
 REGION = "us-east-1"
@@ -148,16 +148,7 @@ def get_missing_config(code: str, message: str):
 
 
 def _max_keys(req: S3Request, name: str = "max-keys") -> int:
-    text = req.params.get(name)
-    if text is None:
-        return MAX_KEYS
-    try:
-        value = int(text)
-    except ValueError:
-        raise invalid_argument(f"Provided {name} not an integer or within integer range", name, text) from None
-    if value < 0:
-        raise invalid_argument(f"Provided {name} must be a non-negative integer", name, text)
-    return min(value, MAX_KEYS)
+    return min(non_negative_int(req.params.get(name), name, MAX_KEYS), MAX_KEYS)
 
 
 def _encoder(req: S3Request):

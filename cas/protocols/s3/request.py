@@ -169,6 +169,20 @@ def error_response(req_or_none, error: S3Error, method: str, resource: str, requ
     return Response(error.status, headers, body)
 
 
+def non_negative_int(text: str | None, name: str, default: int) -> int:
+    """A count or marker a request gives in a query parameter or header ``name`` (``default`` when
+    absent); ``InvalidArgument`` for one that is not a non-negative integer."""
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise invalid_argument(f"Provided {name} not an integer or within integer range", name, text) from None
+    if value < 0:
+        raise invalid_argument(f"Provided {name} must be a non-negative integer", name, text)
+    return value
+
+
 def quote_etag(etag: str) -> str:
     return f'"{etag}"'
 

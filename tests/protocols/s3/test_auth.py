@@ -9,13 +9,9 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.fixtures.s3api import empty_bucket, raw_request, sign_request, unique_bucket
+from tests.fixtures.s3api import code_of, empty_bucket, raw_request, sign_request, unique_bucket
 
 pytestmark = pytest.mark.integration
-
-
-def code_of(excinfo) -> str:
-    return excinfo.value.response["Error"]["Code"]
 
 
 def test_wrong_key_and_wrong_secret(cas_s3):

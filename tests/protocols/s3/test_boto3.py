@@ -22,30 +22,9 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.fixtures.s3api import empty_bucket, presign_url, raw_request, unique_bucket
+from tests.fixtures.s3api import code_of, empty_bucket, presign_url, raw_request, status_of, unique_bucket
 
 pytestmark = pytest.mark.integration
-
-
-def code_of(excinfo) -> str:
-    return excinfo.value.response["Error"]["Code"]
-
-
-def status_of(excinfo) -> int:
-    return excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"]
-
-
-@pytest.fixture
-def client(cas_s3_any):
-    return cas_s3_any.client()
-
-
-@pytest.fixture
-def bucket(client):
-    name = unique_bucket()
-    client.create_bucket(Bucket=name)
-    yield name
-    empty_bucket(client, name)
 
 
 # -- buckets

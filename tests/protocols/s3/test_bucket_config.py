@@ -19,21 +19,13 @@ from botocore.exceptions import ClientError
 from cas.protocols.s3 import bucketconfig, cors
 from cas.store import BUCKET_KEYED_KV, Store
 from tests.fixtures.gc import run_cas
-from tests.fixtures.s3api import S3Serve, empty_bucket, raw_request, sign_request, unique_bucket
+from tests.fixtures.s3api import S3Serve, code_of, empty_bucket, raw_request, sign_request, status_of, unique_bucket
 from tests.protocols.s3.test_clients import aws, rclone
 
 pytestmark = pytest.mark.integration
 
 EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 APP = "https://app.example.com"
-
-
-def code_of(excinfo) -> str:
-    return excinfo.value.response["Error"]["Code"]
-
-
-def status_of(excinfo) -> int:
-    return excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def xml_code(body: bytes) -> str:

@@ -17,18 +17,10 @@ import os
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.fixtures.s3api import empty_bucket, raw_request, sign_request, unique_bucket
+from tests.fixtures.s3api import code_of, empty_bucket, raw_request, sign_request, status_of, unique_bucket
 from tests.protocols.s3.test_clients import aws
 
 pytestmark = pytest.mark.integration
-
-
-def code_of(excinfo) -> str:
-    return excinfo.value.response["Error"]["Code"]
-
-
-def status_of(excinfo) -> int:
-    return excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def tagset(pairs: dict) -> dict:
@@ -37,19 +29,6 @@ def tagset(pairs: dict) -> dict:
 
 def tags_of(client, bucket: str, key: str) -> dict:
     return {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
-
-
-@pytest.fixture
-def client(cas_s3_any):
-    return cas_s3_any.client()
-
-
-@pytest.fixture
-def bucket(client):
-    name = unique_bucket()
-    client.create_bucket(Bucket=name)
-    yield name
-    empty_bucket(client, name)
 
 
 # -- object tags
