@@ -118,7 +118,7 @@ _BEGIN_WRITE = ("BEGIN ISOLATION LEVEL READ COMMITTED",
 _FLUSH = "BEGIN; SELECT pg_logical_emit_message(true, 'cas', 'flush'); COMMIT"
 # where a server refuses that (a PostgreSQL-compatible one may lack the function), durable writes
 # commit synchronously, holding the write lock through their flush
-_BEGIN_WRITE_SYNC = ("BEGIN ISOLATION LEVEL READ COMMITTED", f"SELECT pg_advisory_xact_lock({_WRITE_KEY})")
+_BEGIN_WRITE_SYNC = (_BEGIN_WRITE[0], f"SELECT pg_advisory_xact_lock({_WRITE_KEY})")
 _NOTIFY = f"NOTIFY {CHANNEL}"
 
 #: SQLSTATE classes worth retrying: connection exceptions, serialisation failures and
@@ -747,10 +747,7 @@ class PgTxn(KvTxn):
         """A commit touches several counters: the first read fetches them all (a few dozen
         small rows) in one round trip."""
         key = b"n:" + name.encode()
-        if not self._counters:
-            for k, v in self._fetch(_SQL["meta"].scan_to, (b"n:", b"n;", 10_000), "read", "meta"):
-                self._known.setdefault(("meta", k), v)
-            self._counters = True
+        self._prefetch([], True)
         self._known.setdefault(("meta", key), None)  # not among them: none yet
         return super().counter(name)
 

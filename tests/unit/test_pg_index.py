@@ -152,6 +152,14 @@ def _listening(url: str) -> int:
                             "AND query = 'LISTEN cas_commits'").fetchone()[0]
 
 
+def _until_listening(url: str) -> None:
+    """Wait (10 s at most) until a session of the database LISTENs for commits."""
+    deadline = time.monotonic() + 10
+    while _listening(url) < 1:
+        assert time.monotonic() < deadline, "the listener never listened"
+        time.sleep(0.02)
+
+
 def test_a_commit_with_a_sequence_number_wakes_the_watchers_of_another_node(pg_url):
     """watch: node B learns of A's commits from the server (NOTIFY), not by polling; a commit
     that takes no sequence number, or one rolled back, tells nobody."""
@@ -159,10 +167,7 @@ def test_a_commit_with_a_sequence_number_wakes_the_watchers_of_another_node(pg_u
     try:
         woke = _woken(b)
         assert woke.wait(10)  # once when it starts listening: commits it may have missed
-        deadline = time.monotonic() + 10
-        while _listening(pg_url) < 1:
-            assert time.monotonic() < deadline, "the listener never listened"
-            time.sleep(0.02)
+        _until_listening(pg_url)
         woke.clear()
         with a.write() as t:
             t.put_meta("quiet", 1)  # no sequence number: no notification
@@ -195,10 +200,7 @@ def test_a_listener_that_lost_its_connection_reconnects_and_wakes(pg_url, monkey
         woke.clear()
         assert _drop_sessions(pg_url) >= 1  # the listener's session among them
         assert woke.wait(10)  # reconnected: woken once for what it may have missed
-        deadline = time.monotonic() + 10
-        while _listening(pg_url) < 1:
-            assert time.monotonic() < deadline, "the listener never listened again"
-            time.sleep(0.02)
+        _until_listening(pg_url)
         woke.clear()
         with a.write() as t:
             t.next_seq()
